@@ -1,0 +1,3 @@
+mod docker;
+
+fn main() {}
