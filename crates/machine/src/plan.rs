@@ -1,0 +1,263 @@
+//! The steps of each run kind, what undoes them, and the recovery decision.
+//!
+//! Everything here is a function of a run's spec and the facts its outcomes reported, so the live
+//! executor, a replay and `recover` all compute the same steps.
+
+use crate::run::{MachineError, Mode, Run};
+use crate::types::*;
+
+/// The index of each step in the forward list of its kind. Indices, not states, because a state
+/// (Checking, Verifying) can hold more than one step.
+mod step {
+    // Backup and upgrade.
+    pub const STOP: usize = 1;
+    pub const WRITE: usize = 2;
+    pub const RECORD: usize = 3;
+    // Upgrade only.
+    pub const DEPLOY: usize = 4;
+    pub const COMPOSE_UP: usize = 5;
+    pub const VERIFY_UPGRADE: usize = 6;
+    // Restore and rollback.
+    pub const RESTORE_STOP: usize = 2;
+    pub const RESTORE_DATA: usize = 3;
+    pub const RESTORE_START: usize = 4;
+    pub const RESTORE_VERIFY: usize = 5;
+}
+
+/// The number of forward steps that must have succeeded before a run is past its point of no
+/// return: from there, a failure or crash finishes the run instead of undoing it.
+///
+/// - backup: the archive is recorded; undoing would throw away a good backup.
+/// - upgrade: the new version was verified healthy.
+/// - restore and rollback: the restored data was verified with the services up.
+pub(crate) fn point_of_no_return(kind: RunKind) -> usize {
+    match kind {
+        RunKind::Backup => step::RECORD + 1,
+        RunKind::Upgrade => step::VERIFY_UPGRADE + 1,
+        RunKind::Restore | RunKind::Rollback => step::RESTORE_VERIFY + 1,
+    }
+}
+
+/// The forward step at `index`, or `None` past the last one.
+pub(crate) fn forward_step(run: &Run, index: usize) -> Result<Option<(State, Effect)>, MachineError> {
+    let running = || run.running().map(<[String]>::to_vec).ok_or(MachineError::MissingFact("running services"));
+    let step = match run.spec() {
+        RunSpec::Backup { archive_path, backup_kind, note } => match index {
+            0 => (State::Checking, Effect::Inspect),
+            1 => (State::Stopping, Effect::StopServices { services: running()? }),
+            2 => (State::Archiving, Effect::WriteArchive { path: archive_path.clone() }),
+            3 => (
+                State::Recording,
+                Effect::RecordBackup { archive: archive(run)?, backup_kind: *backup_kind, note: note.clone() },
+            ),
+            4 => (State::Restarting, Effect::StartServices { services: running()? }),
+            _ => return Ok(None),
+        },
+        RunSpec::Upgrade { archive_path, package } => match index {
+            0 => (State::Checking, Effect::Inspect),
+            1 => (State::Stopping, Effect::StopServices { services: running()? }),
+            2 => (State::Archiving, Effect::WriteArchive { path: archive_path.clone() }),
+            3 => (
+                State::Recording,
+                Effect::RecordBackup { archive: archive(run)?, backup_kind: BackupKind::PreUpgrade, note: None },
+            ),
+            4 => (State::Deploying, Effect::Deploy { package: package.clone() }),
+            5 => (State::Restarting, Effect::ComposeUp { services: None }),
+            6 => (State::Verifying, Effect::VerifyServices { services: None }),
+            7 => (State::Verifying, Effect::CommitDeploy { version: package.version.clone() }),
+            _ => return Ok(None),
+        },
+        RunSpec::Restore { backup } | RunSpec::Rollback { backup } => {
+            let rollback = run.kind() == RunKind::Rollback;
+            match index {
+                0 => (State::Checking, Effect::VerifyArchive { backup: backup.clone() }),
+                1 => (State::Checking, Effect::Inspect),
+                2 => (State::Stopping, Effect::StopServices { services: running()? }),
+                3 => (State::Restoring, Effect::RestoreData { backup: backup.clone(), deployment: rollback }),
+                4 => (State::Restarting, start_effect(rollback, running()?)),
+                5 => (State::Verifying, Effect::VerifyServices { services: Some(running()?) }),
+                6 => (State::Verifying, Effect::CommitData),
+                _ => return Ok(None),
+            }
+        }
+    };
+    Ok(Some(step))
+}
+
+/// How services come back: `docker start` of the existing containers, or, when deployment files
+/// changed under them, the compose command so the containers match the files again.
+fn start_effect(deployment_changed: bool, services: Vec<String>) -> Effect {
+    if deployment_changed { Effect::ComposeUp { services: Some(services) } } else { Effect::StartServices { services } }
+}
+
+fn archive(run: &Run) -> Result<ArchiveFacts, MachineError> {
+    run.archive().cloned().ok_or(MachineError::MissingFact("archive facts"))
+}
+
+/// What to do after a forward step failed or the run was interrupted.
+///
+/// `begun` forward steps had their intent journaled; the first `done` of them succeeded. Returns
+/// the steps that settle the run and the terminal state they lead to.
+pub(crate) fn settle(run: &Run, begun: usize, done: usize) -> Result<(Vec<Effect>, State), MachineError> {
+    if done >= point_of_no_return(run.kind()) {
+        // Finish: the remaining forward steps, from the one that failed or was interrupted.
+        let mut steps = Vec::new();
+        let mut index = done;
+        while let Some((_, effect)) = forward_step(run, index)? {
+            steps.push(effect);
+            index += 1;
+        }
+        return Ok((steps, State::Completed));
+    }
+    let mut steps = Vec::new();
+    match run.spec() {
+        RunSpec::Backup { archive_path, .. } => {
+            if begun > step::WRITE {
+                steps.push(Effect::DiscardArchive { path: archive_path.clone() });
+            }
+            if begun > step::STOP {
+                steps.push(Effect::StartServices { services: running(run)? });
+            }
+        }
+        RunSpec::Upgrade { archive_path, .. } if begun <= step::DEPLOY => {
+            // Nothing deployed yet: like a backup, except that a recorded pre-upgrade backup is a
+            // good backup and stays.
+            if begun > step::WRITE && done <= step::RECORD {
+                steps.push(Effect::DiscardArchive { path: archive_path.clone() });
+            }
+            if begun > step::STOP {
+                steps.push(Effect::StartServices { services: running(run)? });
+            }
+        }
+        RunSpec::Upgrade { .. } => {
+            // Deploying began: put the old files back and, if the new stack ran, the old data.
+            let new_stack_ran = begun > step::COMPOSE_UP;
+            let running = running(run)?;
+            steps.push(Effect::StopStack);
+            steps.push(Effect::RestoreDeployment);
+            if new_stack_ran {
+                let facts = archive(run)?;
+                let backup = BackupRef {
+                    backup_id: run.id(),
+                    path: facts.path,
+                    sha256: facts.sha256,
+                    size_bytes: facts.size_bytes,
+                };
+                steps.push(Effect::RestoreData { backup, deployment: false });
+            }
+            steps.push(Effect::ComposeUp { services: Some(running.clone()) });
+            steps.push(Effect::VerifyServices { services: Some(running) });
+            if new_stack_ran {
+                steps.push(Effect::CommitData);
+            }
+        }
+        RunSpec::Restore { .. } | RunSpec::Rollback { .. } => {
+            let rollback = run.kind() == RunKind::Rollback;
+            if begun > step::RESTORE_DATA {
+                let running = running(run)?;
+                if begun > step::RESTORE_START {
+                    steps.push(Effect::StopStack);
+                }
+                steps.push(Effect::RevertData);
+                steps.push(start_effect(rollback, running.clone()));
+                steps.push(Effect::VerifyServices { services: Some(running) });
+            } else if begun > step::RESTORE_STOP {
+                steps.push(Effect::StartServices { services: running(run)? });
+            }
+        }
+    }
+    Ok((steps, State::RolledBack))
+}
+
+fn running(run: &Run) -> Result<Vec<String>, MachineError> {
+    run.running().map(<[String]>::to_vec).ok_or(MachineError::MissingFact("running services"))
+}
+
+/// Folds a run's events into the run they describe.
+///
+/// The first event must be `Started`. Fails on the first event the machine rejects, naming its
+/// index; a journal whose events replay cleanly describes a run the machine could really have had.
+pub fn replay(id: RunId, events: &[Event]) -> Result<Run, ReplayError> {
+    let (first, rest) = events.split_first().ok_or(ReplayError { index: 0, error: MachineError::NoEvents })?;
+    let mut run = Run::from_started(id, first).map_err(|error| ReplayError { index: 0, error })?;
+    for (i, event) in rest.iter().enumerate() {
+        run.apply(event).map_err(|error| ReplayError { index: i + 1, error })?;
+    }
+    Ok(run)
+}
+
+/// A replay that stopped at an event the machine rejects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplayError {
+    /// The position of the rejected event in the run's event list (0 is `Started`).
+    pub index: usize,
+    pub error: MachineError,
+}
+
+impl std::fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "event {}: {}", self.index, self.error)
+    }
+}
+
+impl std::error::Error for ReplayError {}
+
+/// What `lifeboat recover` will do with one interrupted run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveryPlan {
+    pub run_id: RunId,
+    pub kind: RunKind,
+    /// The state the run was in when it was interrupted.
+    pub interrupted_in: State,
+    pub decision: Decision,
+    /// The effects recovery will carry out, in order (an interrupted effect is carried out again).
+    pub steps: Vec<Effect>,
+    /// The state the run ends in if every step succeeds.
+    pub ends_as: State,
+}
+
+impl RecoveryPlan {
+    /// The event that starts carrying out this plan; journal it, then apply it to the run.
+    pub fn event(&self, at: Timestamp) -> Event {
+        Event::Recovering { at, decision: self.decision }
+    }
+}
+
+/// Decides what to do with a run, from its events alone. `Ok(None)` when the run already ended.
+///
+/// The rules (argued in ARCHITECTURE.md):
+/// - a run already rolling back carries on rolling back, redoing the interrupted step;
+/// - a run past its point of no return (backup recorded; upgrade, restore or rollback verified)
+///   resumes, redoing the interrupted step;
+/// - any other run rolls back: a backup deletes its unrecorded archive and starts the services it
+///   stopped; an upgrade that began deploying also puts back the old files, data and stack.
+pub fn recover(id: RunId, events: &[Event]) -> Result<Option<RecoveryPlan>, ReplayError> {
+    let run = replay(id, events)?;
+    run.recovery_plan().map_err(|error| ReplayError { index: events.len(), error })
+}
+
+impl Run {
+    /// The recovery plan for this run as it stands, or `None` if it already ended.
+    pub fn recovery_plan(&self) -> Result<Option<RecoveryPlan>, MachineError> {
+        let (decision, steps, ends_as) = match self.mode() {
+            Mode::Ended(_) => return Ok(None),
+            Mode::Compensating { steps, end } => (Decision::ContinueRollBack, steps[self.cursor()..].to_vec(), *end),
+            Mode::Forward => {
+                let done = self.cursor();
+                let begun = done + usize::from(self.in_flight().is_some());
+                let decision =
+                    if done >= point_of_no_return(self.kind()) { Decision::Resume } else { Decision::RollBack };
+                let (steps, end) = settle(self, begun, done)?;
+                (decision, steps, end)
+            }
+        };
+        Ok(Some(RecoveryPlan {
+            run_id: self.id(),
+            kind: self.kind(),
+            interrupted_in: self.state(),
+            decision,
+            steps,
+            ends_as,
+        }))
+    }
+}

@@ -1,0 +1,360 @@
+//! [`Run`]: one backup, upgrade, restore or rollback, as the fold of its events.
+
+use crate::plan::{forward_step, point_of_no_return, settle};
+use crate::types::*;
+use std::fmt;
+
+/// Where a run is in its life.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Carrying out the forward steps of its kind.
+    Forward,
+    /// Settling after a failure or a recovery: carrying out `steps` in order, then ending in `end`.
+    /// Undoing steps end `RolledBack`; finishing steps past the point of no return end `Completed`.
+    Compensating { steps: Vec<Effect>, end: State },
+    /// Ended in a terminal state; no more events are accepted.
+    Ended(State),
+}
+
+/// A failed effect, as the run remembers it for the operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The state the run was in when the effect failed.
+    pub state: State,
+    pub effect: Effect,
+    pub error: String,
+}
+
+/// An event the machine refuses. Replaying a journal that produces one means the journal does not
+/// describe a run the machine could have had.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MachineError {
+    /// A run needs at least its `Started` event.
+    NoEvents,
+    /// The first event of a run must be `Started`.
+    NotStarted,
+    /// A second `Started` event in the same run.
+    StartedTwice,
+    /// An event arrived after the run ended.
+    AfterEnd { state: State },
+    /// An `Intent` arrived while another effect's outcome was still missing.
+    IntentWhileInFlight,
+    /// An `Intent` asked for a different effect than the machine's next step.
+    UnexpectedIntent { expected: Option<Box<Effect>>, got: Box<Effect> },
+    /// An `Outcome` arrived with no effect in flight.
+    OutcomeWithoutIntent,
+    /// An `Outcome` of the wrong shape for its effect (say, `ArchiveWritten` for `StopServices`).
+    OutcomeMismatch { effect: &'static str },
+    /// A `Recovering` event whose decision differs from the one the rules give.
+    WrongDecision { expected: Decision, got: Decision },
+    /// A step needs a fact that an earlier outcome should have reported.
+    MissingFact(&'static str),
+}
+
+impl fmt::Display for MachineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MachineError::NoEvents => write!(f, "the run has no events"),
+            MachineError::NotStarted => write!(f, "the first event of a run must be 'started'"),
+            MachineError::StartedTwice => write!(f, "a second 'started' event"),
+            MachineError::AfterEnd { state } => write!(f, "an event after the run ended {state}"),
+            MachineError::IntentWhileInFlight => write!(f, "an intent while another effect's outcome is missing"),
+            MachineError::UnexpectedIntent { expected: Some(expected), got } => {
+                write!(f, "intent {} where the next step is {}", got.name(), expected.name())
+            }
+            MachineError::UnexpectedIntent { expected: None, got } => {
+                write!(f, "intent {} where no step remains", got.name())
+            }
+            MachineError::OutcomeWithoutIntent => write!(f, "an outcome with no effect in flight"),
+            MachineError::OutcomeMismatch { effect } => write!(f, "an outcome of the wrong kind for {effect}"),
+            MachineError::WrongDecision { expected, got } => {
+                write!(f, "recovery decision {} where the rules give {}", got.as_str(), expected.as_str())
+            }
+            MachineError::MissingFact(fact) => write!(f, "a step needs {fact}, which no outcome reported"),
+        }
+    }
+}
+
+impl std::error::Error for MachineError {}
+
+/// One run, as the fold of its journaled events. See the crate docs for the call order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Run {
+    id: RunId,
+    spec: RunSpec,
+    started_at: Timestamp,
+    last_event_at: Timestamp,
+    mode: Mode,
+    /// The next step to begin (or the one in flight) in the current list: the forward steps of the
+    /// kind in `Forward` mode, the compensation steps in `Compensating` mode. In `Forward` mode it
+    /// is also the number of forward steps that succeeded.
+    cursor: usize,
+    /// The effect whose intent is journaled and whose outcome is not (yet).
+    in_flight: Option<Effect>,
+    running: Option<Vec<String>>,
+    archive: Option<ArchiveFacts>,
+    failures: Vec<Failure>,
+}
+
+impl Run {
+    /// The first event of a new run. Journal it, then build the run with [`Run::from_started`].
+    pub fn start(spec: RunSpec, at: Timestamp) -> Event {
+        Event::Started { at, spec }
+    }
+
+    /// The run that a `Started` event begins.
+    pub fn from_started(id: RunId, event: &Event) -> Result<Run, MachineError> {
+        let Event::Started { at, spec } = event else {
+            return Err(MachineError::NotStarted);
+        };
+        Ok(Run {
+            id,
+            spec: spec.clone(),
+            started_at: *at,
+            last_event_at: *at,
+            mode: Mode::Forward,
+            cursor: 0,
+            in_flight: None,
+            running: None,
+            archive: None,
+            failures: Vec::new(),
+        })
+    }
+
+    pub fn id(&self) -> RunId {
+        self.id
+    }
+
+    pub fn kind(&self) -> RunKind {
+        self.spec.kind()
+    }
+
+    pub fn spec(&self) -> &RunSpec {
+        &self.spec
+    }
+
+    pub fn started_at(&self) -> Timestamp {
+        self.started_at
+    }
+
+    pub fn last_event_at(&self) -> Timestamp {
+        self.last_event_at
+    }
+
+    pub fn mode(&self) -> &Mode {
+        &self.mode
+    }
+
+    pub(crate) fn cursor(&self) -> usize {
+        self.cursor
+    }
+
+    /// The effect whose outcome has not been journaled: after a crash, it may or may not have
+    /// happened.
+    pub fn in_flight(&self) -> Option<&Effect> {
+        self.in_flight.as_ref()
+    }
+
+    /// The services that were running when the run began, in stop order, once `Inspect` reported.
+    pub fn running(&self) -> Option<&[String]> {
+        self.running.as_deref()
+    }
+
+    /// What the archive write reported, once it succeeded.
+    pub fn archive(&self) -> Option<&ArchiveFacts> {
+        self.archive.as_ref()
+    }
+
+    /// The failed effects, oldest first. A run ends `Failed` after a second failure.
+    pub fn failures(&self) -> &[Failure] {
+        &self.failures
+    }
+
+    pub fn is_ended(&self) -> bool {
+        matches!(self.mode, Mode::Ended(_))
+    }
+
+    /// Whether the run is past its point of no return: from here it finishes rather than undoes.
+    pub fn is_committed(&self) -> bool {
+        match &self.mode {
+            Mode::Forward => self.cursor >= point_of_no_return(self.kind()),
+            Mode::Compensating { end, .. } | Mode::Ended(end) => *end == State::Completed,
+        }
+    }
+
+    /// The state of the brief (§4) the run is in.
+    pub fn state(&self) -> State {
+        match &self.mode {
+            Mode::Ended(state) => *state,
+            Mode::Compensating { end: State::Completed, .. } => self.forward_state_at_failure(),
+            Mode::Compensating { .. } => State::RollingBack,
+            Mode::Forward => match forward_step(self, self.cursor) {
+                Ok(Some((state, _))) => state,
+                Ok(None) => State::Completed,
+                Err(_) => State::Failed,
+            },
+        }
+    }
+
+    /// For a run finishing after a failure past its point of no return: the forward state of the
+    /// step being retried, so the timeline reads "restarting" rather than "rolling back".
+    fn forward_state_at_failure(&self) -> State {
+        self.failures.last().map_or(State::Restarting, |failure| failure.state)
+    }
+
+    /// The next effect to carry out, or `None` when the run has ended or an effect is in flight
+    /// (an interrupted run must go through [`Run::recovery_plan`] first).
+    pub fn poll_effect(&self) -> Option<Effect> {
+        if self.in_flight.is_some() {
+            return None;
+        }
+        self.next_step()
+    }
+
+    fn next_step(&self) -> Option<Effect> {
+        match &self.mode {
+            Mode::Ended(_) => None,
+            Mode::Compensating { steps, .. } => steps.get(self.cursor).cloned(),
+            Mode::Forward => forward_step(self, self.cursor).ok().flatten().map(|(_, effect)| effect),
+        }
+    }
+
+    /// The `Intent` event for the next effect. Journal it before carrying the effect out.
+    pub fn handle_begin(&self, at: Timestamp) -> Result<Event, MachineError> {
+        if let Mode::Ended(state) = self.mode {
+            return Err(MachineError::AfterEnd { state });
+        }
+        if self.in_flight.is_some() {
+            return Err(MachineError::IntentWhileInFlight);
+        }
+        let effect = self.next_step().ok_or(MachineError::AfterEnd { state: State::Completed })?;
+        Ok(Event::Intent { at, effect })
+    }
+
+    /// The `Outcome` event for the effect in flight. Journal it, then apply it.
+    pub fn handle_outcome(&self, outcome: Outcome, at: Timestamp) -> Result<Event, MachineError> {
+        let effect = self.in_flight.as_ref().ok_or(MachineError::OutcomeWithoutIntent)?;
+        check_outcome_shape(effect, &outcome)?;
+        Ok(Event::Outcome { at, outcome })
+    }
+
+    /// Applies one event: the only way a run changes. Rejects events that contradict the run.
+    pub fn apply(&mut self, event: &Event) -> Result<(), MachineError> {
+        if let Mode::Ended(state) = self.mode {
+            return Err(MachineError::AfterEnd { state });
+        }
+        match event {
+            Event::Started { .. } => return Err(MachineError::StartedTwice),
+            Event::Intent { effect, .. } => self.apply_intent(effect)?,
+            Event::Outcome { outcome, .. } => self.apply_outcome(outcome)?,
+            Event::Recovering { decision, .. } => self.apply_recovering(*decision)?,
+        }
+        self.last_event_at = event.at();
+        Ok(())
+    }
+
+    fn apply_intent(&mut self, effect: &Effect) -> Result<(), MachineError> {
+        if self.in_flight.is_some() {
+            return Err(MachineError::IntentWhileInFlight);
+        }
+        let expected = self.next_step();
+        if expected.as_ref() != Some(effect) {
+            return Err(MachineError::UnexpectedIntent {
+                expected: expected.map(Box::new),
+                got: Box::new(effect.clone()),
+            });
+        }
+        self.in_flight = Some(effect.clone());
+        Ok(())
+    }
+
+    fn apply_outcome(&mut self, outcome: &Outcome) -> Result<(), MachineError> {
+        let effect = self.in_flight.take().ok_or(MachineError::OutcomeWithoutIntent)?;
+        if let Err(error) = check_outcome_shape(&effect, outcome) {
+            self.in_flight = Some(effect);
+            return Err(error);
+        }
+        if let Outcome::Failed { error } = outcome {
+            let state = self.step_state();
+            self.failures.push(Failure { state, effect, error: error.clone() });
+            return self.fail();
+        }
+        match outcome {
+            Outcome::Inspected { running } => self.running = Some(running.clone()),
+            Outcome::ArchiveWritten(facts) => self.archive = Some(facts.clone()),
+            Outcome::Done | Outcome::Failed { .. } => {}
+        }
+        self.cursor += 1;
+        self.end_if_done()
+    }
+
+    /// The state the current step belongs to, for failure reports.
+    fn step_state(&self) -> State {
+        match &self.mode {
+            Mode::Forward => forward_step(self, self.cursor).ok().flatten().map_or(State::Failed, |(state, _)| state),
+            _ => self.state(),
+        }
+    }
+
+    /// A failed effect: a forward step settles the run (undo, or finish past the point of no
+    /// return); a failed settling step leaves nothing more the machine can do, so the run fails.
+    fn fail(&mut self) -> Result<(), MachineError> {
+        match self.mode {
+            Mode::Forward => {
+                let done = self.cursor;
+                let (steps, end) = settle(self, done + 1, done)?;
+                // Past the point of no return the failed step is retried once, as a settling step.
+                self.mode = Mode::Compensating { steps, end };
+                self.cursor = 0;
+                self.end_if_done()
+            }
+            _ => {
+                self.mode = Mode::Ended(State::Failed);
+                Ok(())
+            }
+        }
+    }
+
+    fn end_if_done(&mut self) -> Result<(), MachineError> {
+        match &self.mode {
+            Mode::Forward if forward_step(self, self.cursor)?.is_none() => self.mode = Mode::Ended(State::Completed),
+            Mode::Compensating { steps, end } if self.cursor >= steps.len() => self.mode = Mode::Ended(*end),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn apply_recovering(&mut self, decision: Decision) -> Result<(), MachineError> {
+        // The plan is computed before the in-flight effect is forgotten: it decides what that
+        // effect may have done.
+        let plan = self.recovery_plan()?.ok_or(MachineError::AfterEnd { state: self.state() })?;
+        if plan.decision != decision {
+            return Err(MachineError::WrongDecision { expected: plan.decision, got: decision });
+        }
+        self.in_flight = None;
+        match decision {
+            // Forward mode, cursor on the interrupted step: it is carried out again.
+            Decision::Resume => {}
+            // Compensating mode, cursor on the interrupted settling step: likewise.
+            Decision::ContinueRollBack => {}
+            Decision::RollBack => {
+                self.mode = Mode::Compensating { steps: plan.steps, end: plan.ends_as };
+                self.cursor = 0;
+            }
+        }
+        self.end_if_done()
+    }
+}
+
+/// Checks that an outcome has the shape its effect reports.
+fn check_outcome_shape(effect: &Effect, outcome: &Outcome) -> Result<(), MachineError> {
+    let fits = match (effect, outcome) {
+        (_, Outcome::Failed { .. }) => true,
+        (Effect::Inspect, Outcome::Inspected { .. }) => true,
+        (Effect::WriteArchive { path }, Outcome::ArchiveWritten(facts)) => &facts.path == path,
+        (Effect::Inspect | Effect::WriteArchive { .. }, _) => false,
+        (_, Outcome::Done) => true,
+        (_, _) => false,
+    };
+    if fits { Ok(()) } else { Err(MachineError::OutcomeMismatch { effect: effect.name() }) }
+}

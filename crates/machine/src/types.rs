@@ -1,0 +1,304 @@
+//! The vocabulary of runs: what is started, what is asked, what is reported, what is journaled.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Identifies a run within one project's journal. Ids increase monotonically; a backup made by a
+/// run is catalogued under the same id.
+pub type RunId = u64;
+
+/// Milliseconds since the Unix epoch, UTC. Passed in by the caller: the machine never reads a clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Timestamp(pub i64);
+
+/// The four kinds of run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RunKind {
+    Backup,
+    Upgrade,
+    Restore,
+    Rollback,
+}
+
+impl RunKind {
+    /// The lowercase name used in JSON output and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Backup => "backup",
+            RunKind::Upgrade => "upgrade",
+            RunKind::Restore => "restore",
+            RunKind::Rollback => "rollback",
+        }
+    }
+}
+
+impl fmt::Display for RunKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a backup was made, as recorded in the catalog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BackupKind {
+    Manual,
+    Auto,
+    PreUpgrade,
+}
+
+impl BackupKind {
+    /// The name used in JSON output: `manual`, `auto` or `pre-upgrade`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupKind::Manual => "manual",
+            BackupKind::Auto => "auto",
+            BackupKind::PreUpgrade => "pre-upgrade",
+        }
+    }
+}
+
+/// A backup already in the catalog, as a restore or rollback refers to it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BackupRef {
+    pub backup_id: u64,
+    pub path: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+}
+
+/// A validated service package, as an upgrade refers to it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PackageRef {
+    pub path: String,
+    pub version: String,
+    pub sha256: String,
+}
+
+/// What a run was asked to do. Fixed when the run starts and journaled in its `Started` event, so
+/// recovery needs nothing but the journal.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RunSpec {
+    /// Archive the project's data to `archive_path` (a name unique to this run).
+    Backup { archive_path: String, backup_kind: BackupKind, note: Option<String> },
+    /// Back up to `archive_path`, then deploy `package`; roll back if it does not come up healthy.
+    Upgrade { archive_path: String, package: PackageRef },
+    /// Put a backup's data back.
+    Restore { backup: BackupRef },
+    /// Put a backup's data and deployment files back (the pre-upgrade backup of an upgrade).
+    Rollback { backup: BackupRef },
+}
+
+impl RunSpec {
+    pub fn kind(&self) -> RunKind {
+        match self {
+            RunSpec::Backup { .. } => RunKind::Backup,
+            RunSpec::Upgrade { .. } => RunKind::Upgrade,
+            RunSpec::Restore { .. } => RunKind::Restore,
+            RunSpec::Rollback { .. } => RunKind::Rollback,
+        }
+    }
+}
+
+/// The states of the brief (§4). Which of them a run passes through depends on its kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum State {
+    Checking,
+    Stopping,
+    Archiving,
+    Recording,
+    Deploying,
+    Restoring,
+    Restarting,
+    Verifying,
+    RollingBack,
+    Completed,
+    RolledBack,
+    Failed,
+}
+
+impl State {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, State::Completed | State::RolledBack | State::Failed)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Checking => "checking",
+            State::Stopping => "stopping",
+            State::Archiving => "archiving",
+            State::Recording => "recording",
+            State::Deploying => "deploying",
+            State::Restoring => "restoring",
+            State::Restarting => "restarting",
+            State::Verifying => "verifying",
+            State::RollingBack => "rolling_back",
+            State::Completed => "completed",
+            State::RolledBack => "rolled_back",
+            State::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The facts a completed archive write reports, recorded in the catalog and checked again before
+/// the catalog entry is written.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ArchiveFacts {
+    pub path: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub file_count: u64,
+    pub entry_count: u64,
+    pub content_bytes: u64,
+}
+
+/// A side effect the machine asks the executor to carry out. Every effect is idempotent or
+/// checkable, so carrying it out again after a crash is safe; the doc line of each variant says how.
+#[must_use = "an effect does nothing until the executor carries it out"]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Effect {
+    /// Re-hash and test-read a catalogued archive before anything is touched. Read-only.
+    VerifyArchive { backup: BackupRef },
+    /// Check preconditions and report which services are running now. Read-only.
+    Inspect,
+    /// Stop these services in reverse dependency order. Stopping a stopped service is a no-op.
+    StopServices { services: Vec<String> },
+    /// Write the archive to `path.partial`, fsync, rename to `path`, fsync the directory. A rerun
+    /// overwrites the partial file.
+    WriteArchive { path: String },
+    /// Check the archive still matches `archive`, then insert the catalog entry keyed by the run
+    /// id. Inserting the same entry again is a no-op.
+    RecordBackup { archive: ArchiveFacts, backup_kind: BackupKind, note: Option<String> },
+    /// Remove this run's catalog entry if there is one, then its archive and `.partial` file, in
+    /// that order, so a crash never leaves a catalog entry without its file.
+    DiscardArchive { path: String },
+    /// Stage the package's deployment files and images, then swap the files in by rename, keeping
+    /// the old ones aside. A rerun finds the swap done, or redoes it from the staged copy.
+    Deploy { package: PackageRef },
+    /// Start these services in dependency order with `docker start` and wait until each is
+    /// running and, where it has a healthcheck, healthy. Starting a running service is a no-op.
+    StartServices { services: Vec<String> },
+    /// Run the compose command's `up -d` for these services (all when `None`) and wait until they
+    /// are up. Compose converges, so a rerun is safe.
+    ComposeUp { services: Option<Vec<String>> },
+    /// Stop every container of the project. Idempotent.
+    StopStack,
+    /// Check these services (all when `None`) are running and healthy within the start timeout.
+    /// Read-only.
+    VerifyServices { services: Option<Vec<String>> },
+    /// Record the deployed version and delete the deployment files kept aside. Idempotent.
+    CommitDeploy { version: String },
+    /// Put the deployment files kept aside by `Deploy` back in place. Idempotent: once they are
+    /// back, there is nothing aside.
+    RestoreDeployment,
+    /// Extract a backup into staging, move the current data (and, with `deployment`, the
+    /// deployment files) aside and swap the staged copy in. A rerun finds the swap done or redoes it.
+    RestoreData { backup: BackupRef, deployment: bool },
+    /// Put the data moved aside by `RestoreData` back. Idempotent.
+    RevertData,
+    /// Delete the data moved aside by `RestoreData`, now that its replacement is verified.
+    CommitData,
+}
+
+impl Effect {
+    /// A short lowercase name for timelines and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Effect::VerifyArchive { .. } => "verify_archive",
+            Effect::Inspect => "inspect",
+            Effect::StopServices { .. } => "stop_services",
+            Effect::WriteArchive { .. } => "write_archive",
+            Effect::RecordBackup { .. } => "record_backup",
+            Effect::DiscardArchive { .. } => "discard_archive",
+            Effect::Deploy { .. } => "deploy",
+            Effect::StartServices { .. } => "start_services",
+            Effect::ComposeUp { .. } => "compose_up",
+            Effect::StopStack => "stop_stack",
+            Effect::VerifyServices { .. } => "verify_services",
+            Effect::CommitDeploy { .. } => "commit_deploy",
+            Effect::RestoreDeployment => "restore_deployment",
+            Effect::RestoreData { .. } => "restore_data",
+            Effect::RevertData => "revert_data",
+            Effect::CommitData => "commit_data",
+        }
+    }
+}
+
+/// What the executor reports after carrying out an effect.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The effect succeeded and has nothing to report.
+    Done,
+    /// `Inspect` succeeded: these services were running, in stop order.
+    Inspected { running: Vec<String> },
+    /// `WriteArchive` succeeded: the archive is complete, fsynced and renamed into place.
+    ArchiveWritten(ArchiveFacts),
+    /// The effect failed; `error` says what happened, for the operator.
+    Failed { error: String },
+}
+
+impl Outcome {
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Outcome::Failed { .. })
+    }
+}
+
+/// What recovery decided for an interrupted run. Journaled before recovery acts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Decision {
+    /// The run had passed its point of no return: finish its remaining steps.
+    Resume,
+    /// The run had not: undo what it did and end `RolledBack`.
+    RollBack,
+    /// The run was already rolling back: carry on with the remaining compensation steps.
+    ContinueRollBack,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Resume => "resume",
+            Decision::RollBack => "roll_back",
+            Decision::ContinueRollBack => "continue_roll_back",
+        }
+    }
+}
+
+/// One journal record of a run. Events are appended, never modified or deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Event {
+    /// The run began with this spec. Always the first event of a run.
+    Started { at: Timestamp, spec: RunSpec },
+    /// The executor is about to carry out `effect`. Written (durably) before the effect.
+    Intent { at: Timestamp, effect: Effect },
+    /// The effect of the last `Intent` ended with `outcome`. Written after the effect.
+    Outcome { at: Timestamp, outcome: Outcome },
+    /// `lifeboat recover` took over the interrupted run with this decision.
+    Recovering { at: Timestamp, decision: Decision },
+}
+
+impl Event {
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Event::Started { at, .. }
+            | Event::Intent { at, .. }
+            | Event::Outcome { at, .. }
+            | Event::Recovering { at, .. } => *at,
+        }
+    }
+
+    /// A short lowercase name for timelines: `started`, `intent`, `outcome`, `recovering`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Started { .. } => "started",
+            Event::Intent { .. } => "intent",
+            Event::Outcome { .. } => "outcome",
+            Event::Recovering { .. } => "recovering",
+        }
+    }
+}
