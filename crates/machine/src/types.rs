@@ -9,10 +9,12 @@ pub type RunId = u64;
 
 /// Milliseconds since the Unix epoch, UTC. Passed in by the caller: the machine never reads a clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Timestamp(pub i64);
 
 /// The four kinds of run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum RunKind {
     Backup,
     Upgrade,
@@ -40,6 +42,7 @@ impl fmt::Display for RunKind {
 
 /// Why a backup was made, as recorded in the catalog.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum BackupKind {
     Manual,
     Auto,
@@ -59,6 +62,7 @@ impl BackupKind {
 
 /// A backup already in the catalog, as a restore or rollback refers to it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct BackupRef {
     pub backup_id: u64,
     pub path: String,
@@ -68,6 +72,7 @@ pub struct BackupRef {
 
 /// A validated service package, as an upgrade refers to it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct PackageRef {
     pub path: String,
     pub version: String,
@@ -77,6 +82,7 @@ pub struct PackageRef {
 /// What a run was asked to do. Fixed when the run starts and journaled in its `Started` event, so
 /// recovery needs nothing but the journal.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum RunSpec {
     /// Archive the project's data to `archive_path` (a name unique to this run).
     Backup { archive_path: String, backup_kind: BackupKind, note: Option<String> },
@@ -101,6 +107,7 @@ impl RunSpec {
 
 /// The states of the brief (§4). Which of them a run passes through depends on its kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum State {
     Checking,
     Stopping,
@@ -148,6 +155,7 @@ impl fmt::Display for State {
 /// The facts a completed archive write reports, recorded in the catalog and checked again before
 /// the catalog entry is written.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ArchiveFacts {
     pub path: String,
     pub sha256: String,
@@ -161,6 +169,7 @@ pub struct ArchiveFacts {
 /// checkable, so carrying it out again after a crash is safe; the doc line of each variant says how.
 #[must_use = "an effect does nothing until the executor carries it out"]
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Effect {
     /// Re-hash and test-read a catalogued archive before anything is touched. Read-only.
     VerifyArchive { backup: BackupRef },
@@ -231,6 +240,7 @@ impl Effect {
 
 /// What the executor reports after carrying out an effect.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Outcome {
     /// The effect succeeded and has nothing to report.
     Done,
@@ -250,6 +260,7 @@ impl Outcome {
 
 /// What recovery decided for an interrupted run. Journaled before recovery acts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Decision {
     /// The run had passed its point of no return: finish its remaining steps.
     Resume,
@@ -271,6 +282,7 @@ impl Decision {
 
 /// One journal record of a run. Events are appended, never modified or deleted.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Event {
     /// The run began with this spec. Always the first event of a run.
     Started { at: Timestamp, spec: RunSpec },
