@@ -1,0 +1,134 @@
+//! Command-line arguments (clap). Only parsing lives here; commands validate what they receive.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  the operation failed and was rolled back (services as before)
+  2  usage or configuration error
+  3  another lifeboat run holds the project lock
+  4  an interrupted run needs 'lifeboat recover' first
+  5  integrity error (checksum mismatch, corrupt journal or archive)
+
+Every run is journaled in DIR/.lifeboat/journal.redb before and after each step.
+After a crash, 'lifeboat recover' finishes or rolls back what was interrupted.";
+
+/// Crash-safe backups and upgrades of a Docker Compose deployment.
+#[derive(Debug, Parser)]
+#[command(name = "lifeboat", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// Project directory: holds lifeboat.toml and the .lifeboat/ state directory.
+    #[arg(short = 'C', long = "dir", global = true, default_value = ".", value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// Print one JSON document on stdout (logs stay on stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More log output on stderr (-v: info, -vv: debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write lifeboat.toml with defaults in the project directory.
+    Init(InitArgs),
+    /// Show the project's services, last backup and any interrupted run.
+    Status,
+    /// Back up now: stop the running services, archive their data, restart them.
+    ///
+    /// Only the services that were running are stopped and started again. The archive is written
+    /// to a .partial file, fsynced and renamed, and recorded only once complete.
+    Backup(BackupArgs),
+    /// Scheduled backups.
+    #[command(subcommand)]
+    AutoBackup(AutoBackupCommand),
+    /// List the backups in the catalog.
+    List,
+    /// Re-hash and test-read archives.
+    Verify(VerifyArgs),
+    /// Finish or roll back every interrupted run, as its journal dictates.
+    ///
+    /// A backup interrupted before its archive was recorded deletes the partial archive and
+    /// restarts the services it stopped; one interrupted after recording finishes restarting.
+    /// Running recover again changes nothing.
+    Recover,
+    /// Read the journal.
+    #[command(subcommand)]
+    Journal(JournalCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Compose project name (default: the directory's name).
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Compose file, relative to the project directory.
+    #[arg(long, default_value = "docker-compose.yml")]
+    pub compose_file: String,
+    /// Overwrite an existing lifeboat.toml.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// A note stored with the backup in the catalog.
+    #[arg(long)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AutoBackupCommand {
+    /// One scheduled backup now (recorded as kind "auto").
+    Run,
+    /// Show whether scheduled backups are enabled, the schedule and the last backup.
+    Status,
+    /// Enable scheduled backups.
+    Enable,
+    /// Disable scheduled backups.
+    Disable,
+    /// Set the schedule: a 5-field cron expression, e.g. "0 2 * * *" for 02:00 every day.
+    Schedule {
+        /// minute hour day-of-month month day-of-week
+        cron: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The backup to verify (see 'lifeboat list').
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub backup_id: Option<u64>,
+    /// Verify every backup in the catalog.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JournalCommand {
+    /// One line per run: kind, start, end, state, outcome.
+    List,
+    /// The timeline of one run: every event with its state, time and detail.
+    Show {
+        /// The run to show (see 'lifeboat journal list').
+        run_id: u64,
+    },
+    /// Replay a run's events through the state machine and print the state it reaches.
+    Replay {
+        /// The run to replay.
+        run_id: u64,
+    },
+    /// Check every run: sequence gaps, undecodable records, events the machine rejects.
+    Verify,
+}

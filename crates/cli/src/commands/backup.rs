@@ -1,0 +1,136 @@
+//! `lifeboat backup` (and the backup half of `auto-backup run`).
+
+use super::{Ctx, connect_docker};
+use crate::executor::Executor;
+use crate::exit::Exit;
+use crate::project::Project;
+use crate::render;
+use lifeboat_journal::Journal;
+use lifeboat_machine::{BackupKind, Effect, Event, Outcome, Run, RunSpec, State};
+
+/// What a finished backup reports, in the JSON shape of the brief (§5).
+#[derive(Debug, serde::Serialize)]
+pub struct BackupReport {
+    pub run_id: u64,
+    pub backup_id: u64,
+    pub path: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub file_count: u64,
+    pub stopped: Vec<String>,
+    pub restarted: Vec<String>,
+    pub downtime_ms: i64,
+}
+
+pub async fn run(ctx: &Ctx, note: Option<String>) -> anyhow::Result<()> {
+    let project = Project::load(&ctx.dir)?;
+    let _lock = project.lock()?;
+    let journal = project.journal()?;
+    project.refuse_if_interrupted(&journal)?;
+    let report = backup(ctx, &project, &journal, BackupKind::Manual, note).await?;
+    print_report(ctx, &report)
+}
+
+/// Runs one backup under the caller's lock and returns its report, or an error (exit 1) saying
+/// what failed and how the run ended.
+pub async fn backup(
+    ctx: &Ctx,
+    project: &Project,
+    journal: &Journal,
+    kind: BackupKind,
+    note: Option<String>,
+) -> anyhow::Result<BackupReport> {
+    let docker = connect_docker().await?;
+    let executor = Executor { project, journal, docker, progress: ctx.progress };
+    // The lock is held, so no other run can take this id before `begin_run` does.
+    let run_id = journal.last_run_id()?.unwrap_or(0) + 1;
+    let archive_path = project.backup_dir().join(archive_name(&project.config.project.name, run_id));
+    let spec = RunSpec::Backup { archive_path: archive_path.to_string_lossy().into_owned(), backup_kind: kind, note };
+    let run = executor.start(spec).await?;
+    let events = journal.events(run.id())?;
+    let _ = journal.update_settings(|s| {
+        s.last_backup_at = Some(run.last_event_at());
+        s.last_backup_outcome = Some(run.state().as_str().to_owned());
+    });
+    match run.state() {
+        State::Completed => report(&run, &events),
+        _ => Err(Exit::Failed.wrap(anyhow::anyhow!("{}", failure_summary(&run)))),
+    }
+}
+
+/// `demo-20261126T101500Z-run000012.tar.gz`: sortable by time, unique by run id.
+fn archive_name(project: &str, run_id: u64) -> String {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    format!("{project}-{stamp}-run{run_id:06}.tar.gz")
+}
+
+fn report(run: &Run, events: &[Event]) -> anyhow::Result<BackupReport> {
+    let facts = run.archive().cloned().ok_or_else(|| anyhow::anyhow!("run {} completed without an archive", run.id()))?;
+    let running = run.running().map(<[String]>::to_vec).unwrap_or_default();
+    Ok(BackupReport {
+        run_id: run.id(),
+        backup_id: run.id(),
+        path: facts.path,
+        sha256: facts.sha256,
+        size_bytes: facts.size_bytes,
+        file_count: facts.file_count,
+        stopped: running.clone(),
+        restarted: running,
+        downtime_ms: downtime_ms(events).unwrap_or(0),
+    })
+}
+
+/// Service downtime, from the journal: the intent to stop the first service to the outcome of
+/// the last start.
+pub fn downtime_ms(events: &[Event]) -> Option<i64> {
+    let stop = events.iter().find_map(|e| match e {
+        Event::Intent { at, effect: Effect::StopServices { services } } if !services.is_empty() => Some(*at),
+        _ => None,
+    })?;
+    let mut last_start_intent = false;
+    let mut up = None;
+    for event in events {
+        match event {
+            Event::Intent { effect, .. } => {
+                last_start_intent = matches!(effect, Effect::StartServices { .. } | Effect::ComposeUp { .. })
+            }
+            Event::Outcome { at, outcome: Outcome::Done } if last_start_intent => up = Some(*at),
+            _ => {}
+        }
+    }
+    Some(up?.0 - stop.0)
+}
+
+/// One paragraph for an unsuccessful run: what failed, how it ended, what to do.
+pub fn failure_summary(run: &Run) -> String {
+    let mut text = match run.state() {
+        State::RolledBack => format!("{} run {} failed and was rolled back", run.kind(), run.id()),
+        State::Failed => format!("{} run {} FAILED and could not be rolled back completely", run.kind(), run.id()),
+        other => format!("{} run {} stopped while {other}", run.kind(), run.id()),
+    };
+    for failure in run.failures() {
+        text.push_str(&format!("\n  {} ({}): {}", failure.state, failure.effect.name(), failure.error));
+    }
+    text.push_str(match run.state() {
+        State::RolledBack => "\nservices are as they were before the run; fix the cause above and run it again",
+        State::Failed => {
+            "\nsee 'lifeboat journal show' for every step; bring the services named above up by hand, then run 'lifeboat status'"
+        }
+        _ => "",
+    });
+    text
+}
+
+fn print_report(ctx: &Ctx, report: &BackupReport) -> anyhow::Result<()> {
+    if ctx.json {
+        return ctx.print_json(&serde_json::to_value(report)?);
+    }
+    println!("backup {} completed", report.backup_id);
+    println!("  archive    {}", report.path);
+    println!("  size       {} ({} files)", render::bytes(report.size_bytes), report.file_count);
+    println!("  sha256     {}", report.sha256);
+    println!("  stopped    {}", render::list(&report.stopped));
+    println!("  restarted  {}", render::list(&report.restarted));
+    println!("  downtime   {}", render::duration_ms(report.downtime_ms));
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! `lifeboat.toml`: the project's configuration, read once per command and validated before any
+//! run starts, so a typo is a usage error (exit 2) rather than a failed run.
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The name of the configuration file in the project directory.
+pub const CONFIG_FILE: &str = "lifeboat.toml";
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub project: ProjectSection,
+    #[serde(default)]
+    pub backup: BackupSection,
+    #[serde(default)]
+    pub auto_backup: AutoBackupSection,
+    #[serde(default)]
+    pub services: ServicesSection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSection {
+    /// The compose project name: containers carry it in the label `com.docker.compose.project`.
+    pub name: String,
+    #[serde(default = "default_compose_file")]
+    pub compose_file: String,
+    #[serde(default = "default_compose_command")]
+    pub compose_command: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupSection {
+    /// Data paths relative to the project directory. A missing path is an error, never skipped.
+    pub paths: Vec<String>,
+    /// Also archive the project's named volumes.
+    pub volumes: bool,
+    /// Where archives go, relative to the project directory unless absolute.
+    pub dir: String,
+    pub compression_level: u32,
+    pub retention_days: u32,
+    pub keep_last: u32,
+}
+
+impl Default for BackupSection {
+    fn default() -> Self {
+        BackupSection {
+            paths: vec!["data".into()],
+            volumes: true,
+            dir: "backups".into(),
+            compression_level: 6,
+            retention_days: 30,
+            keep_last: 3,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutoBackupSection {
+    pub enabled: bool,
+    pub cron: String,
+}
+
+impl Default for AutoBackupSection {
+    fn default() -> Self {
+        AutoBackupSection { enabled: false, cron: "0 2 * * *".into() }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServicesSection {
+    pub stop_timeout_secs: u64,
+    pub start_timeout_secs: u64,
+}
+
+impl Default for ServicesSection {
+    fn default() -> Self {
+        ServicesSection { stop_timeout_secs: 30, start_timeout_secs: 120 }
+    }
+}
+
+fn default_compose_file() -> String {
+    "docker-compose.yml".into()
+}
+
+fn default_compose_command() -> String {
+    "docker-compose".into()
+}
+
+impl Config {
+    /// The configuration `lifeboat init` writes.
+    pub fn new(project: &str, compose_file: &str) -> Config {
+        Config {
+            project: ProjectSection {
+                name: project.into(),
+                compose_file: compose_file.into(),
+                compose_command: default_compose_command(),
+            },
+            backup: BackupSection::default(),
+            auto_backup: AutoBackupSection::default(),
+            services: ServicesSection::default(),
+        }
+    }
+
+    /// Reads and validates `DIR/lifeboat.toml`.
+    pub fn load(project_dir: &Path) -> anyhow::Result<Config> {
+        let path = project_dir.join(CONFIG_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                bail!("no {CONFIG_FILE} in {}: run 'lifeboat init' there, or pass -C DIR", project_dir.display())
+            }
+            Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let config: Config = toml::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
+        config.validate().with_context(|| format!("{} is not valid", path.display()))?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.project.name.is_empty() {
+            bail!("project.name is empty: set it to the compose project name");
+        }
+        if self.project.compose_command.split_whitespace().next().is_none() {
+            bail!("project.compose_command is empty: use \"docker-compose\" or \"docker compose\"");
+        }
+        if !(1..=9).contains(&self.backup.compression_level) {
+            bail!("backup.compression_level is {}: it must be between 1 and 9", self.backup.compression_level);
+        }
+        for path in &self.backup.paths {
+            let p = Path::new(path);
+            if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                bail!("backup.paths entry {path:?} must be relative to the project directory, without '..'");
+            }
+        }
+        if self.backup.paths.is_empty() && !self.backup.volumes {
+            bail!("nothing to back up: backup.paths is empty and backup.volumes is false");
+        }
+        parse_cron(&self.auto_backup.cron).context("auto_backup.cron is not valid")?;
+        Ok(())
+    }
+
+    /// The configuration as `init` writes it, with a comment on every key.
+    pub fn to_commented_toml(&self) -> String {
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        let paths: Vec<String> = self.backup.paths.iter().map(|p| q(p)).collect();
+        format!(
+            "[project]\n\
+             name = {name}                    # compose project name (label com.docker.compose.project)\n\
+             compose_file = {file}\n\
+             compose_command = {cmd}   # or \"docker compose\"\n\
+             \n\
+             [backup]\n\
+             paths = [{paths}]                 # relative to the project dir; missing paths are an error\n\
+             volumes = {volumes}                    # also the project's named volumes\n\
+             dir = {dir}\n\
+             compression_level = {level}\n\
+             retention_days = {days}\n\
+             keep_last = {keep}                    # prune never goes below this many verified backups\n\
+             \n\
+             [auto_backup]\n\
+             enabled = {enabled}\n\
+             cron = {cron}\n\
+             \n\
+             [services]\n\
+             stop_timeout_secs = {stop}\n\
+             start_timeout_secs = {start}         # running, and healthy where the image has a HEALTHCHECK\n",
+            name = q(&self.project.name),
+            file = q(&self.project.compose_file),
+            cmd = q(&self.project.compose_command),
+            paths = paths.join(", "),
+            volumes = self.backup.volumes,
+            dir = q(&self.backup.dir),
+            level = self.backup.compression_level,
+            days = self.backup.retention_days,
+            keep = self.backup.keep_last,
+            enabled = self.auto_backup.enabled,
+            cron = q(&self.auto_backup.cron),
+            stop = self.services.stop_timeout_secs,
+            start = self.services.start_timeout_secs,
+        )
+    }
+
+    /// The directory archives are written to.
+    pub fn backup_dir(&self, project_dir: &Path) -> PathBuf {
+        project_dir.join(&self.backup.dir)
+    }
+}
+
+/// Parses a 5-field cron expression (minute hour day-of-month month day-of-week).
+pub fn parse_cron(expr: &str) -> anyhow::Result<croner::Cron> {
+    let fields = expr.split_whitespace().count();
+    if fields != 5 {
+        bail!("{expr:?} has {fields} fields: use 5 (minute hour day-of-month month day-of-week), e.g. \"0 2 * * *\"");
+    }
+    expr.parse::<croner::Cron>().map_err(|err| anyhow::anyhow!("{expr:?} is not a cron expression: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commented_toml_round_trips_to_the_same_config() {
+        let config = Config::new("demo", "docker-compose.yml");
+        let parsed: Config = toml::from_str(&config.to_commented_toml()).unwrap();
+        assert_eq!(parsed, config);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected() {
+        let text = Config::new("demo", "c.yml").to_commented_toml().replace("keep_last", "keep_lst");
+        assert!(toml::from_str::<Config>(&text).is_err());
+        let mut config = Config::new("demo", "c.yml");
+        config.backup.paths = vec!["../etc".into()];
+        assert!(config.validate().unwrap_err().to_string().contains("without '..'"));
+        config.backup.paths = vec![];
+        config.auto_backup.cron = "every day".into();
+        config.backup.volumes = true;
+        assert!(config.validate().unwrap_err().to_string().contains("cron"));
+    }
+}

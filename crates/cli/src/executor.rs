@@ -1,0 +1,259 @@
+//! The executor: drives a [`Run`] by carrying out its effects with the real adapters, journaling
+//! each intent before its effect and each outcome after it.
+//!
+//! The write-ahead rule lives in [`Executor::record`]: an event is appended (durably) to the
+//! journal first and applied to the in-memory run second, so the run never gets ahead of the
+//! journal. Effects report failures as [`Outcome::Failed`], which the machine settles; only a
+//! journal that cannot be written stops the loop with an error.
+
+use crate::docker::{self, Docker};
+use crate::project::Project;
+use crate::render::{self, now};
+use anyhow::Context;
+use lifeboat_archive::{Root, WriteOptions};
+use lifeboat_journal::{BackupEntry, Journal};
+use lifeboat_machine::{ArchiveFacts, BackupKind, Effect, Event, Outcome, Run, RunSpec};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub struct Executor<'a> {
+    pub project: &'a Project,
+    pub journal: &'a Journal,
+    pub docker: Docker,
+    /// Show progress bars on stderr.
+    pub progress: bool,
+}
+
+impl Executor<'_> {
+    /// Journals a new run and drives it to its end.
+    pub async fn start(&self, spec: RunSpec) -> anyhow::Result<Run> {
+        let started = Run::start(spec, now());
+        let id = self.journal.begin_run(&started).context("cannot journal the start of the run")?;
+        let run = Run::from_started(id, &started)?;
+        crash_point("started");
+        self.drive(run).await
+    }
+
+    /// Carries out a run's effects until it ends.
+    pub async fn drive(&self, mut run: Run) -> anyhow::Result<Run> {
+        while let Some(effect) = run.poll_effect() {
+            let intent = run.handle_begin(now())?;
+            self.record(&mut run, intent).await?;
+            crash_point(&format!("intent:{}", effect.name()));
+            tracing::info!(run = run.id(), state = %run.state(), "{}", render::effect_detail(&effect));
+            let outcome = self.carry_out(&run, &effect).await;
+            if let Outcome::Failed { error } = &outcome {
+                tracing::warn!(run = run.id(), "{} failed: {error}", effect.name());
+            }
+            crash_point(&format!("effect:{}", effect.name()));
+            let event = run.handle_outcome(outcome, now())?;
+            self.record(&mut run, event).await?;
+            crash_point(&format!("outcome:{}", effect.name()));
+        }
+        Ok(run)
+    }
+
+    /// Appends `event` to the journal (durable when this returns), then applies it to `run`.
+    ///
+    /// When the journal cannot be written, the run cannot go on under the write-ahead rule. The
+    /// services it stopped are started again, unjournaled and best-effort, so a full disk never
+    /// leaves them down; the run stays interrupted for `lifeboat recover`.
+    pub async fn record(&self, run: &mut Run, event: Event) -> anyhow::Result<()> {
+        if let Err(err) = self.journal.append(run.id(), &event) {
+            let err = anyhow::Error::new(err).context(format!("cannot append to the journal of run {}", run.id()));
+            if let Some(running) = run.running() {
+                let running = running.to_vec();
+                if let Err(start_err) = self.start_services(&running).await {
+                    tracing::error!("could not start the services again: {start_err:#}");
+                }
+            }
+            return Err(crate::exit::Exit::NeedsRecovery
+                .wrap(err.context("the run stopped; once the journal can be written, run 'lifeboat recover'")));
+        }
+        run.apply(&event)?;
+        Ok(())
+    }
+
+    async fn carry_out(&self, run: &Run, effect: &Effect) -> Outcome {
+        let result = match effect {
+            Effect::Inspect => self.inspect().await.map(|running| Outcome::Inspected { running }),
+            Effect::StopServices { services } => self.stop_services(services).await.map(|()| Outcome::Done),
+            Effect::WriteArchive { path } => self.write_archive(path).await.map(Outcome::ArchiveWritten),
+            Effect::RecordBackup { archive, backup_kind, note } => {
+                self.record_backup(run, archive, *backup_kind, note.clone()).map(|()| Outcome::Done)
+            }
+            Effect::DiscardArchive { path } => self.discard_archive(run, path).map(|()| Outcome::Done),
+            Effect::StartServices { services } => self.start_services(services).await.map(|()| Outcome::Done),
+            other => Err(anyhow::anyhow!("{} is not supported by this version of lifeboat", other.name())),
+        };
+        result.unwrap_or_else(|err| Outcome::Failed { error: format!("{err:#}") })
+    }
+
+    /// Checks that every data path exists and lists the services running now, in stop order.
+    async fn inspect(&self) -> anyhow::Result<Vec<String>> {
+        for path in &self.project.config.backup.paths {
+            let full = self.project.dir.join(path);
+            if !full.exists() {
+                anyhow::bail!("data path {} does not exist: create it or remove it from backup.paths", full.display());
+            }
+        }
+        let containers = self.containers().await?;
+        let mut running = Vec::new();
+        for container in docker::stop_order(&containers)? {
+            if container.state.is_active() && !running.contains(&container.service) {
+                running.push(container.service.clone());
+            }
+        }
+        Ok(running)
+    }
+
+    async fn containers(&self) -> anyhow::Result<Vec<docker::Container>> {
+        let compose_file = self.project.compose_file();
+        let compose_file = compose_file.exists().then_some(compose_file.as_path());
+        Ok(self.docker.project_containers(&self.project.config.project.name, compose_file).await?)
+    }
+
+    /// Stops the containers of `services`, dependants first. A container Docker had to kill after
+    /// the timeout fails the step: its data may not be consistent, so it must not be archived.
+    async fn stop_services(&self, services: &[String]) -> anyhow::Result<()> {
+        let timeout = Duration::from_secs(self.project.config.services.stop_timeout_secs);
+        let containers = self.containers().await?;
+        for container in docker::stop_order(&containers)? {
+            if !services.contains(&container.service) {
+                continue;
+            }
+            if self.docker.stop(&container.name, timeout).await? == docker::StopOutcome::Killed {
+                anyhow::bail!(
+                    "{} did not stop within {} s, so Docker killed it and its data may be inconsistent: \
+                     raise services.stop_timeout_secs or fix how it shuts down",
+                    container.name,
+                    timeout.as_secs()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the containers of `services`, dependencies first, waiting until each is up.
+    pub async fn start_services(&self, services: &[String]) -> anyhow::Result<()> {
+        let timeout = Duration::from_secs(self.project.config.services.start_timeout_secs);
+        let containers = self.containers().await?;
+        for container in docker::start_order(&containers)? {
+            if !services.contains(&container.service) {
+                continue;
+            }
+            let _ = self.docker.start(&container.name).await?;
+            self.docker.wait_up(&container.name, timeout).await?;
+        }
+        Ok(())
+    }
+
+    /// The trees a backup archives: each data path, then each named volume.
+    async fn archive_roots(&self) -> anyhow::Result<Vec<Root>> {
+        let config = &self.project.config;
+        let mut roots: Vec<Root> = config
+            .backup
+            .paths
+            .iter()
+            .map(|path| Root { archive_name: format!("paths/{path}"), source: self.project.dir.join(path) })
+            .collect();
+        if config.backup.volumes {
+            for volume in self.docker.project_volumes(&config.project.name).await? {
+                let name = volume.compose_name.clone().unwrap_or(volume.name.clone());
+                roots.push(Root { archive_name: format!("volumes/{name}"), source: volume.mountpoint });
+            }
+        }
+        Ok(roots)
+    }
+
+    async fn write_archive(&self, path: &str) -> anyhow::Result<ArchiveFacts> {
+        let roots = self.archive_roots().await?;
+        let dest = PathBuf::from(path);
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create the backup dir {}", dir.display()))?;
+        }
+        let options = WriteOptions { level: self.project.config.backup.compression_level, threads: 0 };
+        let bar = crate::progress::bar(self.progress, "archiving", None);
+        let summary = tokio::task::spawn_blocking({
+            let bar = bar.clone();
+            move || lifeboat_archive::write_archive(&roots, &dest, &options, &mut |n| bar.set_position(n))
+        })
+        .await
+        .context("the archive writer panicked")??;
+        bar.finish_and_clear();
+        Ok(ArchiveFacts {
+            path: path.to_owned(),
+            sha256: summary.sha256,
+            size_bytes: summary.size_bytes,
+            file_count: summary.file_count,
+            entry_count: summary.entry_count,
+            content_bytes: summary.content_bytes,
+        })
+    }
+
+    /// Checks the archive is still there, whole, then catalogs it under the run's id.
+    fn record_backup(
+        &self,
+        run: &Run,
+        archive: &ArchiveFacts,
+        kind: BackupKind,
+        note: Option<String>,
+    ) -> anyhow::Result<()> {
+        let size = std::fs::metadata(&archive.path)
+            .with_context(|| format!("the archive {} is gone", archive.path))?
+            .len();
+        if size != archive.size_bytes {
+            anyhow::bail!("the archive {} is {size} bytes, but {} were written", archive.path, archive.size_bytes);
+        }
+        let protects_version = match run.spec() {
+            RunSpec::Upgrade { .. } => self.journal.settings()?.deployed_version,
+            _ => None,
+        };
+        self.journal.record_backup(&BackupEntry {
+            id: run.id(),
+            run_id: run.id(),
+            kind,
+            created_at: run.started_at(),
+            path: archive.path.clone(),
+            size_bytes: archive.size_bytes,
+            file_count: archive.file_count,
+            entry_count: archive.entry_count,
+            content_bytes: archive.content_bytes,
+            sha256: archive.sha256.clone(),
+            note,
+            protects_version,
+        })?;
+        Ok(())
+    }
+
+    /// Removes the run's catalog entry (if any) before its files, so a crash in between leaves a
+    /// stray file, never a catalog entry without its archive.
+    fn discard_archive(&self, run: &Run, path: &str) -> anyhow::Result<()> {
+        self.journal.remove_backup(run.id())?;
+        let path = Path::new(path);
+        for file in [path.to_path_buf(), lifeboat_archive::partial_path(path)] {
+            match std::fs::remove_file(&file) {
+                Ok(()) => tracing::info!("removed {}", file.display()),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err).with_context(|| format!("cannot remove {}", file.display())),
+            }
+        }
+        if let Some(dir) = path.parent().filter(|d| d.exists()) {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+        }
+        Ok(())
+    }
+}
+
+/// A fail point: with the `failpoints` feature and `FAILPOINTS=<name>=return`, the process kills
+/// itself here with SIGKILL, exactly as a crash would (no unwinding, no destructors, no flush).
+pub fn crash_point(name: &str) {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!(name, |_| {
+        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    });
+    let _ = name;
+}

@@ -1,0 +1,90 @@
+//! The `lifeboat` binary's library half: commands, the executor and the adapters (Docker through
+//! bollard, compose through its CLI, archives through `lifeboat-archive`). `main.rs` is a thin
+//! shell over [`main_entry`].
+//!
+//! **Architecture invariant**: this crate is the only one that performs I/O. The state machine
+//! decides; the executor here carries its effects out and journals them.
+
+pub mod args;
+pub mod commands;
+pub mod compose;
+pub mod config;
+pub mod docker;
+pub mod executor;
+pub mod exit;
+pub mod lock;
+pub mod progress;
+pub mod project;
+pub mod render;
+
+use args::{AutoBackupCommand, Cli, Command, JournalCommand};
+use clap::Parser;
+use commands::Ctx;
+use exit::Exit;
+use std::process::ExitCode;
+
+/// Parses the command line, runs the command, prints an error once (with its causes) and maps it
+/// to the documented exit code.
+pub fn main_entry() -> ExitCode {
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() { Exit::Usage.into() } else { Exit::Success.into() };
+        }
+    };
+    init_logging(cli.verbose, cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return Exit::Failed.into();
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => Exit::Success.into(),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            Exit::of(&err).into()
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Ctx { dir: cli.dir, json: cli.json, progress: progress::wanted(cli.json, cli.quiet) };
+    match cli.command {
+        Command::Init(args) => commands::init::run(&ctx, &args),
+        Command::Status => commands::status::run(&ctx).await,
+        Command::Backup(args) => commands::backup::run(&ctx, args.note).await,
+        Command::AutoBackup(cmd) => match cmd {
+            AutoBackupCommand::Run => commands::auto_backup::run_once(&ctx).await,
+            AutoBackupCommand::Status => commands::auto_backup::status(&ctx),
+            AutoBackupCommand::Enable => commands::auto_backup::set_enabled(&ctx, true),
+            AutoBackupCommand::Disable => commands::auto_backup::set_enabled(&ctx, false),
+            AutoBackupCommand::Schedule { cron } => commands::auto_backup::schedule(&ctx, &cron),
+        },
+        Command::List => commands::catalog::list(&ctx),
+        Command::Verify(args) => commands::catalog::verify(&ctx, args.backup_id, args.all),
+        Command::Recover => commands::recover::run(&ctx).await,
+        Command::Journal(cmd) => match cmd {
+            JournalCommand::List => commands::journal::list(&ctx),
+            JournalCommand::Show { run_id } => commands::journal::show(&ctx, run_id),
+            JournalCommand::Replay { run_id } => commands::journal::replay_cmd(&ctx, run_id),
+            JournalCommand::Verify => commands::journal::verify(&ctx),
+        },
+    }
+}

@@ -1,0 +1,105 @@
+//! A project on disk: its directory, its `lifeboat.toml`, and its state in `.lifeboat/`.
+
+use crate::config::Config;
+use crate::exit::Exit;
+use crate::lock::ProjectLock;
+use anyhow::Context;
+use lifeboat_journal::{Journal, JournalError};
+use lifeboat_machine::{Run, replay};
+use std::path::{Path, PathBuf};
+
+/// The state directory inside the project directory.
+pub const STATE_DIR: &str = ".lifeboat";
+const JOURNAL_FILE: &str = "journal.redb";
+
+#[derive(Debug)]
+pub struct Project {
+    pub dir: PathBuf,
+    pub config: Config,
+}
+
+impl Project {
+    /// Reads the project's configuration; a missing or invalid one is a usage error (exit 2).
+    pub fn load(dir: &Path) -> anyhow::Result<Project> {
+        let dir = std::path::absolute(dir).with_context(|| format!("bad project directory {}", dir.display()))?;
+        let config = Config::load(&dir).map_err(|err| Exit::Usage.wrap(err))?;
+        Ok(Project { dir, config })
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join(STATE_DIR)
+    }
+
+    pub fn journal_path(&self) -> PathBuf {
+        self.state_dir().join(JOURNAL_FILE)
+    }
+
+    pub fn compose_file(&self) -> PathBuf {
+        self.dir.join(&self.config.project.compose_file)
+    }
+
+    pub fn backup_dir(&self) -> PathBuf {
+        self.config.backup_dir(&self.dir)
+    }
+
+    /// Takes the project lock (exit 3 if another run holds it), creating `.lifeboat/` if needed.
+    pub fn lock(&self) -> anyhow::Result<ProjectLock> {
+        let state = self.state_dir();
+        std::fs::create_dir_all(&state).with_context(|| format!("cannot create {}", state.display()))?;
+        ProjectLock::acquire(&state)
+    }
+
+    /// Opens (or creates) the journal. A journal held by a running lifeboat is exit 3; a corrupt
+    /// one is exit 5.
+    pub fn journal(&self) -> anyhow::Result<Journal> {
+        let state = self.state_dir();
+        std::fs::create_dir_all(&state).with_context(|| format!("cannot create {}", state.display()))?;
+        let path = self.journal_path();
+        Journal::open(&path).map_err(|err| {
+            let code = match &err {
+                JournalError::AlreadyOpen { .. } => Exit::Locked,
+                JournalError::NotAJournal { .. }
+                | JournalError::NewerFormat { .. }
+                | JournalError::Undecodable { .. }
+                | JournalError::Inconsistent { .. } => Exit::Integrity,
+                _ => Exit::Failed,
+            };
+            let hint = match (code, ProjectLock::holder(&state)) {
+                (Exit::Locked, Some(pid)) => format!(" (lifeboat pid {pid} is running; wait for it to finish)"),
+                _ => String::new(),
+            };
+            code.wrap(anyhow::Error::new(err).context(format!("cannot open the journal{hint}")))
+        })
+    }
+
+    /// Refuses to go on while an interrupted run waits for `lifeboat recover` (exit 4). Called with
+    /// the lock held, so an unfinished run cannot be one in progress.
+    pub fn refuse_if_interrupted(&self, journal: &Journal) -> anyhow::Result<()> {
+        let interrupted = interrupted_runs(journal)?;
+        if let Some(run) = interrupted.first() {
+            return Err(Exit::NeedsRecovery.wrap(anyhow::anyhow!(
+                "run {} ({}) was interrupted while {}: run 'lifeboat recover' first{}",
+                run.id(),
+                run.kind(),
+                run.state(),
+                if interrupted.len() > 1 { format!(" ({} runs are interrupted)", interrupted.len()) } else { String::new() }
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The runs that have not ended, oldest first, replayed from the journal. A run whose events do
+/// not replay is an integrity error (exit 5): `lifeboat journal verify` tells more.
+pub fn interrupted_runs(journal: &Journal) -> anyhow::Result<Vec<Run>> {
+    let ids = journal.interrupted_runs().map_err(|err| Exit::Integrity.wrap(err))?;
+    let mut runs = Vec::with_capacity(ids.len());
+    for id in ids {
+        let events = journal.events(id).map_err(|err| Exit::Integrity.wrap(err))?;
+        let run = replay(id, &events).map_err(|err| {
+            Exit::Integrity.wrap(anyhow::Error::new(err).context(format!("run {id} in the journal does not replay")))
+        })?;
+        runs.push(run);
+    }
+    Ok(runs)
+}

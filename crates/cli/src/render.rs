@@ -1,0 +1,129 @@
+//! Human units and one-line descriptions, shared by every command's output.
+
+use chrono::{DateTime, Local, TimeZone, Utc};
+use lifeboat_machine::{Effect, Event, Outcome, RunSpec, Timestamp};
+
+/// Now, as the machine's timestamp. The only clock read in lifeboat's runs.
+pub fn now() -> Timestamp {
+    Timestamp(Utc::now().timestamp_millis())
+}
+
+pub fn to_datetime(t: Timestamp) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(t.0).single().unwrap_or_default()
+}
+
+/// RFC 3339 in UTC with milliseconds, for JSON.
+pub fn rfc3339(t: Timestamp) -> String {
+    to_datetime(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Local time to the second, for people.
+pub fn local_time(t: Timestamp) -> String {
+    to_datetime(t).with_timezone(&Local).format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// `1.5 KiB`, `182.3 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// `850 ms`, `4.2 s`, `3 min 12 s`, `2 h 05 min`.
+pub fn duration_ms(ms: i64) -> String {
+    let ms = ms.max(0);
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{} min {:02} s", ms / 60_000, (ms / 1000) % 60),
+        _ => format!("{} h {:02} min", ms / 3_600_000, (ms / 60_000) % 60),
+    }
+}
+
+/// The services of a list, comma-separated, or `none`.
+pub fn list(items: &[String]) -> String {
+    if items.is_empty() { "none".into() } else { items.join(", ") }
+}
+
+/// One line saying what an event was about, for `journal show`.
+pub fn event_detail(event: &Event) -> String {
+    match event {
+        Event::Started { spec, .. } => match spec {
+            RunSpec::Backup { archive_path, backup_kind, note } => {
+                let note = note.as_deref().map(|n| format!(", note {n:?}")).unwrap_or_default();
+                format!("{} backup to {archive_path}{note}", backup_kind.as_str())
+            }
+            RunSpec::Upgrade { archive_path, package } => {
+                format!("upgrade to {} from {}, pre-upgrade backup to {archive_path}", package.version, package.path)
+            }
+            RunSpec::Restore { backup } => format!("restore of backup {} ({})", backup.backup_id, backup.path),
+            RunSpec::Rollback { backup } => format!("rollback to backup {} ({})", backup.backup_id, backup.path),
+        },
+        Event::Intent { effect, .. } => effect_detail(effect),
+        Event::Outcome { outcome, .. } => match outcome {
+            Outcome::Done => "done".into(),
+            Outcome::Inspected { running } => format!("running: {}", list(running)),
+            Outcome::ArchiveWritten(facts) => format!(
+                "archive written: {}, {} files, sha256 {}",
+                bytes(facts.size_bytes),
+                facts.file_count,
+                short_sha(&facts.sha256)
+            ),
+            Outcome::Failed { error } => format!("FAILED: {error}"),
+        },
+        Event::Recovering { decision, .. } => format!("recover: {}", decision.as_str().replace('_', " ")),
+    }
+}
+
+/// What an effect is about to do, in words.
+pub fn effect_detail(effect: &Effect) -> String {
+    let services = |s: &Option<Vec<String>>| s.as_ref().map_or("all services".to_owned(), |s| list(s));
+    match effect {
+        Effect::VerifyArchive { backup } => format!("verify archive {}", backup.path),
+        Effect::Inspect => "inspect services and data paths".into(),
+        Effect::StopServices { services } => format!("stop {}", list(services)),
+        Effect::WriteArchive { path } => format!("write {path}"),
+        Effect::RecordBackup { archive, backup_kind, .. } => {
+            format!("record {} backup {}", backup_kind.as_str(), archive.path)
+        }
+        Effect::DiscardArchive { path } => format!("discard unrecorded archive {path}"),
+        Effect::Deploy { package } => format!("deploy version {} from {}", package.version, package.path),
+        Effect::StartServices { services } => format!("start {}", list(services)),
+        Effect::ComposeUp { services: s } => format!("compose up {}", services(s)),
+        Effect::StopStack => "stop every container of the project".into(),
+        Effect::VerifyServices { services: s } => format!("verify {} are up", services(s)),
+        Effect::CommitDeploy { version } => format!("commit version {version}, delete old files kept aside"),
+        Effect::RestoreDeployment => "put the old deployment files back".into(),
+        Effect::RestoreData { backup, deployment } => {
+            let what = if *deployment { "data and deployment files" } else { "data" };
+            format!("restore {what} from backup {}", backup.backup_id)
+        }
+        Effect::RevertData => "put the data moved aside back".into(),
+        Effect::CommitData => "delete the data moved aside".into(),
+    }
+}
+
+pub fn short_sha(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(200 * 1024 * 1024), "200.0 MiB");
+        assert_eq!(duration_ms(850), "850 ms");
+        assert_eq!(duration_ms(4_200), "4.2 s");
+        assert_eq!(duration_ms(192_000), "3 min 12 s");
+        assert_eq!(duration_ms(7_500_000), "2 h 05 min");
+    }
+}

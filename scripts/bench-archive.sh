@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Benchmark lifeboat's archive writer against GNU tar, pigz and gzip on one mixed tree.
+#
+# Usage: scripts/bench-archive.sh
+#   LIFEBOAT_BENCH_TREE  where the test tree is generated once and cached (default /tmp/lifeboat-bench-tree)
+#   LIFEBOAT_BENCH_OUT   scratch dir for the archives (default /tmp/lifeboat-bench-out)
+#   LEVEL                gzip level (default 6); THREADS lifeboat threads (default 0 = one per core)
+# All runs read a warm page cache (the tree is read once first), so they compare CPU work.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TREE=${LIFEBOAT_BENCH_TREE:-/tmp/lifeboat-bench-tree}
+OUT=${LIFEBOAT_BENCH_OUT:-/tmp/lifeboat-bench-out}
+LEVEL=${LEVEL:-6}
+THREADS=${THREADS:-0}
+
+gen_tree() {
+  echo "generating the bench tree in $TREE (once)" >&2
+  rm -rf "$TREE.tmp" && mkdir -p "$TREE.tmp"/{text,bin,compressed,random,small}
+  # Text: headers and documentation (many small files; /usr/share/doc also holds .gz files).
+  cp -a /usr/include "$TREE.tmp/text/include"
+  cp -a /usr/share/doc "$TREE.tmp/text/doc"
+  # Binary, ELF-like: shared libraries and Rust libraries, as regular files, about 200 MB.
+  local total=0 f
+  while IFS= read -r f; do
+    cp "$f" "$TREE.tmp/bin/" || continue
+    total=$((total + $(stat -c %s "$f")))
+    [ "$total" -gt 200000000 ] && break
+  done < <({ find /usr/lib/x86_64-linux-gnu -maxdepth 1 -type f -name '*.so*' -size +100k;
+             find "${HOME}/.rustup/toolchains" -name '*.so' -size +1M 2>/dev/null; } | sort -u)
+  # Already compressed.
+  find /usr/share -name '*.gz' -type f 2>/dev/null | head -3000 | tr '\n' '\0' \
+    | xargs -0 -r cat > "$TREE.tmp/compressed/all-gz.bin" || true
+  # Incompressible.
+  head -c 40000000 /dev/urandom > "$TREE.tmp/random/random.bin"
+  # Many small generated files (log-like lines).
+  for d in $(seq 0 19); do
+    mkdir -p "$TREE.tmp/small/$d"
+    for f in $(seq 0 499); do
+      printf 'ts=%d level=info svc=app%d msg="request served" id=%d-%d\n' $((1700000000 + f)) "$d" "$d" "$f" \
+        > "$TREE.tmp/small/$d/f$f.log"
+    done
+  done
+  mv "$TREE.tmp" "$TREE"
+}
+
+[ -d "$TREE" ] || gen_tree
+mkdir -p "$OUT"
+size_of() { stat -c %s "$1"; }
+now() { date +%s.%N; }
+
+cargo build --release -q -p lifeboat-archive --example bench
+BENCH=target/release/examples/bench
+
+echo "warming the page cache" >&2
+tar -cf - -C "$TREE" . > /dev/null
+CONTENT=$(du -sb --apparent-size "$TREE" | cut -f1)
+
+TIMEV=""
+[ -x /usr/bin/time ] && TIMEV=/usr/bin/time
+
+rm -f "$OUT/lifeboat.tar.gz"
+if [ -n "$TIMEV" ]; then
+  LB=$($TIMEV -f 'rss_kib=%M' -o "$OUT/lifeboat.time" "$BENCH" "$TREE" "$OUT/lifeboat.tar.gz" "$LEVEL" "$THREADS")
+  RSS=$(sed -n 's/.*rss_kib=\([0-9]*\).*/\1/p' "$OUT/lifeboat.time")
+else
+  LB=$("$BENCH" "$TREE" "$OUT/lifeboat.tar.gz" "$LEVEL" "$THREADS")
+  RSS=$(echo "$LB" | sed -n 's/.*vmhwm_kib=\([0-9]*\).*/\1/p')
+fi
+LB_S=$(echo "$LB" | sed -n 's/.*seconds=\([0-9.]*\).*/\1/p')
+LB_Z=$(size_of "$OUT/lifeboat.tar.gz")
+gzip -t "$OUT/lifeboat.tar.gz"
+
+t0=$(now); tar -czf "$OUT/gnutar.tar.gz" -C "$TREE" .; t1=$(now)
+GT_S=$(echo "$t1 - $t0" | bc -l); GT_Z=$(size_of "$OUT/gnutar.tar.gz")
+
+t0=$(now); tar -cf - -C "$TREE" . | pigz -p 2 -"$LEVEL" > "$OUT/pigz.tar.gz"; t1=$(now)
+PZ_S=$(echo "$t1 - $t0" | bc -l); PZ_Z=$(size_of "$OUT/pigz.tar.gz")
+
+t0=$(now); tar -cf - -C "$TREE" . | gzip -"$LEVEL" > "$OUT/gzip.tar.gz"; t1=$(now)
+GZ_S=$(echo "$t1 - $t0" | bc -l); GZ_Z=$(size_of "$OUT/gzip.tar.gz")
+
+mb() { echo "scale=1; $CONTENT / 1000000 / $1" | bc -l; }
+printf '\ntree: %s, %s MB of content, level %s, %s cores\n' "$TREE" "$((CONTENT / 1000000))" "$LEVEL" "$(nproc)"
+printf '%-28s %8s %8s %12s\n' tool seconds MB/s output_bytes
+printf '%-28s %8.2f %8s %12s\n' "lifeboat (threads=$THREADS)" "$LB_S" "$(mb "$LB_S")" "$LB_Z"
+printf '%-28s %8.2f %8s %12s\n' "GNU tar -czf" "$GT_S" "$(mb "$GT_S")" "$GT_Z"
+printf '%-28s %8.2f %8s %12s\n' "tar | pigz -p 2 -$LEVEL" "$PZ_S" "$(mb "$PZ_S")" "$PZ_Z"
+printf '%-28s %8.2f %8s %12s\n' "tar | gzip -$LEVEL" "$GZ_S" "$(mb "$GZ_S")" "$GZ_Z"
+printf '\nspeed vs GNU tar -czf: %.2fx (target >= 3)\n' "$(echo "$GT_S / $LB_S" | bc -l)"
+printf 'speed vs pigz -p 2:    %.2fx (target >= 1.5)\n' "$(echo "$PZ_S / $LB_S" | bc -l)"
+printf 'size vs gzip -%s:       %+.2f%% (target <= +3%%)\n' "$LEVEL" "$(echo "($LB_Z - $GZ_Z) * 100 / $GZ_Z" | bc -l)"
+printf 'lifeboat peak RSS:     %s KiB (target < 65536)\n' "$RSS"
