@@ -98,8 +98,7 @@ fn a_full_disk_fails_the_backup_and_leaves_no_partial_archive() {
     }
     let project = Project::start();
     // Enough data that the archive cannot fit in a 1 MiB filesystem.
-    let noise: Vec<u8> = (0..4_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    std::fs::write(project.data_dir().join("noise.bin"), noise).unwrap();
+    std::fs::write(project.data_dir().join("noise.bin"), random_bytes(4 << 20)).unwrap();
     let small = project.dir().join("small");
     std::fs::create_dir(&small).unwrap();
     let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"]).arg(&small).status().unwrap();

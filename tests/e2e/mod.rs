@@ -111,3 +111,11 @@ pub fn assert_invariants(project: &Project, running_before: &[String]) {
 pub fn states(project: &Project) -> BTreeMap<String, State> {
     project.service_states().into_iter().map(|(name, (state, _))| (name, state)).collect()
 }
+
+/// `n` incompressible bytes from the kernel's generator.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut bytes = vec![0; n];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).expect("read /dev/urandom");
+    bytes
+}
