@@ -1,1 +1,57 @@
-//! placeholder
+//! Archives for lifeboat: streaming, checksummed, durable `.tar.gz` writing; verification; safe
+//! extraction into a staging directory that is then swapped into place.
+//!
+//! This crate owns the archive file format and every byte that goes into or comes out of one. It
+//! knows nothing of Docker, the journal or the state machine: the executor in `cli` calls it.
+//!
+//! # Writing and durability
+//!
+//! [`write_archive`] walks the roots, writes tar, gzips it on several threads at once (pigz-style
+//! blocks forming one standard gzip member, see `pgzip`), and hashes the compressed bytes with
+//! sha256 as they go to disk. Memory stays flat (a few blocks in flight) whatever the data size.
+//! The bytes go to `NAME.partial` ([`partial_path`]), never to `NAME`. Then, in order: the partial
+//! file is fsynced, renamed to `NAME`, and the directory is fsynced.
+//!
+//! - The archive is durable exactly when `write_archive` returns `Ok`: its content was fsynced
+//!   before the rename, and the rename was fsynced after.
+//! - A crash at any earlier point leaves at most `NAME.partial` (maybe empty, maybe long), never
+//!   `NAME`: the final name only ever appears by the rename of a synced, complete file. So a
+//!   file under the final name is never a partial archive, and anything ending in `.partial` is
+//!   garbage that recovery deletes.
+//! - A crash between the rename and the directory fsync may lose the rename; the archive is then
+//!   again only a `.partial`, which is the "not written" case. The caller records the archive in
+//!   its catalog only after `Ok`, with the returned sha256, size and counts.
+//!
+//! # Verifying
+//!
+//! [`verify_archive`] re-hashes the file and reads it through (gzip CRC32 and length, tar
+//! structure, every entry), then compares with what was recorded ([`Expected`]).
+//!
+//! # Extracting
+//!
+//! [`extract_to_staging`] extracts into a fresh staging directory beside the target, refusing
+//! unsafe entries (absolute names, `..`, writes through symlinks, links out of the tree, devices),
+//! reading the whole stream so a corrupt archive is refused before anything moves. A refused
+//! archive leaves nothing behind. [`Staged::swap_in`] then renames the target aside and the
+//! staging directory into place; [`Swapped::commit`] deletes the old copy, [`Swapped::revert`]
+//! puts it back. Nothing is deleted before its replacement is in place and synced.
+//! [`ExtractOptions::subtree`] extracts one root of a multi-root backup into its own target.
+//!
+//! For packages: [`list_entries`] lists entries with the sha256 of each file, and
+//! [`read_member`] reads one small member (a manifest) by name.
+//!
+//! **Architecture Invariant:** nothing here panics on hostile input; every failure is an
+//! [`ArchiveError`] naming the file or entry and what to do.
+
+mod error;
+mod extract;
+mod pgzip;
+mod read;
+mod util;
+mod write;
+
+pub use error::ArchiveError;
+pub use extract::{ExtractOptions, ExtractReport, Staged, Swapped, extract_to_staging};
+pub use pgzip::ParallelGzEncoder;
+pub use read::{EntryInfo, EntryKind, Expected, VerifyReport, list_entries, read_member, sha256_file, verify_archive};
+pub use write::{ArchiveSummary, Root, WriteOptions, partial_path, write_archive};

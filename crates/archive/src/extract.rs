@@ -1,0 +1,622 @@
+//! Extraction into a staging directory, and the swap that puts it in place.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use tar::EntryType;
+
+use crate::error::ArchiveError;
+use crate::read::{display_name, is_file_kind, open};
+use crate::util::{fsync_dir, parent_dir, unique_tag, with_suffix};
+
+/// How to extract.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtractOptions {
+    /// Extract only the entries under this archive name (e.g. `paths/data`), with the prefix
+    /// removed; the entry named exactly so gives the staging directory its metadata. `None`
+    /// extracts the whole archive.
+    pub subtree: Option<String>,
+    /// The staging directory to create (it must not exist; put it beside the target, on the same
+    /// filesystem). Default: `<target>.lifeboat-staging-<pid>-<time>`. Give one to journal the
+    /// name before extracting.
+    pub staging: Option<PathBuf>,
+    /// Restore numeric owners. `None`: only when running as root.
+    pub preserve_owner: Option<bool>,
+    /// Accept symlinks whose target is absolute or leaves the extracted tree. Nothing is ever
+    /// written through a symlink either way.
+    pub allow_outside_symlinks: bool,
+}
+
+/// What an extraction wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtractReport {
+    /// Entries extracted (the subtree root included).
+    pub entry_count: u64,
+    /// Regular files (and hard links) extracted.
+    pub file_count: u64,
+    /// Bytes of file content extracted.
+    pub content_bytes: u64,
+}
+
+/// A complete, durable extraction waiting beside its target. Swap it in, or discard it.
+///
+/// The fields are public so that recovery can rebuild the value from journaled paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a staged extraction must be swapped in or discarded"]
+pub struct Staged {
+    pub staging: PathBuf,
+    pub target: PathBuf,
+    pub report: ExtractReport,
+}
+
+/// The new tree is in place; the old one (if any) waits aside until [`Swapped::commit`] deletes it
+/// or [`Swapped::revert`] puts it back. Both are idempotent, so recovery may repeat them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a swap must be committed or reverted"]
+pub struct Swapped {
+    pub target: PathBuf,
+    /// Where the previous target was moved; `None` if there was no previous target.
+    pub old_aside: Option<PathBuf>,
+}
+
+/// Extracts `archive` (or the `opts.subtree` of it) into a new staging directory beside `target`,
+/// refusing anything unsafe; `target` itself is not touched.
+///
+/// Refused, with [`ArchiveError::UnsafeEntry`]: absolute names, `..` parts, entries under a symlink
+/// (the "symlink, then a file through it" trick), hard links out of the extracted tree or to
+/// non-files, symlinks out of the tree (unless allowed), device nodes, fifos and unknown kinds, and
+/// duplicate names. The whole gzip stream is read, so a CRC or length mismatch is caught before
+/// anything is staged. On any error the staging directory is removed and nothing else changed.
+/// On success everything staged has been synced to disk (`syncfs`).
+pub fn extract_to_staging(archive: &Path, target: &Path, opts: &ExtractOptions) -> Result<Staged, ArchiveError> {
+    let staging = match &opts.staging {
+        Some(s) => s.clone(),
+        None => with_suffix(target, &format!(".lifeboat-staging-{}", unique_tag())),
+    };
+    let prefix = match &opts.subtree {
+        Some(s) => split_subtree(s)?,
+        None => Vec::new(),
+    };
+    DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .map_err(|e| ArchiveError::Write { path: staging.clone(), source: e })?;
+    let preserve_owner = opts.preserve_owner.unwrap_or_else(|| unsafe { libc::geteuid() } == 0);
+    let mut ex = Extractor {
+        archive: archive.to_path_buf(),
+        staging: staging.clone(),
+        prefix,
+        preserve_owner,
+        allow_outside_symlinks: opts.allow_outside_symlinks,
+        report: ExtractReport::default(),
+        dirs: Vec::new(),
+        symlinks: Vec::new(),
+        root_meta: None,
+        matched: false,
+        verified_parent: None,
+    };
+    match ex.run(opts.subtree.as_deref()) {
+        Ok(()) => Ok(Staged { staging, target: target.to_path_buf(), report: ex.report }),
+        Err(e) => {
+            let _ = remove_tree(&staging);
+            Err(e)
+        }
+    }
+}
+
+fn split_subtree(s: &str) -> Result<Vec<OsString>, ArchiveError> {
+    let trimmed = s.trim_matches('/');
+    let parts: Vec<&str> = trimmed.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    if parts.is_empty() || parts.contains(&"..") {
+        return Err(ArchiveError::InvalidOptions(format!("subtree {s:?} must be a relative name without `..`")));
+    }
+    Ok(parts.into_iter().map(OsString::from).collect())
+}
+
+/// Splits a stored name into normal components; refuses absolute names and `..`.
+fn safe_components(raw: &[u8]) -> Result<Vec<OsString>, String> {
+    if raw.first() == Some(&b'/') {
+        return Err("has an absolute path".into());
+    }
+    let mut out = Vec::new();
+    for part in raw.split(|b| *b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => return Err("contains a `..` component".into()),
+            p => out.push(OsStr::from_bytes(p).to_os_string()),
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Copy)]
+struct Meta {
+    mode: u32,
+    mtime: u64,
+    uid: u64,
+    gid: u64,
+}
+
+struct Extractor {
+    archive: PathBuf,
+    staging: PathBuf,
+    prefix: Vec<OsString>,
+    preserve_owner: bool,
+    allow_outside_symlinks: bool,
+    report: ExtractReport,
+    /// Directories to give their mode and mtime once their contents are written.
+    dirs: Vec<(PathBuf, Meta)>,
+    /// Symlinks created, checked again once the tree is complete.
+    symlinks: Vec<Vec<OsString>>,
+    root_meta: Option<Meta>,
+    matched: bool,
+    /// The last parent directory known to be a real directory inside staging.
+    verified_parent: Option<PathBuf>,
+}
+
+impl Extractor {
+    fn refuse(&self, entry: &str, reason: impl Into<String>) -> ArchiveError {
+        ArchiveError::UnsafeEntry { path: self.archive.clone(), entry: entry.to_string(), reason: reason.into() }
+    }
+
+    fn werr(path: &Path) -> impl Fn(io::Error) -> ArchiveError + '_ {
+        move |e| ArchiveError::Write { path: path.to_path_buf(), source: e }
+    }
+
+    fn run(&mut self, subtree: Option<&str>) -> Result<(), ArchiveError> {
+        let mut opened = open(&self.archive)?;
+        let cls = opened.classifier();
+        let mut buf = vec![0u8; 64 * 1024];
+        for entry in opened.archive.entries().map_err(|e| cls.classify(e))? {
+            let mut entry = entry.map_err(|e| cls.classify(e))?;
+            let header = entry.header();
+            let kind = header.entry_type();
+            if kind == EntryType::XGlobalHeader {
+                continue;
+            }
+            let meta = Meta {
+                mode: header.mode().unwrap_or(0o644) & 0o7777,
+                mtime: header.mtime().unwrap_or(0),
+                uid: header.uid().unwrap_or(0),
+                gid: header.gid().unwrap_or(0),
+            };
+            let raw = entry.path_bytes().into_owned();
+            let name = display_name(&raw);
+            let comps = safe_components(&raw).map_err(|r| self.refuse(&name, r))?;
+            match kind {
+                EntryType::Directory | EntryType::Symlink | EntryType::Link => {}
+                k if is_file_kind(k) => {}
+                EntryType::Char => return Err(self.refuse(&name, "is a character device")),
+                EntryType::Block => return Err(self.refuse(&name, "is a block device")),
+                EntryType::Fifo => return Err(self.refuse(&name, "is a fifo")),
+                other => return Err(self.refuse(&name, format!("has unsupported type {:?}", other.as_byte() as char))),
+            }
+            if !comps.starts_with(&self.prefix) {
+                continue;
+            }
+            let rel = comps[self.prefix.len()..].to_vec();
+            self.matched = true;
+            self.report.entry_count += 1;
+            if rel.is_empty() {
+                if kind != EntryType::Directory {
+                    return Err(self.refuse(&name, "is the root of the extraction but not a directory"));
+                }
+                self.root_meta = Some(meta);
+                continue;
+            }
+            let dest = self.ensure_parents(&name, &rel)?;
+            match kind {
+                EntryType::Directory => match fs::symlink_metadata(&dest) {
+                    Ok(m) if m.is_dir() => self.dirs.push((dest, meta)),
+                    Ok(_) => return Err(self.refuse(&name, "duplicates an earlier entry")),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        DirBuilder::new().mode(0o700).create(&dest).map_err(Self::werr(&dest))?;
+                        self.dirs.push((dest, meta));
+                    }
+                    Err(e) => return Err(Self::werr(&dest)(e)),
+                },
+                EntryType::Symlink => {
+                    let target = entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
+                    if target.is_empty() {
+                        return Err(self.refuse(&name, "is a symlink with an empty target"));
+                    }
+                    if !self.allow_outside_symlinks {
+                        if target.first() == Some(&b'/') {
+                            return Err(self.refuse(&name, "is a symlink to an absolute path, outside the target"));
+                        }
+                        if escapes(&rel[..rel.len() - 1], &target) {
+                            return Err(self.refuse(&name, "is a symlink that points outside the target"));
+                        }
+                    }
+                    match std::os::unix::fs::symlink(OsStr::from_bytes(&target), &dest) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            return Err(self.refuse(&name, "duplicates an earlier entry"));
+                        }
+                        Err(e) => return Err(Self::werr(&dest)(e)),
+                    }
+                    if self.preserve_owner {
+                        std::os::unix::fs::lchown(&dest, Some(meta.uid as u32), Some(meta.gid as u32))
+                            .map_err(Self::werr(&dest))?;
+                    }
+                    set_mtime_nofollow(&dest, meta.mtime).map_err(Self::werr(&dest))?;
+                    self.symlinks.push(rel);
+                }
+                EntryType::Link => {
+                    let target = entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
+                    let tcomps = safe_components(&target)
+                        .map_err(|r| self.refuse(&name, format!("is a hard link whose target {r}")))?;
+                    if !tcomps.starts_with(&self.prefix) || tcomps.len() == self.prefix.len() {
+                        return Err(self.refuse(&name, "is a hard link that points outside the extracted tree"));
+                    }
+                    let trel = &tcomps[self.prefix.len()..];
+                    let mut tpath = self.staging.clone();
+                    for (i, c) in trel.iter().enumerate() {
+                        tpath.push(c);
+                        let m = fs::symlink_metadata(&tpath);
+                        let ok = match &m {
+                            Ok(m) if i + 1 < trel.len() => m.is_dir(),
+                            Ok(m) => m.is_file(),
+                            Err(_) => false,
+                        };
+                        if !ok {
+                            return Err(self.refuse(
+                                &name,
+                                "is a hard link to something that is not an earlier regular file of the archive",
+                            ));
+                        }
+                    }
+                    match fs::hard_link(&tpath, &dest) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            return Err(self.refuse(&name, "duplicates an earlier entry"));
+                        }
+                        Err(e) => return Err(Self::werr(&dest)(e)),
+                    }
+                    self.report.file_count += 1;
+                }
+                _ => {
+                    let written = self.write_file(&name, &dest, &mut entry, &mut buf, meta, &cls)?;
+                    self.report.file_count += 1;
+                    self.report.content_bytes += written;
+                }
+            }
+        }
+        // Reaching here means the tar stream ended; the gzip trailer still has to be checked.
+        opened.finish()?;
+        if !self.matched {
+            return Err(ArchiveError::MemberNotFound {
+                path: self.archive.clone(),
+                name: subtree.unwrap_or("").to_string(),
+            });
+        }
+        self.check_symlinks()?;
+        // Deepest first, so that a read-only parent is made so only after its children.
+        for (dir, meta) in self.dirs.iter().rev() {
+            self.apply_dir_meta(dir, *meta)?;
+        }
+        let root = self.root_meta.unwrap_or(Meta { mode: 0o755, mtime: 0, uid: 0, gid: 0 });
+        if self.root_meta.is_some() {
+            self.apply_dir_meta(&self.staging, root)?;
+        } else {
+            fs::set_permissions(&self.staging, fs::Permissions::from_mode(0o755)).map_err(Self::werr(&self.staging))?;
+        }
+        sync_filesystem(&self.staging).map_err(Self::werr(&self.staging))?;
+        let parent = parent_dir(&self.staging);
+        fsync_dir(&parent).map_err(Self::werr(&parent))?;
+        Ok(())
+    }
+
+    /// Makes sure every parent of `rel` is a real directory inside staging (creating missing ones)
+    /// and returns the full destination path.
+    fn ensure_parents(&mut self, name: &str, rel: &[OsString]) -> Result<PathBuf, ArchiveError> {
+        let mut parent = self.staging.clone();
+        for c in &rel[..rel.len() - 1] {
+            parent.push(c);
+        }
+        if self.verified_parent.as_deref() != Some(parent.as_path()) {
+            let mut p = self.staging.clone();
+            for c in &rel[..rel.len() - 1] {
+                p.push(c);
+                match fs::symlink_metadata(&p) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(m) if m.file_type().is_symlink() => {
+                        return Err(self.refuse(name, "would be written through a symlink"));
+                    }
+                    Ok(_) => return Err(self.refuse(name, "would be written under a file")),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        DirBuilder::new().mode(0o755).create(&p).map_err(Self::werr(&p))?;
+                    }
+                    Err(e) => return Err(Self::werr(&p)(e)),
+                }
+            }
+            // A verified directory stays one: nothing here replaces an existing path.
+            self.verified_parent = Some(parent.clone());
+        }
+        parent.push(&rel[rel.len() - 1]);
+        Ok(parent)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_file(
+        &self,
+        name: &str,
+        dest: &Path,
+        entry: &mut tar::Entry<'_, crate::read::GzTap>,
+        buf: &mut [u8],
+        meta: Meta,
+        cls: &crate::read::Classifier,
+    ) -> Result<u64, ArchiveError> {
+        let werr = Self::werr(dest);
+        let mut file = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dest)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(self.refuse(name, "duplicates an earlier entry"));
+            }
+            Err(e) => return Err(werr(e)),
+        };
+        // Runs of zeros become holes, so sparse files stay sparse.
+        let mut total = 0u64;
+        let mut hole = 0u64;
+        loop {
+            let n = entry.read(buf).map_err(|e| cls.classify(e))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            if n == buf.len() && buf.iter().all(|b| *b == 0) {
+                hole += n as u64;
+                continue;
+            }
+            if hole > 0 {
+                file.seek(SeekFrom::Current(hole as i64)).map_err(&werr)?;
+                hole = 0;
+            }
+            file.write_all(&buf[..n]).map_err(&werr)?;
+        }
+        if hole > 0 {
+            file.set_len(total).map_err(&werr)?;
+        }
+        if self.preserve_owner {
+            std::os::unix::fs::fchown(&file, Some(meta.uid as u32), Some(meta.gid as u32)).map_err(&werr)?;
+        }
+        file.set_permissions(fs::Permissions::from_mode(meta.mode)).map_err(&werr)?;
+        file.set_modified(UNIX_EPOCH + Duration::from_secs(meta.mtime)).map_err(&werr)?;
+        Ok(total)
+    }
+
+    fn apply_dir_meta(&self, dir: &Path, meta: Meta) -> Result<(), ArchiveError> {
+        let werr = Self::werr(dir);
+        if self.preserve_owner {
+            std::os::unix::fs::lchown(dir, Some(meta.uid as u32), Some(meta.gid as u32)).map_err(&werr)?;
+        }
+        fs::set_permissions(dir, fs::Permissions::from_mode(meta.mode)).map_err(&werr)?;
+        set_mtime_nofollow(dir, meta.mtime).map_err(&werr)
+    }
+
+    /// Resolves every symlink inside the finished tree, following chains of links, and refuses
+    /// any that ends outside it (a lexically harmless link can escape through another link).
+    fn check_symlinks(&self) -> Result<(), ArchiveError> {
+        if self.allow_outside_symlinks {
+            return Ok(());
+        }
+        for link in &self.symlinks {
+            let mut here: Vec<OsString> = link[..link.len() - 1].to_vec();
+            let first = fs::read_link(join(&self.staging, link)).map_err(Self::werr(&self.staging))?;
+            let mut todo: Vec<OsString> = components_rev(first.as_os_str().as_bytes());
+            let mut hops = 0;
+            let name = link.iter().map(|c| c.to_string_lossy()).collect::<Vec<_>>().join("/");
+            while let Some(c) = todo.pop() {
+                if c == ".." {
+                    if here.pop().is_none() {
+                        return Err(self.refuse(&name, "is a symlink that resolves outside the target"));
+                    }
+                    continue;
+                }
+                here.push(c);
+                let p = join(&self.staging, &here);
+                match fs::symlink_metadata(&p) {
+                    Ok(m) if m.file_type().is_symlink() => {
+                        hops += 1;
+                        if hops > 40 {
+                            return Err(self.refuse(&name, "is part of a symlink loop"));
+                        }
+                        here.pop();
+                        let t = fs::read_link(&p).map_err(Self::werr(&p))?;
+                        let bytes = t.as_os_str().as_bytes();
+                        if bytes.first() == Some(&b'/') {
+                            return Err(self.refuse(&name, "resolves through a symlink to an absolute path"));
+                        }
+                        todo.extend(components_rev(bytes));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn swap(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ArchiveError {
+    let path = path.to_path_buf();
+    move |e| ArchiveError::Swap { action, path, source: e }
+}
+
+fn join(base: &Path, comps: &[OsString]) -> PathBuf {
+    let mut p = base.to_path_buf();
+    for c in comps {
+        p.push(c);
+    }
+    p
+}
+
+/// The components of a relative link target, reversed (for use as a stack), `.` and empty removed.
+fn components_rev(bytes: &[u8]) -> Vec<OsString> {
+    bytes
+        .split(|b| *b == b'/')
+        .filter(|p| !p.is_empty() && *p != b".")
+        .rev()
+        .map(|p| OsStr::from_bytes(p).to_os_string())
+        .collect()
+}
+
+/// True if the relative symlink `target`, placed in directory `dir` (components below the root),
+/// leaves the root lexically.
+fn escapes(dir: &[OsString], target: &[u8]) -> bool {
+    let mut depth = dir.len();
+    for part in target.split(|b| *b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                if depth == 0 {
+                    return true;
+                }
+                depth -= 1;
+            }
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
+fn set_mtime_nofollow(path: &Path, secs: u64) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let t = libc::timespec { tv_sec: secs.min(i64::MAX as u64) as libc::time_t, tv_nsec: 0 };
+    let times = [t, t];
+    // SAFETY: `c` is a valid NUL-terminated path and `times` points to two timespecs.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Flushes the filesystem holding `dir` to disk: one call instead of an fsync per file.
+fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    let f = File::open(dir)?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open for the duration of the call.
+    let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Removes a tree that lifeboat created, even if it made parts of it read-only.
+fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Ok(m) if !m.is_dir() => return fs::remove_file(path),
+        _ => {}
+    }
+    if fs::remove_dir_all(path).is_ok() {
+        return Ok(());
+    }
+    make_writable(path);
+    fs::remove_dir_all(path)
+}
+
+fn make_writable(dir: &Path) {
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                make_writable(&e.path());
+            }
+        }
+    }
+}
+
+impl Staged {
+    /// Moves the target (if any) aside to `<target>.lifeboat-old-<pid>-<time>` and the staging
+    /// directory into its place; see [`Staged::swap_in_with_aside`].
+    pub fn swap_in(self) -> Result<Swapped, ArchiveError> {
+        let aside = with_suffix(&self.target, &format!(".lifeboat-old-{}", unique_tag()));
+        self.swap_in_with_aside(aside)
+    }
+
+    /// Moves the target (if any) to `aside`, then the staging directory to the target, then fsyncs
+    /// the parent directory: when this returns `Ok` the swap is durable. If the second rename
+    /// fails, the first is undone. Both renames stay on one filesystem, so neither copies data.
+    pub fn swap_in_with_aside(self, aside: PathBuf) -> Result<Swapped, ArchiveError> {
+        let had_old = match fs::symlink_metadata(&self.target) {
+            Ok(_) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(ArchiveError::Swap { action: "inspect", path: self.target, source: e }),
+        };
+        if had_old {
+            fs::rename(&self.target, &aside).map_err(|e| ArchiveError::Swap {
+                action: "move aside",
+                path: self.target.clone(),
+                source: e,
+            })?;
+        }
+        if let Err(e) = fs::rename(&self.staging, &self.target) {
+            if had_old {
+                let _ = fs::rename(&aside, &self.target);
+            }
+            return Err(ArchiveError::Swap { action: "move into place", path: self.staging, source: e });
+        }
+        let parent = parent_dir(&self.target);
+        fsync_dir(&parent).map_err(|e| ArchiveError::Swap { action: "sync", path: parent, source: e })?;
+        Ok(Swapped { target: self.target, old_aside: had_old.then_some(aside) })
+    }
+
+    /// Removes the staging directory (idempotent).
+    pub fn discard(self) -> Result<(), ArchiveError> {
+        remove_tree(&self.staging).map_err(|e| ArchiveError::Swap { action: "remove", path: self.staging, source: e })
+    }
+}
+
+impl Swapped {
+    /// Deletes the old copy: the swap becomes final. Idempotent.
+    pub fn commit(self) -> Result<(), ArchiveError> {
+        if let Some(old) = &self.old_aside {
+            remove_tree(old).map_err(|e| ArchiveError::Swap {
+                action: "remove the old copy",
+                path: old.clone(),
+                source: e,
+            })?;
+            let parent = parent_dir(&self.target);
+            fsync_dir(&parent).map_err(|e| ArchiveError::Swap { action: "sync", path: parent, source: e })?;
+        }
+        Ok(())
+    }
+
+    /// Puts the old copy back (or removes the new target if there was none before), durably.
+    /// Idempotent: a crash in the middle followed by another `revert` ends the same way. After a
+    /// `commit` the old copy is gone and `revert` does nothing.
+    pub fn revert(self) -> Result<(), ArchiveError> {
+        let discard = match &self.old_aside {
+            Some(old) => with_suffix(old, ".reverted"),
+            None => with_suffix(&self.target, ".lifeboat-reverted"),
+        };
+        let exists = |p: &Path| fs::symlink_metadata(p).is_ok();
+        match &self.old_aside {
+            Some(old) if exists(old) => {
+                if exists(&self.target) {
+                    if exists(&discard) {
+                        remove_tree(&discard).map_err(swap("remove", &discard))?;
+                    }
+                    fs::rename(&self.target, &discard).map_err(swap("move away", &self.target))?;
+                }
+                fs::rename(old, &self.target).map_err(swap("put back", old))?;
+            }
+            Some(_) => {}
+            None => {
+                if exists(&self.target) {
+                    fs::rename(&self.target, &discard).map_err(swap("move away", &self.target))?;
+                }
+            }
+        }
+        let parent = parent_dir(&self.target);
+        fsync_dir(&parent).map_err(swap("sync", &parent))?;
+        remove_tree(&discard).map_err(swap("remove", &discard))
+    }
+}

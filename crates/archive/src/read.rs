@@ -1,0 +1,406 @@
+//! Reading: the shared decode pipeline, verification, listing and single-member reads.
+
+use std::cell::{Cell, RefCell};
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use flate2::read::MultiGzDecoder;
+use sha2::{Digest, Sha256};
+use tar::EntryType;
+
+use crate::error::ArchiveError;
+use crate::util::hex;
+
+/// The raw file, hashed and counted as it is read.
+pub(crate) struct Source {
+    file: File,
+    hasher: Rc<RefCell<Sha256>>,
+    pos: Rc<Cell<u64>>,
+}
+
+impl Read for Source {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.hasher.borrow_mut().update(&buf[..n]);
+        self.pos.set(self.pos.get() + n as u64);
+        Ok(n)
+    }
+}
+
+type GzFailure = Rc<RefCell<Option<(io::ErrorKind, String)>>>;
+
+/// The gzip decoder, remembering its own failures so that they can be told apart from tar ones.
+pub(crate) struct GzTap {
+    inner: MultiGzDecoder<Source>,
+    failed: GzFailure,
+}
+
+impl Read for GzTap {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            *self.failed.borrow_mut() = Some((e.kind(), e.to_string()));
+        })
+    }
+}
+
+/// An open archive: the tar reader over the tapped gzip decoder over the hashed file.
+pub(crate) struct Opened {
+    pub path: PathBuf,
+    pub archive: tar::Archive<GzTap>,
+    hasher: Rc<RefCell<Sha256>>,
+    pub pos: Rc<Cell<u64>>,
+    gz_failed: GzFailure,
+}
+
+pub(crate) fn open(path: &Path) -> Result<Opened, ArchiveError> {
+    let file = File::open(path).map_err(|e| ArchiveError::Open { path: path.to_path_buf(), source: e })?;
+    let hasher = Rc::new(RefCell::new(Sha256::new()));
+    let pos = Rc::new(Cell::new(0));
+    let gz_failed: GzFailure = Rc::new(RefCell::new(None));
+    let source = Source { file, hasher: Rc::clone(&hasher), pos: Rc::clone(&pos) };
+    let tap = GzTap { inner: MultiGzDecoder::new(source), failed: Rc::clone(&gz_failed) };
+    let mut archive = tar::Archive::new(tap);
+    archive.set_ignore_zeros(false);
+    Ok(Opened { path: path.to_path_buf(), archive, hasher, pos, gz_failed })
+}
+
+/// Tells gzip failures from tar failures for one open archive.
+#[derive(Clone)]
+pub(crate) struct Classifier {
+    path: PathBuf,
+    gz_failed: GzFailure,
+}
+
+impl Classifier {
+    /// Turns an error met while reading entries into the most precise [`ArchiveError`].
+    pub fn classify(&self, err: io::Error) -> ArchiveError {
+        let path = self.path.clone();
+        if let Some((kind, msg)) = self.gz_failed.borrow().clone() {
+            if kind == io::ErrorKind::UnexpectedEof {
+                return ArchiveError::Truncated { path, detail: format!("the compressed stream ends early ({msg})") };
+            }
+            return ArchiveError::BadGzip { path, detail: msg };
+        }
+        if err.kind() == io::ErrorKind::UnexpectedEof {
+            return ArchiveError::Truncated { path, detail: "the tar stream ends inside an entry".into() };
+        }
+        ArchiveError::BadTar { path, detail: err.to_string() }
+    }
+}
+
+impl Opened {
+    pub fn classifier(&self) -> Classifier {
+        Classifier { path: self.path.clone(), gz_failed: Rc::clone(&self.gz_failed) }
+    }
+
+    pub fn classify(&self, err: io::Error) -> ArchiveError {
+        self.classifier().classify(err)
+    }
+
+    /// Reads the gzip stream to its end (checking its CRC and length), then the file to its end;
+    /// returns the file's sha256 and size. Call after the last tar entry.
+    pub fn finish(self) -> Result<(String, u64), ArchiveError> {
+        let Opened { path, archive, hasher, pos, gz_failed } = self;
+        let mut tap = archive.into_inner();
+        if let Err(e) = io::copy(&mut tap, &mut io::sink()) {
+            let (kind, msg) = gz_failed.borrow().clone().unwrap_or((e.kind(), e.to_string()));
+            return Err(if kind == io::ErrorKind::UnexpectedEof {
+                ArchiveError::Truncated { path, detail: format!("the compressed stream ends early ({msg})") }
+            } else {
+                ArchiveError::BadGzip { path, detail: msg }
+            });
+        }
+        let mut source = tap.inner.into_inner();
+        io::copy(&mut source, &mut io::sink()).map_err(|e| ArchiveError::Open { path, source: e })?;
+        drop(source);
+        let digest = Rc::try_unwrap(hasher).map(|h| h.into_inner().finalize()).ok();
+        let digest = digest.map(|d| hex(&d)).unwrap_or_default();
+        Ok((digest, pos.get()))
+    }
+
+    /// Hashes what is left of the file after a decoding failure, so the caller can tell a damaged
+    /// file (checksum mismatch) from a writer bug.
+    pub fn rest_sha256(self) -> Option<String> {
+        let Opened { archive, hasher, .. } = self;
+        let tap = archive.into_inner();
+        let mut source = tap.inner.into_inner();
+        io::copy(&mut source, &mut io::sink()).ok()?;
+        drop(source);
+        let h = Rc::try_unwrap(hasher).ok()?.into_inner();
+        Some(hex(&h.finalize()))
+    }
+}
+
+/// Turns raw tar path bytes into a path, dropping a leading `./` (and any `.` parts).
+pub(crate) fn display_name(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw).into_owned()
+}
+
+/// What the archive is expected to be, from the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    /// sha256 of the file, hex (any case).
+    pub sha256: String,
+    /// Size of the file in bytes.
+    pub size_bytes: u64,
+    /// Tar entries, if recorded.
+    pub entry_count: Option<u64>,
+    /// Uncompressed bytes of regular files, if recorded.
+    pub content_bytes: Option<u64>,
+}
+
+/// What [`verify_archive`] found: everything matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub entry_count: u64,
+    pub file_count: u64,
+    pub content_bytes: u64,
+}
+
+/// Re-hashes `path` and reads it through: gzip (CRC32 and ISIZE of every member), tar structure,
+/// every entry's data; then compares sha256, size and the recorded counts with `expected`.
+///
+/// `progress` is called with the number of archive bytes read so far, about once per MiB. The file
+/// is only read. A flipped byte is reported as [`ArchiveError::ChecksumMismatch`] (the clearest
+/// diagnosis), a short file as [`ArchiveError::Truncated`].
+pub fn verify_archive(
+    path: &Path,
+    expected: &Expected,
+    progress: &mut dyn FnMut(u64),
+) -> Result<VerifyReport, ArchiveError> {
+    let actual_size =
+        std::fs::metadata(path).map_err(|e| ArchiveError::Open { path: path.to_path_buf(), source: e })?.len();
+    if actual_size < expected.size_bytes {
+        return Err(ArchiveError::Truncated {
+            path: path.to_path_buf(),
+            detail: format!("{actual_size} bytes on disk, {} recorded", expected.size_bytes),
+        });
+    }
+    if actual_size > expected.size_bytes {
+        return Err(ArchiveError::SizeMismatch {
+            path: path.to_path_buf(),
+            expected: expected.size_bytes,
+            actual: actual_size,
+        });
+    }
+    let expected_sha = expected.sha256.to_ascii_lowercase();
+    let mismatch = |actual: String| ArchiveError::ChecksumMismatch {
+        path: path.to_path_buf(),
+        expected: expected_sha.clone(),
+        actual,
+    };
+
+    let mut opened = open(path)?;
+    let mut counts = (0u64, 0u64, 0u64);
+    let walked = walk_counts(&mut opened, &mut counts, progress);
+    if let Err(e) = walked {
+        let err = opened.classify(e);
+        return Err(match opened.rest_sha256() {
+            Some(actual) if actual != expected_sha => mismatch(actual),
+            _ => err,
+        });
+    }
+    let (sha256, size_bytes) = opened.finish().map_err(|err| {
+        // The stream failed after the last entry; a rehash tells damage from a writer bug.
+        match sha256_file(path) {
+            Ok(actual) if actual != expected_sha => mismatch(actual),
+            _ => err,
+        }
+    })?;
+    progress(size_bytes);
+    if sha256 != expected_sha {
+        return Err(mismatch(sha256));
+    }
+    let (entry_count, file_count, content_bytes) = counts;
+    let count_err =
+        |what, expected, actual| ArchiveError::CountMismatch { path: path.to_path_buf(), what, expected, actual };
+    if let Some(n) = expected.entry_count
+        && n != entry_count
+    {
+        return Err(count_err("entries", n, entry_count));
+    }
+    if let Some(n) = expected.content_bytes
+        && n != content_bytes
+    {
+        return Err(count_err("content bytes", n, content_bytes));
+    }
+    Ok(VerifyReport { path: path.to_path_buf(), sha256, size_bytes, entry_count, file_count, content_bytes })
+}
+
+fn walk_counts(opened: &mut Opened, counts: &mut (u64, u64, u64), progress: &mut dyn FnMut(u64)) -> io::Result<()> {
+    let pos = Rc::clone(&opened.pos);
+    let mut reported = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    for entry in opened.archive.entries()? {
+        let mut entry = entry?;
+        let kind = entry.header().entry_type();
+        if kind == EntryType::XGlobalHeader {
+            continue;
+        }
+        counts.0 += 1;
+        if is_file_kind(kind) {
+            counts.1 += 1;
+            loop {
+                let n = entry.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                counts.2 += n as u64;
+                if pos.get() - reported >= 1 << 20 {
+                    reported = pos.get();
+                    progress(reported);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn is_file_kind(kind: EntryType) -> bool {
+    matches!(kind, EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse)
+}
+
+/// sha256 of a whole file, lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String, ArchiveError> {
+    let mut file = File::open(path).map_err(|e| ArchiveError::Open { path: path.to_path_buf(), source: e })?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ArchiveError::Open { path: path.to_path_buf(), source: e }),
+        };
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// The kind of an archive entry, as [`list_entries`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    HardLink,
+    /// Devices, fifos and anything else lifeboat refuses to extract.
+    Other,
+}
+
+/// One entry of an archive, as [`list_entries`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryInfo {
+    /// The name as stored, with a leading `./` removed (lossy UTF-8). Not checked for safety:
+    /// [`crate::extract_to_staging`] does that.
+    pub path: String,
+    pub kind: EntryKind,
+    /// Content size (0 for non-files).
+    pub size: u64,
+    pub mode: u32,
+    pub mtime: u64,
+    /// Link target, for symlinks and hard links.
+    pub link_target: Option<String>,
+    /// sha256 of the content, lowercase hex, for regular files.
+    pub sha256: Option<String>,
+}
+
+/// Lists every entry of a `.tar.gz`, with the sha256 of each regular file's content, reading the
+/// whole stream (so the gzip CRC is checked too).
+pub fn list_entries(path: &Path) -> Result<Vec<EntryInfo>, ArchiveError> {
+    let mut opened = open(path)?;
+    let mut out = Vec::new();
+    if let Err(e) = list_into(&mut opened, &mut out) {
+        return Err(opened.classify(e));
+    }
+    opened.finish()?;
+    Ok(out)
+}
+
+fn list_into(opened: &mut Opened, out: &mut Vec<EntryInfo>) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    for entry in opened.archive.entries()? {
+        let mut entry = entry?;
+        let header = entry.header();
+        let kind = header.entry_type();
+        if kind == EntryType::XGlobalHeader {
+            continue;
+        }
+        let mode = header.mode().unwrap_or(0);
+        let mtime = header.mtime().unwrap_or(0);
+        let name = normalize_name(&entry.path_bytes());
+        let link_target = entry.link_name_bytes().map(|l| display_name(&l));
+        let (kind, size, sha256) = if is_file_kind(kind) {
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            loop {
+                let n = entry.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                size += n as u64;
+            }
+            (EntryKind::File, size, Some(hex(&hasher.finalize())))
+        } else {
+            let k = match kind {
+                EntryType::Directory => EntryKind::Dir,
+                EntryType::Symlink => EntryKind::Symlink,
+                EntryType::Link => EntryKind::HardLink,
+                _ => EntryKind::Other,
+            };
+            (k, 0, None)
+        };
+        out.push(EntryInfo { path: name, kind, size, mode, mtime, link_target, sha256 });
+    }
+    Ok(())
+}
+
+/// A stored name with `./` prefixes and trailing slashes removed, for comparisons.
+pub(crate) fn normalize_name(raw: &[u8]) -> String {
+    let s = display_name(raw);
+    let mut t = s.as_str();
+    while let Some(rest) = t.strip_prefix("./") {
+        t = rest;
+    }
+    t.trim_end_matches('/').to_string()
+}
+
+/// Reads one member (a small file such as a package manifest) by name, refusing more than
+/// `limit` bytes. Stops at the member: the rest of the archive is not checked.
+pub fn read_member(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>, ArchiveError> {
+    let wanted = normalize_name(name.as_bytes());
+    let mut opened = open(path)?;
+    let found = (|| -> io::Result<Option<Result<Vec<u8>, u64>>> {
+        for entry in opened.archive.entries()? {
+            let mut entry = entry?;
+            if !is_file_kind(entry.header().entry_type()) || normalize_name(&entry.path_bytes()) != wanted {
+                continue;
+            }
+            let size = entry.size();
+            if size > limit {
+                return Ok(Some(Err(size)));
+            }
+            let mut data = Vec::with_capacity(size as usize);
+            (&mut entry).take(limit + 1).read_to_end(&mut data)?;
+            if data.len() as u64 > limit {
+                return Ok(Some(Err(data.len() as u64)));
+            }
+            return Ok(Some(Ok(data)));
+        }
+        Ok(None)
+    })();
+    match found {
+        Ok(Some(Ok(data))) => Ok(data),
+        Ok(Some(Err(size))) => {
+            Err(ArchiveError::MemberTooLarge { path: path.to_path_buf(), name: name.to_string(), size, limit })
+        }
+        Ok(None) => Err(ArchiveError::MemberNotFound { path: path.to_path_buf(), name: name.to_string() }),
+        Err(e) => Err(opened.classify(e)),
+    }
+}

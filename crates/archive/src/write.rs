@@ -1,0 +1,333 @@
+//! Writing: walk the roots, tar, gzip in parallel, hash, `NAME.partial`, fsync, rename.
+
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tar::{EntryType, Header, HeaderMode};
+
+use crate::error::ArchiveError;
+use crate::pgzip::{DEFAULT_BLOCK_SIZE, ParallelGzEncoder};
+use crate::util::{HashWriter, fsync_dir, hex, parent_dir, with_suffix};
+
+/// One directory tree to archive, and the name it has inside the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Root {
+    /// Relative name in the archive, `/`-separated, e.g. `paths/data` or `volumes/db`.
+    pub archive_name: String,
+    /// The directory (or single file) on disk. If it is a symlink it is followed; nothing below it
+    /// ever is.
+    pub source: PathBuf,
+}
+
+/// How to compress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// gzip level, 0 to 9 (default 6).
+    pub level: u32,
+    /// Compression threads; 0 means one per available core (the default).
+    pub threads: usize,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions { level: 6, threads: 0 }
+    }
+}
+
+/// What [`write_archive`] produced. The counts are what [`crate::verify_archive`] checks later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveSummary {
+    /// The final (renamed, durable) archive path.
+    pub path: PathBuf,
+    /// sha256 of the archive file, lowercase hex.
+    pub sha256: String,
+    /// Size of the archive file in bytes.
+    pub size_bytes: u64,
+    /// Regular files archived.
+    pub file_count: u64,
+    /// Tar entries archived: directories, files and symlinks, roots included.
+    pub entry_count: u64,
+    /// Sum of the sizes of the regular files (uncompressed content).
+    pub content_bytes: u64,
+}
+
+/// Where [`write_archive`] writes before the final rename: `dest` with `.partial` appended.
+pub fn partial_path(dest: &Path) -> PathBuf {
+    with_suffix(dest, ".partial")
+}
+
+/// How often (in content bytes) the progress callback is called at most.
+const PROGRESS_STEP: u64 = 1 << 20;
+
+struct Stats<'p> {
+    file_count: u64,
+    entry_count: u64,
+    content_bytes: u64,
+    reported: u64,
+    progress: &'p mut dyn FnMut(u64),
+}
+
+impl Stats<'_> {
+    fn add_content(&mut self, n: u64) {
+        self.content_bytes += n;
+        if self.content_bytes - self.reported >= PROGRESS_STEP {
+            self.reported = self.content_bytes;
+            (self.progress)(self.content_bytes);
+        }
+    }
+}
+
+/// Archives `roots` into the gzip-compressed tar file `dest`, durably.
+///
+/// The archive is streamed to [`partial_path`]`(dest)`, fsynced, renamed to `dest`, and the
+/// directory is fsynced: when this returns `Ok`, `dest` is complete and durable. On any error the
+/// partial file is removed and `dest` does not exist. A stale partial file from an earlier crash is
+/// overwritten. `dest` itself must not exist. `progress` is called with the number of content
+/// bytes read so far, about once per MiB.
+///
+/// Kept: directories (also empty), regular files, symlinks (as links, never followed), modes,
+/// numeric uid/gid, mtimes (seconds), long names (GNU long name entries). Hard links are stored as
+/// separate files; sparse files are stored dense (holes as zeros). Sockets, fifos and device nodes
+/// are refused with [`ArchiveError::UnsupportedFileType`].
+pub fn write_archive(
+    roots: &[Root],
+    dest: &Path,
+    opts: &WriteOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ArchiveSummary, ArchiveError> {
+    if opts.level > 9 {
+        return Err(ArchiveError::InvalidOptions(format!("compression level {} is above 9", opts.level)));
+    }
+    let names = validate_roots(roots)?;
+    let mut root_meta = Vec::with_capacity(roots.len());
+    for root in roots {
+        match fs::metadata(&root.source) {
+            Ok(m) => root_meta.push(m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ArchiveError::MissingRoot { path: root.source.clone() });
+            }
+            Err(e) => return Err(ArchiveError::Read { path: root.source.clone(), source: e }),
+        }
+    }
+    match fs::symlink_metadata(dest) {
+        Ok(_) => return Err(ArchiveError::DestinationExists { path: dest.to_path_buf() }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ArchiveError::Write { path: dest.to_path_buf(), source: e }),
+    }
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        opts.threads
+    };
+
+    let partial = partial_path(dest);
+    let mut stats = Stats { file_count: 0, entry_count: 0, content_bytes: 0, reported: 0, progress };
+    let result = write_partial(roots, &names, &root_meta, &partial, opts.level, threads, &mut stats);
+    let (sha256, size_bytes) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    if let Err(e) = fs::rename(&partial, dest) {
+        let _ = fs::remove_file(&partial);
+        return Err(ArchiveError::Write { path: dest.to_path_buf(), source: e });
+    }
+    // After this fsync the rename is durable: a crash can no longer bring back the partial name.
+    let dir = parent_dir(dest);
+    fsync_dir(&dir).map_err(|e| ArchiveError::Write { path: dir, source: e })?;
+    (stats.progress)(stats.content_bytes);
+    Ok(ArchiveSummary {
+        path: dest.to_path_buf(),
+        sha256,
+        size_bytes,
+        file_count: stats.file_count,
+        entry_count: stats.entry_count,
+        content_bytes: stats.content_bytes,
+    })
+}
+
+fn write_partial(
+    roots: &[Root],
+    names: &[PathBuf],
+    root_meta: &[Metadata],
+    partial: &Path,
+    level: u32,
+    threads: usize,
+    stats: &mut Stats<'_>,
+) -> Result<(String, u64), ArchiveError> {
+    let werr = |e: io::Error| ArchiveError::Write { path: partial.to_path_buf(), source: e };
+    let file = File::create(partial).map_err(werr)?;
+    let hashing = HashWriter { inner: file, hasher: Sha256::new(), count: 0 };
+    let encoder = ParallelGzEncoder::new(hashing, level, threads, DEFAULT_BLOCK_SIZE).map_err(werr)?;
+    let mut builder = tar::Builder::new(encoder);
+    for ((root, name), meta) in roots.iter().zip(names).zip(root_meta) {
+        let mut w = Walker { builder: &mut builder, partial, stats };
+        w.entry(&root.source, name, meta)?;
+    }
+    let encoder = builder.into_inner().map_err(werr)?;
+    let hashing = encoder.finish().map_err(werr)?;
+    hashing.inner.sync_all().map_err(werr)?;
+    Ok((hex(&hashing.hasher.finalize()), hashing.count))
+}
+
+/// Checks the archive names and turns them into relative paths.
+fn validate_roots(roots: &[Root]) -> Result<Vec<PathBuf>, ArchiveError> {
+    if roots.is_empty() {
+        return Err(ArchiveError::InvalidOptions("no backup roots given: nothing to archive".into()));
+    }
+    let mut names: Vec<PathBuf> = Vec::with_capacity(roots.len());
+    for root in roots {
+        let bad = |reason: &str| ArchiveError::InvalidRootName {
+            name: root.archive_name.clone(),
+            reason: reason.to_string(),
+        };
+        let trimmed = root.archive_name.trim_end_matches('/');
+        if trimmed.is_empty() {
+            return Err(bad("it is empty"));
+        }
+        if trimmed.starts_with('/') {
+            return Err(bad("it must be relative"));
+        }
+        if trimmed.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+            return Err(bad("it must not contain empty, `.` or `..` parts"));
+        }
+        let path = PathBuf::from(trimmed);
+        for other in &names {
+            if path.starts_with(other) || other.starts_with(&path) {
+                return Err(bad(&format!("it overlaps the root {:?}", other.display().to_string())));
+            }
+        }
+        names.push(path);
+    }
+    Ok(names)
+}
+
+struct Walker<'a, 'p, W: Write> {
+    builder: &'a mut tar::Builder<W>,
+    partial: &'a Path,
+    stats: &'a mut Stats<'p>,
+}
+
+impl<W: Write> Walker<'_, '_, W> {
+    fn werr(&self, e: io::Error) -> ArchiveError {
+        ArchiveError::Write { path: self.partial.to_path_buf(), source: e }
+    }
+
+    fn entry(&mut self, src: &Path, name: &Path, meta: &Metadata) -> Result<(), ArchiveError> {
+        let ft = meta.file_type();
+        let mut header = Header::new_gnu();
+        header.set_metadata_in_mode(meta, HeaderMode::Complete);
+        header.set_mtime(meta.mtime().max(0) as u64);
+        header.set_size(0);
+        if ft.is_dir() {
+            header.set_entry_type(EntryType::Directory);
+            self.builder.append_data(&mut header, name, io::empty()).map_err(|e| self.werr(e))?;
+            self.stats.entry_count += 1;
+            let rerr = |e| ArchiveError::Read { path: src.to_path_buf(), source: e };
+            let mut children = Vec::new();
+            for child in fs::read_dir(src).map_err(rerr)? {
+                children.push(child.map_err(rerr)?.file_name());
+            }
+            // Sorted, so that the same tree always gives the same archive.
+            children.sort();
+            for child in children {
+                let path = src.join(&child);
+                let meta =
+                    fs::symlink_metadata(&path).map_err(|e| ArchiveError::Read { path: path.clone(), source: e })?;
+                self.entry(&path, &name.join(&child), &meta)?;
+            }
+            Ok(())
+        } else if ft.is_file() {
+            self.file(src, name, meta, header)
+        } else if ft.is_symlink() {
+            let target = fs::read_link(src).map_err(|e| ArchiveError::Read { path: src.to_path_buf(), source: e })?;
+            header.set_entry_type(EntryType::Symlink);
+            self.builder.append_link(&mut header, name, &target).map_err(|e| self.werr(e))?;
+            self.stats.entry_count += 1;
+            Ok(())
+        } else {
+            let kind = if ft.is_socket() {
+                "socket"
+            } else if ft.is_fifo() {
+                "fifo"
+            } else if ft.is_char_device() {
+                "character device"
+            } else if ft.is_block_device() {
+                "block device"
+            } else {
+                "special file"
+            };
+            Err(ArchiveError::UnsupportedFileType { path: src.to_path_buf(), kind })
+        }
+    }
+
+    fn file(&mut self, src: &Path, name: &Path, meta: &Metadata, mut header: Header) -> Result<(), ArchiveError> {
+        let rerr = |e| ArchiveError::Read { path: src.to_path_buf(), source: e };
+        let file = File::open(src).map_err(rerr)?;
+        let size = meta.len();
+        header.set_entry_type(EntryType::Regular);
+        header.set_size(size);
+        let mut reader = ExactReader { file, remaining: size, failure: None, stats: self.stats };
+        let appended = self.builder.append_data(&mut header, name, &mut reader);
+        if let Some(failure) = reader.failure.take() {
+            return Err(match failure {
+                Failure::Read(e) => rerr(e),
+                Failure::Shrunk => ArchiveError::FileChanged { path: src.to_path_buf(), expected: size },
+            });
+        }
+        let partial = self.partial;
+        appended.map_err(|e| ArchiveError::Write { path: partial.to_path_buf(), source: e })?;
+        let now = reader.file.metadata().map_err(rerr)?;
+        if now.len() != size {
+            return Err(ArchiveError::FileChanged { path: src.to_path_buf(), expected: size });
+        }
+        self.stats.entry_count += 1;
+        self.stats.file_count += 1;
+        Ok(())
+    }
+}
+
+enum Failure {
+    Read(io::Error),
+    Shrunk,
+}
+
+/// Yields exactly the size recorded in the tar header, or fails (and says why in `failure`), so a
+/// file that changes while it is read can never desynchronise the tar stream.
+struct ExactReader<'s, 'p> {
+    file: File,
+    remaining: u64,
+    failure: Option<Failure>,
+    stats: &'s mut Stats<'p>,
+}
+
+impl Read for ExactReader<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let max = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        match self.file.read(&mut buf[..max]) {
+            Ok(0) => {
+                self.failure = Some(Failure::Shrunk);
+                Err(io::Error::other("file shrank while being read"))
+            }
+            Ok(n) => {
+                self.remaining -= n as u64;
+                self.stats.add_content(n as u64);
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                let copy = io::Error::new(e.kind(), e.to_string());
+                self.failure = Some(Failure::Read(e));
+                Err(copy)
+            }
+        }
+    }
+}

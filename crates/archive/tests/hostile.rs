@@ -1,0 +1,229 @@
+//! Hostile and damaged archives: each is refused with a clear error, nothing is written outside
+//! the staging directory, the staging directory is removed and the target is unchanged.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::{compare_trees, gz_archive, leftovers, raw_entry};
+use lifeboat_archive::{ArchiveError, Expected, ExtractOptions, extract_to_staging, verify_archive};
+use tar::EntryType;
+
+struct World {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    target: PathBuf,
+    outside: PathBuf,
+    reference: PathBuf,
+}
+
+fn world() -> World {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let target = root.join("work/target");
+    let outside = root.join("outside");
+    let reference = root.join("reference");
+    for d in [&target, &outside, &reference] {
+        fs::create_dir_all(d).unwrap();
+    }
+    for d in [&target, &reference] {
+        fs::write(d.join("keep.txt"), b"the data that must survive").unwrap();
+        common::set_mtimes(d, 1_500_000_000);
+    }
+    World { _tmp: tmp, root, target, outside, reference }
+}
+
+/// Extracts `archive` into the world's target and checks that it was refused cleanly.
+fn assert_refused(w: &World, archive: &Path, opts: &ExtractOptions, needle: &str) -> ArchiveError {
+    let err = extract_to_staging(archive, &w.target, opts).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(needle), "error {msg:?} does not mention {needle:?}");
+    assert!(leftovers(&w.root.join("work"), "lifeboat-staging").is_empty(), "staging left behind");
+    assert_eq!(fs::read_dir(&w.outside).unwrap().count(), 0, "something was written outside");
+    compare_trees(&w.reference, &w.target).unwrap();
+    assert!(!Path::new("/tmp/lifeboat-pwned").exists());
+    err
+}
+
+fn file(name: &[u8], data: &[u8]) -> Vec<u8> {
+    raw_entry(name, EntryType::Regular, b"", data)
+}
+
+#[test]
+fn absolute_paths_are_refused() {
+    let w = world();
+    let a = w.root.join("a.tar.gz");
+    let abs = w.outside.join("evil");
+    gz_archive(&a, &[file(b"ok.txt", b"fine"), file(abs.as_os_str().as_encoded_bytes(), b"evil")]);
+    let err = assert_refused(&w, &a, &ExtractOptions::default(), "has an absolute path");
+    assert!(err.is_integrity());
+}
+
+#[test]
+fn dot_dot_escapes_are_refused() {
+    let w = world();
+    for name in [&b"../../outside/evil"[..], b"sub/../../outside/evil", b"./.."] {
+        let a = w.root.join("a.tar.gz");
+        gz_archive(&a, &[file(b"ok.txt", b"fine"), file(name, b"evil")]);
+        assert_refused(&w, &a, &ExtractOptions::default(), "contains a `..` component");
+    }
+}
+
+#[test]
+fn symlink_then_file_through_it_is_refused() {
+    let w = world();
+    let a = w.root.join("a.tar.gz");
+    let out = w.outside.as_os_str().as_encoded_bytes().to_vec();
+    gz_archive(&a, &[raw_entry(b"link", EntryType::Symlink, &out, b""), file(b"link/pwned", b"evil")]);
+    // By default the outward symlink itself is refused ...
+    assert_refused(&w, &a, &ExtractOptions::default(), "symlink to an absolute path");
+    // ... and when outward symlinks are allowed, writing through one still is not.
+    let allow = ExtractOptions { allow_outside_symlinks: true, ..ExtractOptions::default() };
+    assert_refused(&w, &a, &allow, "would be written through a symlink");
+    // The same with a relative link that climbs out.
+    gz_archive(&a, &[raw_entry(b"d/link", EntryType::Symlink, b"../../../outside", b"")]);
+    assert_refused(&w, &a, &ExtractOptions::default(), "symlink that points outside the target");
+}
+
+#[test]
+fn symlink_chains_that_escape_are_refused() {
+    let w = world();
+    let a = w.root.join("a.tar.gz");
+    // `d/up` -> `..` is the root (fine); `d/esc` -> `up/..` looks inside but resolves outside.
+    gz_archive(
+        &a,
+        &[
+            raw_entry(b"d", EntryType::Directory, b"", b""),
+            raw_entry(b"d/up", EntryType::Symlink, b"..", b""),
+            raw_entry(b"d/esc", EntryType::Symlink, b"up/..", b""),
+        ],
+    );
+    assert_refused(&w, &a, &ExtractOptions::default(), "resolves outside the target");
+}
+
+#[test]
+fn hard_links_out_of_the_tree_are_refused() {
+    let w = world();
+    let a = w.root.join("a.tar.gz");
+    gz_archive(&a, &[raw_entry(b"passwd", EntryType::Link, b"/etc/passwd", b"")]);
+    assert_refused(&w, &a, &ExtractOptions::default(), "hard link whose target has an absolute path");
+    gz_archive(&a, &[raw_entry(b"x", EntryType::Link, b"../outside/f", b"")]);
+    assert_refused(&w, &a, &ExtractOptions::default(), "contains a `..` component");
+    // A hard link through a symlink to a file outside.
+    fs::write(w.outside.join("secret"), b"s").unwrap();
+    let out = w.outside.as_os_str().as_encoded_bytes().to_vec();
+    gz_archive(
+        &a,
+        &[raw_entry(b"l", EntryType::Symlink, &out, b""), raw_entry(b"x", EntryType::Link, b"l/secret", b"")],
+    );
+    let allow = ExtractOptions { allow_outside_symlinks: true, ..ExtractOptions::default() };
+    fs::remove_file(w.outside.join("secret")).unwrap();
+    assert_refused(&w, &a, &allow, "not an earlier regular file");
+    // Outside a requested subtree.
+    gz_archive(&a, &[file(b"a/f", b"x"), raw_entry(b"b/x", EntryType::Link, b"a/f", b"")]);
+    let sub = ExtractOptions { subtree: Some("b".into()), ..ExtractOptions::default() };
+    assert_refused(&w, &a, &sub, "points outside the extracted tree");
+}
+
+#[test]
+fn devices_and_fifos_are_refused() {
+    let w = world();
+    let a = w.root.join("a.tar.gz");
+    let mut dev = tar::Header::new_gnu();
+    dev.set_path("null").unwrap();
+    dev.set_entry_type(EntryType::Char);
+    dev.set_device_major(1).unwrap();
+    dev.set_device_minor(3).unwrap();
+    dev.set_size(0);
+    dev.set_cksum();
+    gz_archive(&a, &[file(b"ok", b"ok"), dev.as_bytes().to_vec()]);
+    assert_refused(&w, &a, &ExtractOptions::default(), "is a character device");
+    gz_archive(&a, &[raw_entry(b"fifo", EntryType::Fifo, b"", b"")]);
+    assert_refused(&w, &a, &ExtractOptions::default(), "is a fifo");
+    gz_archive(&a, &[raw_entry(b"blk", EntryType::Block, b"", b"")]);
+    assert_refused(&w, &a, &ExtractOptions::default(), "is a block device");
+}
+
+#[test]
+fn duplicates_are_refused() {
+    let w = world();
+    let a = w.root.join("a.tar.gz");
+    gz_archive(&a, &[file(b"f", b"one"), file(b"f", b"two")]);
+    assert_refused(&w, &a, &ExtractOptions::default(), "duplicates an earlier entry");
+    gz_archive(&a, &[file(b"f", b"one"), raw_entry(b"f/g", EntryType::Regular, b"", b"x")]);
+    assert_refused(&w, &a, &ExtractOptions::default(), "would be written under a file");
+}
+
+fn good_archive(w: &World) -> (PathBuf, Expected) {
+    let src = w.root.join("src");
+    common::build_mixed_tree(&src, 3);
+    let dest = w.root.join("good.tar.gz");
+    let s = common::write_one(&src, "paths/data", &dest, 2);
+    let e = Expected {
+        sha256: s.sha256,
+        size_bytes: s.size_bytes,
+        entry_count: Some(s.entry_count),
+        content_bytes: Some(s.content_bytes),
+    };
+    (dest, e)
+}
+
+#[test]
+fn truncated_archives_are_refused() {
+    let w = world();
+    let (good, expected) = good_archive(&w);
+    let bytes = fs::read(&good).unwrap();
+    let cut = w.root.join("cut.tar.gz");
+    fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = verify_archive(&cut, &expected, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, ArchiveError::Truncated { .. }), "{err}");
+    assert!(err.to_string().contains("is truncated"), "{err}");
+    let opts = ExtractOptions { subtree: Some("paths/data".into()), ..ExtractOptions::default() };
+    let err = assert_refused(&w, &cut, &opts, "truncated");
+    assert!(err.is_integrity());
+    // Cut just before the trailer: all the data is there, only the CRC and length are missing.
+    fs::write(&cut, &bytes[..bytes.len() - 4]).unwrap();
+    assert_refused(&w, &cut, &opts, "truncated");
+}
+
+#[test]
+fn flipped_bytes_are_refused() {
+    let w = world();
+    let (good, expected) = good_archive(&w);
+    let bytes = fs::read(&good).unwrap();
+    let opts = ExtractOptions { subtree: Some("paths/data".into()), ..ExtractOptions::default() };
+    for (i, at) in [bytes.len() / 2, bytes.len() - 6, 3].into_iter().enumerate() {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x10;
+        let path = w.root.join(format!("flip{i}.tar.gz"));
+        fs::write(&path, &bad).unwrap();
+        let err = verify_archive(&path, &expected, &mut |_| {}).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ArchiveError::ChecksumMismatch { .. }), "{msg}");
+        assert!(msg.contains(&format!("expected sha256 {}", expected.sha256)), "{msg}");
+        let err = extract_to_staging(&path, &w.target, &opts).unwrap_err();
+        assert!(err.is_integrity(), "flip at {at}: {err}");
+        assert!(leftovers(&w.root, "lifeboat-staging").is_empty());
+        compare_trees(&w.reference, &w.target).unwrap();
+    }
+    // The untouched archive still verifies and extracts.
+    verify_archive(&good, &expected, &mut |_| {}).unwrap();
+    extract_to_staging(&good, &w.target, &opts).unwrap().discard().unwrap();
+    compare_trees(&w.reference, &w.target).unwrap();
+}
+
+#[test]
+fn garbage_is_not_gzip() {
+    let w = world();
+    let a = w.root.join("garbage.tar.gz");
+    fs::write(&a, b"this is not a gzip file at all, just text").unwrap();
+    let err = assert_refused(&w, &a, &ExtractOptions::default(), "is not valid gzip");
+    assert!(matches!(err, ArchiveError::BadGzip { .. }));
+    // Valid gzip, not tar.
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut enc, &[7u8; 2000]).unwrap();
+    fs::write(&a, enc.finish().unwrap()).unwrap();
+    let err = assert_refused(&w, &a, &ExtractOptions::default(), "not a valid tar stream");
+    assert!(matches!(err, ArchiveError::BadTar { .. }));
+}
