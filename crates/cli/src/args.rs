@@ -57,6 +57,23 @@ pub enum Command {
     List,
     /// Re-hash and test-read archives.
     Verify(VerifyArgs),
+    /// Put a backup's data back: verify the archive, stop, swap the data, restart, verify.
+    ///
+    /// The current data is moved aside, not deleted, until the restored services are verified
+    /// up; on any failure it is put back. Asks for confirmation on a terminal unless --yes.
+    Restore(RestoreArgs),
+    /// Apply retention: delete backups older than retention_days beyond the newest keep_last.
+    ///
+    /// Never deletes the newest verified backup, never goes below keep_last, never deletes the
+    /// pre-upgrade backup of the last completed upgrade. Unknown files are reported, not deleted.
+    Prune(PruneArgs),
+    /// Print a shell completion script: lifeboat completions bash > /etc/bash_completion.d/lifeboat
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout: lifeboat man | man -l -
+    Man,
     /// Finish or roll back every interrupted run, as its journal dictates.
     ///
     /// A backup interrupted before its archive was recorded deletes the partial archive and
@@ -82,6 +99,22 @@ pub struct InitArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup to restore (see 'lifeboat list').
+    pub backup_id: u64,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Show what would be deleted, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct BackupArgs {
     /// A note stored with the backup in the catalog.
     #[arg(long)]
@@ -98,6 +131,8 @@ pub enum AutoBackupCommand {
     Enable,
     /// Disable scheduled backups.
     Disable,
+    /// Run scheduled backups in the foreground (for systemd or a container) until SIGTERM.
+    Daemon,
     /// Set the schedule: a 5-field cron expression, e.g. "0 2 * * *" for 02:00 every day.
     Schedule {
         /// minute hour day-of-month month day-of-week

@@ -4,9 +4,13 @@
 pub mod auto_backup;
 pub mod backup;
 pub mod catalog;
+pub mod daemon;
+pub mod docs;
 pub mod init;
 pub mod journal;
+pub mod prune;
 pub mod recover;
+pub mod restore;
 pub mod status;
 
 use crate::docker::Docker;
