@@ -32,6 +32,6 @@ mod plan;
 mod run;
 mod types;
 
-pub use plan::{RecoveryPlan, recover, replay};
+pub use plan::{RecoveryPlan, ReplayError, recover, replay};
 pub use run::{Failure, MachineError, Mode, Run};
 pub use types::*;

@@ -241,7 +241,12 @@ impl Run {
     pub fn recovery_plan(&self) -> Result<Option<RecoveryPlan>, MachineError> {
         let (decision, steps, ends_as) = match self.mode() {
             Mode::Ended(_) => return Ok(None),
-            Mode::Compensating { steps, end } => (Decision::ContinueRollBack, steps[self.cursor()..].to_vec(), *end),
+            Mode::Compensating { steps, end } => {
+                // Settling steps that finish a run (past its point of no return) are not a rollback.
+                let decision =
+                    if *end == State::Completed { Decision::ContinueFinishing } else { Decision::ContinueRollBack };
+                (decision, steps[self.cursor()..].to_vec(), *end)
+            }
             Mode::Forward => {
                 let done = self.cursor();
                 let begun = done + usize::from(self.in_flight().is_some());

@@ -91,6 +91,8 @@ pub struct Run {
     cursor: usize,
     /// The effect whose intent is journaled and whose outcome is not (yet).
     in_flight: Option<Effect>,
+    /// Whether the settling step at `cursor` already failed once (it is retried once).
+    retried: bool,
     running: Option<Vec<String>>,
     archive: Option<ArchiveFacts>,
     failures: Vec<Failure>,
@@ -115,6 +117,7 @@ impl Run {
             mode: Mode::Forward,
             cursor: 0,
             in_flight: None,
+            retried: false,
             running: None,
             archive: None,
             failures: Vec::new(),
@@ -285,6 +288,7 @@ impl Run {
             Outcome::Done | Outcome::Failed { .. } => {}
         }
         self.cursor += 1;
+        self.retried = false;
         self.end_if_done()
     }
 
@@ -297,7 +301,9 @@ impl Run {
     }
 
     /// A failed effect: a forward step settles the run (undo, or finish past the point of no
-    /// return); a failed settling step leaves nothing more the machine can do, so the run fails.
+    /// return). A failed settling step is retried once, since the faults that hit one (a start
+    /// that timed out, a busy file) are often transient; failing again leaves nothing more the
+    /// machine can do, so the run fails and says what the operator must do.
     fn fail(&mut self) -> Result<(), MachineError> {
         match self.mode {
             Mode::Forward => {
@@ -307,6 +313,10 @@ impl Run {
                 self.mode = Mode::Compensating { steps, end };
                 self.cursor = 0;
                 self.end_if_done()
+            }
+            Mode::Compensating { .. } if !self.retried => {
+                self.retried = true;
+                Ok(())
             }
             _ => {
                 self.mode = Mode::Ended(State::Failed);
@@ -332,11 +342,12 @@ impl Run {
             return Err(MachineError::WrongDecision { expected: plan.decision, got: decision });
         }
         self.in_flight = None;
+        self.retried = false;
         match decision {
             // Forward mode, cursor on the interrupted step: it is carried out again.
             Decision::Resume => {}
             // Compensating mode, cursor on the interrupted settling step: likewise.
-            Decision::ContinueRollBack => {}
+            Decision::ContinueRollBack | Decision::ContinueFinishing => {}
             Decision::RollBack => {
                 self.mode = Mode::Compensating { steps: plan.steps, end: plan.ends_as };
                 self.cursor = 0;

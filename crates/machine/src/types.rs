@@ -268,6 +268,9 @@ pub enum Decision {
     RollBack,
     /// The run was already rolling back: carry on with the remaining compensation steps.
     ContinueRollBack,
+    /// The run had failed past its point of no return and was finishing (say, retrying the start
+    /// of its services after a recorded backup): carry on finishing.
+    ContinueFinishing,
 }
 
 impl Decision {
@@ -276,6 +279,7 @@ impl Decision {
             Decision::Resume => "resume",
             Decision::RollBack => "roll_back",
             Decision::ContinueRollBack => "continue_roll_back",
+            Decision::ContinueFinishing => "continue_finishing",
         }
     }
 }

@@ -1,25 +1,49 @@
 //! `lifeboat auto-backup`: the schedule's settings, and one scheduled backup.
 
 use super::Ctx;
+use super::backup::BackupReport;
+use super::prune::PruneReport;
 use crate::config::parse_cron;
 use crate::exit::Exit;
 use crate::project::Project;
 use lifeboat_machine::BackupKind;
 use serde_json::json;
 
-/// One scheduled backup now, recorded as kind "auto".
+/// One scheduled backup now, recorded as kind "auto", then retention (`lifeboat prune`).
 pub async fn run_once(ctx: &Ctx) -> anyhow::Result<()> {
+    let run = scheduled_backup(ctx).await?;
+    if ctx.json {
+        let mut value = serde_json::to_value(&run.backup)?;
+        value["prune"] =
+            run.prune.as_ref().map_or_else(|err| json!({ "error": format!("{err:#}") }), PruneReport::to_json);
+        ctx.print_json(&value)?;
+    } else {
+        println!("auto backup {} completed: {}", run.backup.backup_id, run.backup.path);
+        if let Ok(prune) = &run.prune {
+            prune.print_human();
+        }
+    }
+    run.prune?.result()
+}
+
+/// A scheduled backup and the prune after it.
+pub struct ScheduledRun {
+    pub backup: BackupReport,
+    /// Retention ran only because the backup succeeded; its failure does not undo the backup.
+    pub prune: anyhow::Result<PruneReport>,
+}
+
+/// One scheduled backup then retention, under one hold of the project lock: what `auto-backup
+/// run` does, and what the daemon does at each scheduled time. A failed backup skips retention,
+/// so a failing backup never lets old backups go.
+pub async fn scheduled_backup(ctx: &Ctx) -> anyhow::Result<ScheduledRun> {
     let project = Project::load(&ctx.dir)?;
     let _lock = project.lock()?;
     let journal = project.journal()?;
     project.refuse_if_interrupted(&journal)?;
-    let report = super::backup::backup(ctx, &project, &journal, BackupKind::Auto, None).await?;
-    if ctx.json {
-        ctx.print_json(&serde_json::to_value(&report)?)
-    } else {
-        println!("auto backup {} completed: {}", report.backup_id, report.path);
-        Ok(())
-    }
+    let backup = super::backup::backup(ctx, &project, &journal, BackupKind::Auto, None).await?;
+    let prune = super::prune::prune(ctx, &project, &journal, false);
+    Ok(ScheduledRun { backup, prune })
 }
 
 pub fn status(ctx: &Ctx) -> anyhow::Result<()> {
@@ -27,9 +51,8 @@ pub fn status(ctx: &Ctx) -> anyhow::Result<()> {
     let journal = project.journal()?;
     let settings = journal.settings()?;
     let cron = settings.cron.clone().unwrap_or_else(|| project.config.auto_backup.cron.clone());
-    let next: Vec<String> = parse_cron(&cron)?
-        .iter_after(chrono::Local::now())
-        .take(3)
+    let next: Vec<String> = crate::schedule::next_runs(&parse_cron(&cron)?, &chrono::Local::now(), 3)
+        .iter()
         .map(|t| t.format("%Y-%m-%d %H:%M %Z").to_string())
         .collect();
     let described = parse_cron(&cron)?.describe();

@@ -1,7 +1,189 @@
-//! `lifeboat auto-backup daemon`: not built yet.
+//! `lifeboat auto-backup daemon`: scheduled backups in the foreground, for systemd or a
+//! container, until SIGTERM or SIGINT.
+//!
+//! The shutdown sequence:
+//! 1. The signal handlers are installed first, so a signal never kills the process with its
+//!    default action, even in the middle of a backup or of the recovery at start.
+//! 2. On start, an interrupted run (left by a crash) is recovered, as `lifeboat recover` would; if
+//!    recovery fails the daemon exits with its error rather than schedule backups that would all
+//!    be refused.
+//! 3. A signal while waiting ends the daemon at once (exit 0).
+//! 4. A signal during a backup lets the backup finish, services restarted and run journaled; then
+//!    the daemon exits without starting another. A service manager's stop timeout (systemd's
+//!    `TimeoutStopSec`) should exceed a backup's duration; a kill after it is a crash, which the
+//!    next start recovers.
+//!
+//! Between runs the daemon holds neither the project lock nor the journal, so every other command
+//! works while it waits. It reads the schedule only when `lifeboat.toml` or the journal file
+//! changed since it last looked, so it rarely opens the journal (which only one process can have
+//! open at a time).
+//!
+//! Output: one line per run on stdout (with `--json`, one JSON document per line), errors and
+//! notices on stderr.
 
 use super::Ctx;
+use super::auto_backup::scheduled_backup;
+use crate::exit::Exit;
+use crate::project::{Project, interrupted_runs};
+use crate::schedule::{self, Job, Schedule, SystemClock};
+use chrono::{DateTime, Local, Utc};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::SystemTime;
+use tokio::signal::unix::{SignalKind, signal};
 
-pub async fn run(_ctx: &Ctx) -> anyhow::Result<()> {
-    crate::fail!(crate::exit::Exit::Usage, "auto-backup daemon is not available in this version: use a systemd timer running 'lifeboat auto-backup run'")
+pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        eprintln!("lifeboat daemon: {name} received: no new runs will start");
+    };
+
+    let project = Project::load(&ctx.dir)?;
+    recover_at_start(ctx, &project).await?;
+    eprintln!("lifeboat daemon: watching {} (pid {})", project.dir.display(), std::process::id());
+    let watched = [project.dir.join(crate::config::CONFIG_FILE), project.journal_path()];
+    let mut job = ProjectJob { ctx: ctx.clone(), watched, seen: None, last_planned: None };
+    let runs = schedule::run_loop(&SystemClock, &mut job, &Local, shutdown).await;
+    eprintln!("lifeboat daemon: stopped after {runs} run(s)");
+    Ok(())
+}
+
+/// Settles runs a crash left unfinished, before the first scheduled backup.
+async fn recover_at_start(ctx: &Ctx, project: &Project) -> anyhow::Result<()> {
+    let interrupted = {
+        let _lock = match project.lock() {
+            Ok(lock) => lock,
+            Err(err) if Exit::of(&err) == Exit::Locked => {
+                // Another run is in progress: it is not interrupted, and its end is its own.
+                tracing::info!("{err:#}; not checking for interrupted runs at start");
+                return Ok(());
+            }
+            Err(err) => return Err(err),
+        };
+        let journal = project.journal()?;
+        interrupted_runs(&journal)?.len()
+    };
+    if interrupted > 0 {
+        eprintln!("lifeboat daemon: {interrupted} interrupted run(s) in the journal: recovering first");
+        let quiet = Ctx { json: false, ..ctx.clone() };
+        super::recover::run(&quiet).await.map_err(|err| {
+            err.context("recovery at start failed: the daemon cannot schedule backups until it succeeds")
+        })?;
+    }
+    Ok(())
+}
+
+/// The real job: the project's schedule, and `auto-backup run`'s backup and prune.
+struct ProjectJob {
+    ctx: Ctx,
+    /// `lifeboat.toml` and the journal.
+    watched: [PathBuf; 2],
+    /// The files the schedule comes from, as last read, and what they said.
+    seen: Option<(Fingerprint, Schedule)>,
+    last_planned: Option<(Schedule, Option<DateTime<Utc>>)>,
+}
+
+/// The modification time and length of `lifeboat.toml` and of the journal: the schedule is read
+/// again only when one of them changed.
+type Fingerprint = Vec<Option<(SystemTime, u64)>>;
+
+impl ProjectJob {
+    fn fingerprint(&self) -> Fingerprint {
+        self.watched
+            .iter()
+            .map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
+            .collect()
+    }
+}
+
+impl Job for ProjectJob {
+    fn schedule(&mut self) -> anyhow::Result<Schedule> {
+        let fingerprint = self.fingerprint();
+        if let Some((seen, schedule)) = &self.seen
+            && *seen == fingerprint
+        {
+            return Ok(schedule.clone());
+        }
+        tracing::debug!("reading the schedule from lifeboat.toml and the journal");
+        let project = Project::load(&self.ctx.dir)?;
+        let settings = {
+            // Opened, read and closed: the journal is exclusively locked while open.
+            let journal = project.journal()?;
+            journal.settings()?
+        };
+        let schedule = Schedule {
+            enabled: settings.auto_backup_enabled,
+            cron: settings.cron.unwrap_or_else(|| project.config.auto_backup.cron.clone()),
+        };
+        // Fingerprint after the read: opening the journal may itself touch the file.
+        self.seen = Some((self.fingerprint(), schedule.clone()));
+        Ok(schedule)
+    }
+
+    fn planned(&mut self, schedule: &Schedule, at: Option<DateTime<Utc>>) {
+        if self.last_planned.as_ref() == Some(&(schedule.clone(), at)) {
+            return;
+        }
+        self.last_planned = Some((schedule.clone(), at));
+        let state =
+            if schedule.enabled { "enabled" } else { "disabled: no backup until 'lifeboat auto-backup enable'" };
+        match at {
+            Some(at) => eprintln!(
+                "lifeboat daemon: schedule \"{}\" ({state}), next at {}",
+                schedule.cron,
+                at.with_timezone(&Local).format("%Y-%m-%d %H:%M %Z")
+            ),
+            None => eprintln!("lifeboat daemon: schedule \"{}\" never fires: set another one", schedule.cron),
+        }
+    }
+
+    async fn run(&mut self) {
+        let started = Utc::now();
+        // Progress bars make no sense in a service's log.
+        let ctx = Ctx { progress: false, ..self.ctx.clone() };
+        let result = scheduled_backup(&ctx).await;
+        let at = started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        match result {
+            Ok(run) => {
+                let prune_error = run.prune.as_ref().err().map(|e| format!("{e:#}"));
+                let prune_problem = run.prune.as_ref().ok().and_then(|p| p.result().err()).map(|e| format!("{e:#}"));
+                if self.ctx.json {
+                    println!(
+                        "{}",
+                        json!({
+                            "at": at,
+                            "ok": true,
+                            "backup": serde_json::to_value(&run.backup).unwrap_or_default(),
+                            "prune": run.prune.as_ref().map_or_else(|e| json!({"error": format!("{e:#}")}), |p| p.to_json()),
+                        })
+                    );
+                } else {
+                    let deleted = run.prune.as_ref().map(|p| p.deleted.len()).unwrap_or(0);
+                    println!(
+                        "{at} backup {} completed: {} ({} deleted by retention)",
+                        run.backup.backup_id, run.backup.path, deleted
+                    );
+                }
+                if let Some(err) = prune_error.or(prune_problem) {
+                    eprintln!("lifeboat daemon: retention after backup {}: {err}", run.backup.backup_id);
+                }
+            }
+            Err(err) => {
+                if self.ctx.json {
+                    println!(
+                        "{}",
+                        json!({"at": at, "ok": false, "exit": Exit::of(&err) as u8, "error": format!("{err:#}")})
+                    );
+                } else {
+                    println!("{at} scheduled backup FAILED (exit {}): see stderr", Exit::of(&err) as u8);
+                }
+                eprintln!("lifeboat daemon: scheduled backup failed: {err:#}");
+            }
+        }
+    }
 }

@@ -1,8 +1,315 @@
-//! `lifeboat prune`: not built yet.
+//! `lifeboat prune` (and the retention half of `auto-backup run`): apply the plan of
+//! [`crate::retention`] to the catalog and the backup directory.
+//!
+//! Crash safety: a backup is removed from the catalog (one durable journal transaction) before
+//! its file is deleted. A crash between the two leaves a file the catalog no longer knows, which
+//! the next prune reports as unknown; it never leaves a catalog entry whose archive is gone.
+//! Files the catalog does not know are reported, never deleted.
+//!
+//! Prune is not journaled as a run of its own: that needs a new run kind in `lifeboat-machine`.
+//! Each catalog removal is durable on its own, and the order above makes every crash point safe.
 
 use super::Ctx;
 use crate::args::PruneArgs;
+use crate::exit::Exit;
+use crate::project::Project;
+use crate::render;
+use crate::retention::{self, KeepReason, Policy};
+use lifeboat_archive::Expected;
+use lifeboat_journal::{BackupEntry, Journal};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
-pub async fn run(_ctx: &Ctx, _args: &PruneArgs) -> anyhow::Result<()> {
-    crate::fail!(crate::exit::Exit::Usage, "prune is not available in this version")
+pub async fn run(ctx: &Ctx, args: &PruneArgs) -> anyhow::Result<()> {
+    let project = Project::load(&ctx.dir)?;
+    let _lock = project.lock()?;
+    let journal = project.journal()?;
+    project.refuse_if_interrupted(&journal)?;
+    let report = prune(ctx, &project, &journal, args.dry_run)?;
+    if ctx.json {
+        ctx.print_json(&report.to_json())?;
+    } else {
+        report.print_human();
+    }
+    report.result()
+}
+
+/// What a prune did (or, with `dry_run`, would do).
+#[derive(Debug, Default)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    /// Deleted backups (or, in a dry run, the ones that would be), oldest first.
+    pub deleted: Vec<u64>,
+    /// Kept backups and why, newest first.
+    pub kept: Vec<(u64, KeepReason)>,
+    /// Backups whose archive failed verification, with the error. Kept.
+    pub failed_verification: Vec<(u64, String)>,
+    /// `*.tar.gz` and `*.partial` files in the backup directory that no catalog entry names.
+    pub unknown_files: Vec<PathBuf>,
+    /// Backups removed from the catalog whose file could not be deleted, with the error.
+    pub file_errors: Vec<(u64, String)>,
+    entries: BTreeMap<u64, BackupEntry>,
+}
+
+/// Plans and (unless `dry_run`) applies retention, under the caller's lock. Verification
+/// failures and undeletable files are in the report; [`PruneReport::result`] turns them into the
+/// exit code.
+pub fn prune(ctx: &Ctx, project: &Project, journal: &Journal, dry_run: bool) -> anyhow::Result<PruneReport> {
+    let backups = journal.backups().map_err(|err| Exit::Integrity.wrap(err))?;
+    let policy =
+        Policy { retention_days: project.config.backup.retention_days, keep_last: project.config.backup.keep_last };
+    let mut failures = BTreeMap::new();
+    let mut verify = |entry: &BackupEntry| {
+        let expected = Expected {
+            sha256: entry.sha256.clone(),
+            size_bytes: entry.size_bytes,
+            entry_count: Some(entry.entry_count),
+            content_bytes: Some(entry.content_bytes),
+        };
+        let bar = crate::progress::bar(ctx.progress, "verifying", Some(entry.size_bytes));
+        let result =
+            lifeboat_archive::verify_archive(&archive_path(project, entry), &expected, &mut |n| bar.set_position(n));
+        bar.finish_and_clear();
+        match result {
+            Ok(_) => true,
+            Err(err) => {
+                tracing::warn!("backup {} failed verification: {err}", entry.id);
+                failures.insert(entry.id, err.to_string());
+                false
+            }
+        }
+    };
+    let plan =
+        retention::plan_prune(&backups, &mut verify, render::now(), policy, retention::protected_backup(&backups));
+    let mut report = PruneReport {
+        dry_run,
+        deleted: plan.delete.clone(),
+        kept: plan.keep.clone(),
+        failed_verification: plan.failed.iter().map(|id| (*id, failures.remove(id).unwrap_or_default())).collect(),
+        entries: backups.iter().map(|b| (b.id, b.clone())).collect(),
+        ..PruneReport::default()
+    };
+    if !dry_run {
+        for id in &plan.delete {
+            let entry = &report.entries[id];
+            // The catalog entry first: once it is gone, nothing lists the archive as a backup.
+            journal.remove_backup(*id).map_err(|err| {
+                anyhow::Error::new(err).context(format!(
+                    "cannot remove backup {id} from the catalog; nothing else was deleted after it: run 'lifeboat prune' again"
+                ))
+            })?;
+            let path = archive_path(project, entry);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => report.file_errors.push((*id, format!("cannot delete {}: {err}", path.display()))),
+            }
+        }
+    }
+    let known: BTreeSet<PathBuf> = backups.iter().map(|b| archive_path(project, b)).collect();
+    report.unknown_files = unknown_files(&project.backup_dir(), &known)?;
+    Ok(report)
+}
+
+/// Where a catalog entry's archive is: its recorded path, relative to the project directory
+/// unless absolute.
+fn archive_path(project: &Project, entry: &BackupEntry) -> PathBuf {
+    project.dir.join(Path::new(&entry.path))
+}
+
+/// The `*.tar.gz` and `*.partial` files directly in `dir` that are not in `known`, sorted.
+fn unknown_files(dir: &Path, known: &BTreeSet<PathBuf>) -> anyhow::Result<Vec<PathBuf>> {
+    let read = match std::fs::read_dir(dir) {
+        Ok(read) => read,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(anyhow::Error::new(err).context(format!("cannot list {}", dir.display()))),
+    };
+    let mut unknown = Vec::new();
+    for item in read {
+        let item = item.map_err(|err| anyhow::Error::new(err).context(format!("cannot list {}", dir.display())))?;
+        let name = item.file_name();
+        let name = name.to_string_lossy();
+        if (name.ends_with(".tar.gz") || name.ends_with(".partial")) && !known.contains(&item.path()) {
+            unknown.push(item.path());
+        }
+    }
+    unknown.sort();
+    Ok(unknown)
+}
+
+impl PruneReport {
+    /// `{dry_run, deleted: [id], kept: [{id, reason}], failed_verification: [{id, error}],
+    /// unknown_files: [path], file_errors: [{id, error}]}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "dry_run": self.dry_run,
+            "deleted": self.deleted,
+            "kept": self.kept.iter().map(|(id, reason)| json!({"id": id, "reason": reason.as_str()})).collect::<Vec<_>>(),
+            "failed_verification": self.failed_verification.iter().map(|(id, error)| json!({"id": id, "error": error})).collect::<Vec<_>>(),
+            "unknown_files": self.unknown_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "file_errors": self.file_errors.iter().map(|(id, error)| json!({"id": id, "error": error})).collect::<Vec<_>>(),
+        })
+    }
+
+    /// One line per backup, newest first, with what happens to it and why.
+    pub fn print_human(&self) {
+        let deleted: BTreeSet<u64> = self.deleted.iter().copied().collect();
+        let reasons: BTreeMap<u64, KeepReason> = self.kept.iter().copied().collect();
+        let failed: BTreeMap<u64, &str> = self.failed_verification.iter().map(|(id, e)| (*id, e.as_str())).collect();
+        if self.entries.is_empty() {
+            println!("no backups in the catalog: nothing to prune");
+        }
+        let delete_word = if self.dry_run { "would delete" } else { "deleted" };
+        for (id, entry) in self.entries.iter().rev() {
+            let created = render::local_time(entry.created_at);
+            if deleted.contains(id) {
+                println!("backup {id:>6}  {delete_word:<12}  {created}  older than retention_days");
+            } else if let Some(reason) = reasons.get(id) {
+                println!("backup {id:>6}  {:<12}  {created}  {}", "kept", reason.describe());
+            }
+            if let Some(error) = failed.get(id) {
+                println!("    FAILED verification: {error}");
+            }
+        }
+        for (id, error) in &self.file_errors {
+            println!("backup {id}: removed from the catalog, but {error}: delete it by hand");
+        }
+        for path in &self.unknown_files {
+            println!("unknown file (not in the catalog, left alone): {}", path.display());
+        }
+        if self.dry_run {
+            println!("dry run: nothing was changed");
+        }
+    }
+
+    /// The exit code the report asks for: 5 if an archive failed verification, 1 if a file could
+    /// not be deleted.
+    pub fn result(&self) -> anyhow::Result<()> {
+        if !self.failed_verification.is_empty() {
+            let ids: Vec<String> = self.failed_verification.iter().map(|(id, _)| id.to_string()).collect();
+            crate::fail!(
+                Exit::Integrity,
+                "backup(s) {} failed verification and were kept: check them with 'lifeboat verify ID', then remove or restore the archive by hand",
+                ids.join(", ")
+            );
+        }
+        if !self.file_errors.is_empty() {
+            crate::fail!(
+                Exit::Failed,
+                "{} archive file(s) could not be deleted after their catalog entries were removed: see above",
+                self.file_errors.len()
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use lifeboat_archive::{Root, WriteOptions, write_archive};
+    use lifeboat_machine::{BackupKind, Event, RunSpec, Timestamp};
+
+    const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+    /// A project with `ages.len()` backups (ages in days), each a real archive.
+    fn project_with_backups(dir: &Path, ages: &[i64]) -> (Project, Journal) {
+        let mut config = Config::new("demo", "docker-compose.yml");
+        config.backup.retention_days = 30;
+        config.backup.keep_last = 2;
+        std::fs::write(dir.join(crate::config::CONFIG_FILE), config.to_commented_toml()).unwrap();
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        std::fs::write(dir.join("data/file"), b"payload").unwrap();
+        let project = Project::load(dir).unwrap();
+        let journal = project.journal().unwrap();
+        std::fs::create_dir_all(project.backup_dir()).unwrap();
+        let now = render::now().0;
+        for age in ages {
+            let dest = project.backup_dir().join(format!("b{age}.tar.gz"));
+            let summary = write_archive(
+                &[Root { archive_name: "paths/data".into(), source: dir.join("data") }],
+                &dest,
+                &WriteOptions::default(),
+                &mut |_| {},
+            )
+            .unwrap();
+            let at = Timestamp(now - age * DAY_MS);
+            let spec =
+                RunSpec::Backup { archive_path: dest.display().to_string(), backup_kind: BackupKind::Auto, note: None };
+            let run = journal.begin_run(&Event::Started { at, spec }).unwrap();
+            journal
+                .record_backup(&BackupEntry {
+                    id: run,
+                    run_id: run,
+                    kind: BackupKind::Auto,
+                    created_at: at,
+                    path: dest.display().to_string(),
+                    size_bytes: summary.size_bytes,
+                    file_count: summary.file_count,
+                    entry_count: summary.entry_count,
+                    content_bytes: summary.content_bytes,
+                    sha256: summary.sha256,
+                    note: None,
+                    protects_version: None,
+                })
+                .unwrap();
+        }
+        (project, journal)
+    }
+
+    fn ctx(dir: &Path) -> Ctx {
+        Ctx { dir: dir.to_path_buf(), json: true, progress: false }
+    }
+
+    #[test]
+    fn prune_removes_entries_and_files_reports_unknown_files_and_a_dry_run_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Backups 1..=5, aged 90, 60, 40, 10 and 1 days.
+        let (project, journal) = project_with_backups(tmp.path(), &[90, 60, 40, 10, 1]);
+        std::fs::write(project.backup_dir().join("stray.tar.gz"), b"x").unwrap();
+        std::fs::write(project.backup_dir().join("demo-x.tar.gz.partial"), b"x").unwrap();
+        std::fs::write(project.backup_dir().join("notes.txt"), b"x").unwrap();
+
+        let dry = prune(&ctx(tmp.path()), &project, &journal, true).unwrap();
+        assert_eq!(dry.deleted, vec![1, 2, 3]);
+        assert_eq!(journal.backups().unwrap().len(), 5);
+        assert!(project.backup_dir().join("b90.tar.gz").exists());
+
+        let report = prune(&ctx(tmp.path()), &project, &journal, false).unwrap();
+        assert_eq!(report.deleted, vec![1, 2, 3]);
+        assert_eq!(report.kept, vec![(5, KeepReason::NewestVerified), (4, KeepReason::WithinRetention)]);
+        let ids: Vec<u64> = journal.backups().unwrap().iter().map(|b| b.id).collect();
+        assert_eq!(ids, vec![4, 5]);
+        for age in [90, 60, 40] {
+            assert!(!project.backup_dir().join(format!("b{age}.tar.gz")).exists());
+        }
+        let names: Vec<String> =
+            report.unknown_files.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["demo-x.tar.gz.partial", "stray.tar.gz"]);
+        assert!(project.backup_dir().join("stray.tar.gz").exists(), "unknown files are never deleted");
+        report.result().unwrap();
+        let json = report.to_json();
+        assert_eq!(json["deleted"], serde_json::json!([1, 2, 3]));
+        assert_eq!(json["kept"][0], serde_json::json!({"id": 5, "reason": "newest-verified"}));
+    }
+
+    #[test]
+    fn a_corrupt_archive_is_kept_reported_and_not_counted_as_verified() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (project, journal) = project_with_backups(tmp.path(), &[90, 60, 40]);
+        // The newest archive is damaged: keep_last = 2 must then keep backups 1 and 2, the only
+        // verified ones, and backup 3 stays too, as a corrupt archive prune never deletes.
+        std::fs::write(project.backup_dir().join("b40.tar.gz"), b"not an archive").unwrap();
+        let report = prune(&ctx(tmp.path()), &project, &journal, false).unwrap();
+        assert!(report.deleted.is_empty());
+        assert_eq!(
+            report.kept,
+            vec![(3, KeepReason::FailedVerification), (2, KeepReason::NewestVerified), (1, KeepReason::KeepLast)]
+        );
+        assert_eq!(report.failed_verification.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(Exit::of(&report.result().unwrap_err()), Exit::Integrity);
+        assert_eq!(journal.backups().unwrap().len(), 3);
+    }
 }

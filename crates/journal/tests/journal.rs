@@ -1,0 +1,438 @@
+//! The journal on real redb files: persistence, ids, catalog, settings, and every way opening a
+//! file can be refused.
+
+mod common;
+
+use common::{assorted_runs, backup_run, entry, upgrade_run, write_runs};
+use lifeboat_journal::{FORMAT_VERSION, Journal, JournalError, Problem, Settings};
+use lifeboat_machine::{Decision, Event, Timestamp};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+const EVENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("lifeboat_events");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("lifeboat_meta");
+const BACKUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("lifeboat_backups");
+
+fn journal_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("journal.redb")
+}
+
+#[test]
+fn reopen_after_drop_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    let runs = assorted_runs();
+    let (ids, interrupted) = {
+        let journal = Journal::open(&path).unwrap();
+        let ids = write_runs(&journal, &runs);
+        journal.record_backup(&entry(ids[0])).unwrap();
+        journal.update_settings(|s| s.deployed_version = Some("1.4".into())).unwrap();
+        (ids, journal.interrupted_runs().unwrap())
+    };
+    let journal = Journal::open(&path).unwrap();
+    assert_eq!(journal.runs().unwrap(), ids);
+    for (id, events) in ids.iter().zip(&runs) {
+        assert_eq!(&journal.events(*id).unwrap(), events);
+    }
+    assert_eq!(journal.backups().unwrap(), vec![entry(ids[0])]);
+    assert_eq!(journal.settings().unwrap().deployed_version.as_deref(), Some("1.4"));
+    assert_eq!(journal.interrupted_runs().unwrap(), interrupted);
+    let report = journal.verify();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(report.runs_checked, runs.len() as u64);
+    assert_eq!(report.events_checked, runs.iter().map(|r| r.len() as u64).sum::<u64>());
+}
+
+#[test]
+fn ids_start_at_one_and_increase_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    let started = &backup_run()[0];
+    {
+        let journal = Journal::open(&path).unwrap();
+        assert_eq!(journal.last_run_id().unwrap(), None);
+        assert_eq!(journal.begin_run(started).unwrap(), 1);
+        assert_eq!(journal.begin_run(started).unwrap(), 2);
+    }
+    let journal = Journal::open(&path).unwrap();
+    assert_eq!(journal.last_run_id().unwrap(), Some(2));
+    assert_eq!(journal.begin_run(started).unwrap(), 3);
+    assert_eq!(journal.runs().unwrap(), vec![1, 2, 3]);
+}
+
+#[test]
+fn interrupted_runs_are_those_that_did_not_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(journal_path(&dir)).unwrap();
+    let complete = backup_run();
+    let ids = write_runs(&journal, &[complete.clone(), complete[..4].to_vec(), upgrade_run(3)]);
+    assert_eq!(journal.interrupted_runs().unwrap(), vec![ids[1]]);
+}
+
+#[test]
+fn events_are_appended_in_sequence_and_misuse_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(journal_path(&dir)).unwrap();
+    let events = backup_run();
+    assert!(matches!(journal.begin_run(&events[1]), Err(JournalError::WrongEvent(_))));
+    let run = journal.begin_run(&events[0]).unwrap();
+    assert!(matches!(journal.append(run, &events[0]), Err(JournalError::WrongEvent(_))));
+    assert!(matches!(journal.append(run + 1, &events[1]), Err(JournalError::UnknownRun { run: 2, .. })));
+    assert!(matches!(journal.events(99), Err(JournalError::UnknownRun { run: 99, .. })));
+    assert_eq!(journal.append(run, &events[1]).unwrap(), 1);
+    assert_eq!(journal.events(run).unwrap(), events[..2]);
+}
+
+#[test]
+fn settings_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    let wanted = Settings {
+        auto_backup_enabled: true,
+        cron: Some("0 2 * * *".into()),
+        last_backup_at: Some(Timestamp(1_700_000_000_000)),
+        last_backup_outcome: Some("completed".into()),
+        deployed_version: Some("2.0".into()),
+    };
+    {
+        let journal = Journal::open(&path).unwrap();
+        assert_eq!(journal.settings().unwrap(), Settings::default());
+        let written = journal.update_settings(|s| *s = wanted.clone()).unwrap();
+        assert_eq!(written, wanted);
+        let toggled = journal.update_settings(|s| s.auto_backup_enabled = false).unwrap();
+        assert!(!toggled.auto_backup_enabled);
+        assert_eq!(toggled.cron, wanted.cron);
+        journal.update_settings(|s| s.auto_backup_enabled = true).unwrap();
+    }
+    assert_eq!(Journal::open(&path).unwrap().settings().unwrap(), wanted);
+}
+
+#[test]
+fn catalog_insert_is_idempotent_and_conflicts_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    let journal = Journal::open(&path).unwrap();
+    let ids = write_runs(&journal, &[backup_run(), backup_run(), backup_run()]);
+    // Inserted out of order, listed by id.
+    assert!(journal.record_backup(&entry(ids[2])).unwrap());
+    assert!(journal.record_backup(&entry(ids[0])).unwrap());
+    assert!(!journal.record_backup(&entry(ids[0])).unwrap(), "the same entry again is a no-op");
+    let mut different = entry(ids[0]);
+    different.sha256 = "00".into();
+    let error = journal.record_backup(&different).unwrap_err();
+    assert!(matches!(error, JournalError::BackupConflict { id: 1, .. }), "{error}");
+    assert!(error.to_string().contains("already in the catalog"), "{error}");
+    assert_eq!(journal.backup(ids[0]).unwrap(), Some(entry(ids[0])), "the first entry stays");
+    assert_eq!(journal.backups().unwrap(), vec![entry(ids[0]), entry(ids[2])]);
+
+    let mut mismatched = entry(ids[1]);
+    mismatched.run_id = ids[2];
+    assert!(matches!(journal.record_backup(&mismatched), Err(JournalError::BackupIdMismatch { .. })));
+    assert!(matches!(journal.record_backup(&entry(42)), Err(JournalError::UnknownRun { run: 42, .. })));
+
+    assert!(journal.remove_backup(ids[2]).unwrap());
+    assert!(!journal.remove_backup(ids[2]).unwrap());
+    assert_eq!(journal.backup(ids[2]).unwrap(), None);
+    drop(journal);
+    let journal = Journal::open(&path).unwrap();
+    assert_eq!(journal.backups().unwrap(), vec![entry(ids[0])]);
+    assert_eq!(journal.runs().unwrap(), ids, "removing a backup keeps its run");
+}
+
+#[test]
+fn an_empty_file_becomes_a_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    fs::write(&path, b"").unwrap();
+    let journal = Journal::open(&path).unwrap();
+    assert_eq!(journal.runs().unwrap(), Vec::<u64>::new());
+}
+
+fn open_error(path: &Path) -> JournalError {
+    Journal::open(path).expect_err("the file must be refused")
+}
+
+#[test]
+fn random_bytes_are_not_a_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    // A fixed-seed xorshift stream: the same "random" file on every run.
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let bytes: Vec<u8> = (0..64 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    fs::write(&path, &bytes).unwrap();
+    let error = open_error(&path);
+    assert!(matches!(error, JournalError::NotAJournal { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("is not a lifeboat journal") && message.contains("journal.redb"), "{message}");
+    assert_eq!(fs::read(&path).unwrap(), bytes, "a refused file is left as it was");
+}
+
+#[test]
+fn a_redb_file_without_lifeboat_meta_is_not_a_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(TableDefinition::<&str, u64>::new("someone_elses")).unwrap().insert("x", 1).unwrap();
+        txn.commit().unwrap();
+    }
+    let error = open_error(&path);
+    assert!(matches!(&error, JournalError::NotAJournal { detail, .. } if detail.contains("meta")), "{error:?}");
+
+    // A meta table of the right name with someone else's magic.
+    let other = dir.path().join("other.redb");
+    {
+        let db = redb::Database::create(&other).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META).unwrap().insert("magic", b"not lifeboat".as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    assert!(matches!(open_error(&other), JournalError::NotAJournal { .. }));
+}
+
+#[test]
+fn a_newer_format_needs_a_manual_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    drop(Journal::open(&path).unwrap());
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META).unwrap().insert("format", (FORMAT_VERSION + 1).to_le_bytes().as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    let error = open_error(&path);
+    assert!(matches!(error, JournalError::NewerFormat { expected: 1, found: 2, .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.starts_with("manual upgrade required: expected journal format 1, file "), "{message}");
+    assert!(message.contains("is 2"), "{message}");
+}
+
+#[test]
+fn a_journal_held_open_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    let holder = Journal::open(&path).unwrap();
+    // redb's lock is an flock on the open file description, so a second open in this same
+    // process is refused exactly as one in another process would be.
+    let error = open_error(&path);
+    assert!(matches!(error, JournalError::AlreadyOpen { .. }), "{error:?}");
+    assert!(error.to_string().contains("another lifeboat process has the journal"), "{error}");
+    drop(holder);
+    Journal::open(&path).expect("free again once the holder is dropped");
+}
+
+/// The child half of the permission test: runs only when the parent sets the variable.
+#[test]
+fn permission_denied_child() {
+    let Some(path) = std::env::var_os("LIFEBOAT_TEST_UNWRITABLE_JOURNAL") else { return };
+    let error = open_error(Path::new(&path));
+    assert!(matches!(error, JournalError::PermissionDenied { .. }), "{error:?}");
+    assert!(error.to_string().starts_with("permission denied opening the journal "), "{error}");
+}
+
+#[test]
+fn a_journal_this_user_cannot_write_is_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    drop(Journal::open(&path).unwrap());
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    if fs::metadata(&path).unwrap().uid() != 0 {
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+        let error = open_error(&path);
+        assert!(matches!(error, JournalError::PermissionDenied { .. }), "{error:?}");
+        return;
+    }
+    // Root may write anything: run the check as `nobody`, in a child of this test binary.
+    let status = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "permission_denied_child", "--test-threads=1"])
+        .env("LIFEBOAT_TEST_UNWRITABLE_JOURNAL", &path)
+        .status()
+        .expect("setpriv (util-linux) runs the check as an unprivileged user");
+    assert!(status.success(), "the unprivileged child failed: {status}");
+}
+
+/// Truncating a real journal anywhere must give a clear error or a journal whose every run is a
+/// prefix of what was written (or a clear error reading it): never a panic, never wrong events.
+#[test]
+fn a_truncated_journal_errs_or_recovers_but_never_lies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    let runs = assorted_runs();
+    {
+        let journal = Journal::open(&path).unwrap();
+        write_runs(&journal, &runs);
+    }
+    let original = fs::read(&path).unwrap();
+    let len = original.len();
+    let mut cuts: Vec<usize> = vec![len / 2, 1, 9, 100, 511, 4096, 4097, len - 1, len - 4096];
+    cuts.extend((1..16).map(|i| len * i / 16));
+    let mut refused = 0;
+    for cut in cuts {
+        fs::write(&path, &original[..cut]).unwrap();
+        match Journal::open(&path) {
+            Err(error) => {
+                refused += 1;
+                let message = error.to_string();
+                assert!(message.contains("journal.redb"), "cut {cut}: the error names the file: {message}");
+            }
+            Ok(journal) => {
+                let _ = journal.verify();
+                let ids = journal.runs().unwrap_or_default();
+                for id in ids {
+                    if let Ok(events) = journal.events(id) {
+                        let written = &runs[(id - 1) as usize];
+                        assert!(
+                            written.starts_with(&events),
+                            "cut {cut}: run {id} is not a prefix of what was written"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(refused > 0, "some truncation must be refused");
+    // Half the file, the case the brief names, is refused. redb 4.1 panics on it (an assertion
+    // that the file is as long as its header says), which the journal contains and reports as a
+    // damaged journal; later redb 4.x releases return an error instead.
+    fs::write(&path, &original[..len / 2]).unwrap();
+    let error = open_error(&path);
+    assert!(
+        matches!(error, JournalError::Damaged { .. } | JournalError::NotAJournal { .. } | JournalError::Open { .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("journal.redb"), "{error}");
+}
+
+/// Overwriting bytes anywhere in a journal must never make opening, reading or verifying panic.
+/// (Silently different data is possible here: redb checks page checksums when it repairs, not
+/// on every read, so a flipped byte inside a value can read back as another valid value. That is
+/// the medium failing, outside the crash model; `verify` replays runs to catch what it can.)
+#[test]
+fn damaged_bytes_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    {
+        let journal = Journal::open(&path).unwrap();
+        let ids = write_runs(&journal, &assorted_runs());
+        journal.record_backup(&entry(ids[0])).unwrap();
+    }
+    let original = fs::read(&path).unwrap();
+    let mut state = 0x2545_F491_4F6C_DD1D_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..200 {
+        let mut damaged = original.clone();
+        for _ in 0..1 + next() % 8 {
+            let at = (next() % damaged.len() as u64) as usize;
+            damaged[at] ^= (next() % 255 + 1) as u8;
+        }
+        fs::write(&path, &damaged).unwrap();
+        if let Ok(journal) = Journal::open(&path) {
+            let _ = journal.verify();
+            for id in journal.runs().unwrap_or_default() {
+                let _ = journal.events(id);
+            }
+            let _ = journal.interrupted_runs();
+            let _ = journal.backups();
+            let _ = journal.settings();
+        }
+    }
+}
+
+#[test]
+fn verify_reports_gaps_undecodable_records_contradictions_and_orphan_backups() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    let ids = {
+        let journal = Journal::open(&path).unwrap();
+        let ids = write_runs(&journal, &[backup_run(), backup_run(), backup_run(), backup_run()]);
+        journal.record_backup(&entry(ids[3])).unwrap();
+        // An event the machine rejects: a recovery decision on a run that already ended.
+        let wrong = Event::Recovering { at: Timestamp(1), decision: Decision::Resume };
+        let seq = journal.append(ids[2], &wrong).unwrap();
+        assert_eq!(seq, backup_run().len() as u64);
+        let error = journal.interrupted_runs().unwrap_err();
+        assert!(matches!(error, JournalError::Replay { run: 3, .. }), "{error:?}");
+        ids
+    };
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut events = txn.open_table(EVENTS).unwrap();
+            events.remove((ids[0], 2)).unwrap();
+            events.insert((ids[1], 3), [1u8, 0xFF, 0xFF].as_slice()).unwrap();
+            let mut backups = txn.open_table(BACKUPS).unwrap();
+            let stored = backups.get(ids[3]).unwrap().unwrap().value().to_vec();
+            backups.insert(99, stored.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let journal = Journal::open(&path).unwrap();
+    let problems = journal.verify().problems;
+    let len = backup_run().len() as u64;
+    assert!(problems.contains(&Problem::SequenceGap { run: 1, expected: 2, found: 3 }), "{problems:#?}");
+    assert!(problems.contains(&Problem::CountMismatch { run: 1, recorded: len, found: len - 1 }), "{problems:#?}");
+    assert!(problems.iter().any(|p| matches!(p, Problem::UndecodableEvent { run: 2, seq: 3, .. })), "{problems:#?}");
+    assert!(problems.iter().any(|p| matches!(p, Problem::Replay { run: 3, index, .. } if *index as u64 == len)));
+    assert!(problems.contains(&Problem::BackupKeyMismatch { id: 99, entry_id: 4, run_id: 4 }), "{problems:#?}");
+    assert_eq!(problems.len(), 5, "{problems:#?}");
+    for problem in &problems {
+        assert!(!problem.to_string().is_empty());
+    }
+    // Reading a damaged run is an error, not a shorter run.
+    assert!(matches!(journal.events(1), Err(JournalError::Inconsistent { .. })));
+    assert!(matches!(journal.events(2), Err(JournalError::Undecodable { .. })));
+    assert_eq!(journal.events(4).unwrap(), backup_run());
+}
+
+#[test]
+fn verify_reports_a_backup_whose_run_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    let stored = {
+        let journal = Journal::open(&path).unwrap();
+        let ids = write_runs(&journal, &[backup_run()]);
+        journal.record_backup(&entry(ids[0])).unwrap();
+        entry(ids[0])
+    };
+    // Rewrite the entry as one made by run 8, catalogued under 8, which never ran.
+    let mut orphan = stored.clone();
+    orphan.id = 8;
+    orphan.run_id = 8;
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let read = db.begin_read().unwrap();
+        let record = read.open_table(BACKUPS).unwrap().get(1).unwrap().unwrap().value().to_vec();
+        drop(read);
+        // Same record bytes with the ids patched: id and run_id are the first two varints.
+        assert_eq!(&record[..3], &[1, 1, 1]);
+        let mut patched = record.clone();
+        patched[1] = 8;
+        patched[2] = 8;
+        let txn = db.begin_write().unwrap();
+        txn.open_table(BACKUPS).unwrap().insert(8, patched.as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    let journal = Journal::open(&path).unwrap();
+    assert_eq!(journal.backup(8).unwrap(), Some(orphan));
+    assert_eq!(journal.verify().problems, vec![Problem::BackupWithoutRun { id: 8, run_id: 8 }]);
+}

@@ -1,0 +1,253 @@
+//! The model-based property test of the run machine.
+//!
+//! A case is a scenario: the services running at the start, a sequence of operations (backups,
+//! upgrades to a healthy v2 or a broken v3, restores, rollbacks, application writes and manual
+//! service toggles between runs), seeded effect failures and a seed for crashes during recovery.
+//!
+//! For each scenario a probe pass runs it without a crash and counts its crash points (journal
+//! appends and effect micro-steps, see `sim`). Then, for every point, the scenario runs again and
+//! crashes there; `recover` runs, itself crashing at a point drawn from the seed (possibly twice),
+//! and runs again; the remaining operations follow. After every run or recovery that ends, the
+//! oracle checks invariants 1-6 of the brief (§4); after every micro-step it checks invariants 2
+//! and 6. From each crash, a clean recovery and a recovery that crashes and recovers again (both
+//! without injected failures) must leave the same world. The probe pass runs twice and must give
+//! the same journal and world (determinism).
+//!
+//! `LIFEBOAT_PROPTEST_CASES` sets the number of cases (default 2000). The default seed is fixed,
+//! so CI runs the same cases every time; `LIFEBOAT_PROPTEST_SEED` picks other ones. A failing case
+//! is shrunk and saved under `proptest-regressions/`, and replayed first on every later run.
+
+mod sim;
+
+use lifeboat_machine::*;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
+use sim::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Backup,
+    /// Upgrade to a package that becomes healthy (v2) or never does (v3).
+    Upgrade {
+        healthy: bool,
+    },
+    /// Restore the catalogued backup at this index (modulo the catalog size).
+    Restore(usize),
+    /// Roll back to the pre-upgrade backup of the last upgrade.
+    Rollback,
+    AppWrite,
+    Toggle(usize),
+}
+
+#[derive(Clone, Debug)]
+struct Fault {
+    /// The run (1-based, in start order) whose effect fails.
+    run: RunId,
+    /// Which of its effects (0-based, counted over its whole life).
+    nth: usize,
+    /// After how many micro-steps.
+    after: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Scenario {
+    running: Vec<bool>,
+    ops: Vec<Op>,
+    faults: Vec<Fault>,
+    seed: u64,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => Just(Op::Backup),
+        3 => any::<bool>().prop_map(|healthy| Op::Upgrade { healthy }),
+        2 => (0..4usize).prop_map(Op::Restore),
+        2 => Just(Op::Rollback),
+        1 => Just(Op::AppWrite),
+        1 => (0..4usize).prop_map(Op::Toggle),
+    ]
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    (
+        prop::collection::vec(any::<bool>(), 4),
+        prop::collection::vec(op(), 1..=4),
+        prop::collection::vec((1..=3u64, 0..12usize, 0..4usize), 0..=2),
+        any::<u64>(),
+    )
+        .prop_map(|(running, ops, faults, seed)| Scenario {
+            running,
+            ops,
+            faults: faults.into_iter().map(|(run, nth, after)| Fault { run, nth, after }).collect(),
+            seed,
+        })
+}
+
+/// What a play of a scenario left behind.
+struct Played {
+    sim: Sim,
+    crashed: bool,
+}
+
+impl Scenario {
+    fn sim(&self) -> Sim {
+        let running: Vec<&str> = SERVICES.iter().zip(&self.running).filter(|(_, r)| **r).map(|(s, _)| *s).collect();
+        let mut sim = Sim::new(World::new(&running));
+        for f in &self.faults {
+            sim.inject(f.run, f.nth, f.after);
+        }
+        sim
+    }
+
+    /// The spec of the next run for `op`, or `None` when the op is not a run or has nothing to act
+    /// on (a restore with an empty catalog).
+    fn spec(op: &Op, sim: &Sim) -> Option<RunSpec> {
+        let id = sim.next_run_id();
+        let w = &sim.world;
+        match op {
+            Op::Backup => Some(backup_spec(id, if id % 2 == 0 { BackupKind::Auto } else { BackupKind::Manual })),
+            Op::Upgrade { healthy } => Some(upgrade_spec(id, if *healthy { "v2" } else { "v3" })),
+            Op::Restore(i) => {
+                let ids: Vec<RunId> = w.catalog.keys().copied().collect();
+                let pick = *ids.get(i % ids.len().max(1))?;
+                Some(RunSpec::Restore { backup: backup_ref(w, pick)? })
+            }
+            Op::Rollback => Some(RunSpec::Rollback { backup: last_pre_upgrade(w)? }),
+            Op::AppWrite | Op::Toggle(_) => None,
+        }
+    }
+
+    /// Plays the scenario, crashing at point `crash` (counted from the start) if given.
+    fn play(&self, crash: Option<usize>) -> Played {
+        let mut sim = self.sim();
+        sim.crash_after(crash);
+        let mut crashed = false;
+        for op in &self.ops {
+            match op {
+                Op::AppWrite => sim.world.app_write(),
+                Op::Toggle(i) => sim.world.toggle(*i),
+                _ => {}
+            }
+            let Some(spec) = Self::spec(op, &sim) else { continue };
+            let ended = match sim.run(spec) {
+                Ok(run) => vec![run],
+                Err(Crashed) => {
+                    crashed = true;
+                    let point = sim.points as u64;
+                    self.check_recovery_is_idempotent(&sim, point);
+                    let live = recover_crashing(&mut sim, self.seed ^ point, 2);
+                    // Only one run is ever in progress: the one that crashed, ended by the last
+                    // recovery (the live run it drove) or by its last event before a crash.
+                    let id = sim.next_run_id() - 1;
+                    let run = live.into_iter().find(|r| r.id() == id);
+                    vec![run.unwrap_or_else(|| ended_runs(&sim, &[id]).remove(0))]
+                }
+            };
+            let mut failed = false;
+            for run in &ended {
+                sim.check_ended(run);
+                failed |= run.state() == State::Failed;
+            }
+            if failed {
+                // A failed run needs the operator: the scenario stops here.
+                break;
+            }
+        }
+        Played { sim, crashed }
+    }
+
+    /// From a crashed sim: a clean recovery and one that crashes (at a seeded point) and recovers
+    /// again leave the same world and end the runs in the same states. Failures are off in both,
+    /// so the effects they carry out succeed alike.
+    fn check_recovery_is_idempotent(&self, crashed: &Sim, point: u64) {
+        let mut clean = crashed.clone();
+        clean.faults_enabled = false;
+        let mut bumpy = clean.clone();
+        let interrupted = interrupted_runs(&clean);
+        if interrupted.is_empty() {
+            // The crash came right after the run's last event: nothing to recover.
+            return;
+        }
+        let start = clean.points;
+        clean.recover_all().expect("no crash was planned");
+        let points = clean.points - start;
+        let at = (mix(self.seed.wrapping_add(point)) % points.max(1) as u64) as usize;
+        bumpy.crash_after(Some(at));
+        assert_eq!(bumpy.recover_all().err(), Some(Crashed), "recovery did not reach its crash point {at}");
+        let live = bumpy.recover_all().expect("no crash was planned");
+        assert_eq!(clean.world, bumpy.world, "recovery interrupted at point {at} ends in another world");
+        let states = |sim: &Sim| ended_runs(sim, &interrupted).iter().map(|r| r.state()).collect::<Vec<_>>();
+        assert_eq!(states(&clean), states(&bumpy), "recovery interrupted at point {at} ends otherwise");
+        for run in &live {
+            bumpy.check_ended(run);
+        }
+    }
+}
+
+/// The runs that need recovery.
+fn interrupted_runs(sim: &Sim) -> Vec<RunId> {
+    sim.journal.iter().filter(|(id, events)| recover(**id, events).unwrap().is_some()).map(|(id, _)| *id).collect()
+}
+
+/// The runs `ids` as their journals now tell them; each must have ended.
+fn ended_runs(sim: &Sim, ids: &[RunId]) -> Vec<Run> {
+    ids.iter().map(|id| replay(*id, &sim.journal[id]).unwrap()).collect()
+}
+
+/// Runs `recover`, crashing during it up to `crashes` times at points drawn from `seed`, then
+/// once more to the end. Returns the runs the last recovery drove to their end.
+fn recover_crashing(sim: &mut Sim, seed: u64, crashes: u32) -> Vec<Run> {
+    for attempt in 0..crashes {
+        let mut probe = sim.clone();
+        let start = probe.points;
+        probe.recover_all().expect("no crash was planned");
+        let points = (probe.points - start) as u64;
+        // One chance in (points + 1) of no crash at all.
+        let at = mix(seed.wrapping_add(u64::from(attempt))) % (points + 1);
+        if at == points {
+            break;
+        }
+        sim.crash_after(Some(at as usize));
+        assert_eq!(sim.recover_all().err(), Some(Crashed), "recovery did not crash at point {at} of {points}");
+    }
+    sim.crash_after(None);
+    let live = sim.recover_all().expect("no crash was planned");
+    assert!(interrupted_runs(sim).is_empty(), "a run still needs recovery after recover");
+    live
+}
+
+fn check_scenario(s: &Scenario) {
+    // Probe pass, twice: determinism.
+    let probe = s.play(None);
+    let again = s.play(None);
+    assert!(!probe.crashed);
+    assert_eq!(probe.sim.journal, again.sim.journal, "the same scenario gave another journal");
+    assert_eq!(probe.sim.world, again.sim.world, "the same scenario gave another world");
+    // A crash at every point.
+    for point in 0..probe.sim.points {
+        let played = s.play(Some(point));
+        assert!(played.crashed, "point {point} of {} was not reached", probe.sim.points);
+    }
+}
+
+fn config() -> Config {
+    let cases = std::env::var("LIFEBOAT_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let seed = std::env::var("LIFEBOAT_PROPTEST_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x11feb0a7);
+    Config {
+        cases,
+        rng_seed: RngSeed::Fixed(seed),
+        max_shrink_iters: 2048,
+        // Integration tests have no lib.rs above them: keep the file next to this one.
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..Config::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn every_crash_point_recovers_to_the_invariants(s in scenario()) {
+        check_scenario(&s);
+    }
+}

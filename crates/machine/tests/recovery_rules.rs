@@ -1,0 +1,767 @@
+//! One test per recovery rule (brief §4, `plan.rs`), each asserting the exact plan `recover`
+//! gives, and, where the rule is about what happens to the world, carrying it out in the
+//! simulated world. Then the machine's rejections: every malformed journal is an error, never a
+//! panic.
+
+mod sim;
+
+use lifeboat_machine::*;
+use sim::*;
+
+const ID: RunId = 1;
+const PATH: &str = "backups/r1.tar.gz";
+
+/// The services running when the run began, in stop order, as the journals below report them.
+fn running() -> Vec<String> {
+    vec!["app".into(), "db".into()]
+}
+
+fn facts() -> ArchiveFacts {
+    ArchiveFacts {
+        path: PATH.into(),
+        sha256: "5ha".into(),
+        size_bytes: 120,
+        file_count: 3,
+        entry_count: 4,
+        content_bytes: 240,
+    }
+}
+
+fn pre_upgrade_ref() -> BackupRef {
+    BackupRef { backup_id: ID, path: PATH.into(), sha256: "5ha".into(), size_bytes: 120 }
+}
+
+fn catalogued() -> BackupRef {
+    BackupRef { backup_id: 7, path: "backups/r7.tar.gz".into(), sha256: "7ha".into(), size_bytes: 99 }
+}
+
+fn backup() -> RunSpec {
+    RunSpec::Backup { archive_path: PATH.into(), backup_kind: BackupKind::Manual, note: Some("nightly".into()) }
+}
+
+fn upgrade() -> RunSpec {
+    RunSpec::Upgrade { archive_path: PATH.into(), package: package("v2") }
+}
+
+fn restore() -> RunSpec {
+    RunSpec::Restore { backup: catalogued() }
+}
+
+fn rollback() -> RunSpec {
+    RunSpec::Rollback { backup: catalogued() }
+}
+
+/// A journal written by hand, step by step, through the machine's own `handle_*` methods.
+struct Journal {
+    run: Run,
+    events: Vec<Event>,
+    t: i64,
+}
+
+impl Journal {
+    fn new(spec: RunSpec) -> Journal {
+        let started = Run::start(spec, Timestamp(1000));
+        let run = Run::from_started(ID, &started).unwrap();
+        Journal { run, events: vec![started], t: 1000 }
+    }
+
+    fn push(&mut self, event: Event) {
+        self.run.apply(&event).unwrap();
+        self.events.push(event);
+    }
+
+    fn now(&mut self) -> Timestamp {
+        self.t += 10;
+        Timestamp(self.t)
+    }
+
+    /// Journals the intent of the next effect (the effect is then "in flight").
+    fn begin(mut self) -> Journal {
+        let at = self.now();
+        let event = self.run.handle_begin(at).unwrap();
+        self.push(event);
+        self
+    }
+
+    fn outcome(mut self, outcome: Outcome) -> Journal {
+        let at = self.now();
+        let event = self.run.handle_outcome(outcome, at).unwrap();
+        self.push(event);
+        self
+    }
+
+    /// The next `n` effects succeed.
+    fn ok(mut self, n: usize) -> Journal {
+        for _ in 0..n {
+            let outcome = match self.run.poll_effect().expect("a next effect") {
+                Effect::Inspect => Outcome::Inspected { running: running() },
+                Effect::WriteArchive { .. } => Outcome::ArchiveWritten(facts()),
+                _ => Outcome::Done,
+            };
+            self = self.begin().outcome(outcome);
+        }
+        self
+    }
+
+    /// The next effect fails.
+    fn fail(self) -> Journal {
+        self.begin().outcome(Outcome::Failed { error: "boom".into() })
+    }
+
+    /// Journals the recovery decision the rules give.
+    fn recovering(mut self) -> Journal {
+        let plan = self.plan();
+        let at = self.now();
+        self.push(plan.event(at));
+        self
+    }
+
+    fn plan(&self) -> RecoveryPlan {
+        recover(ID, &self.events).unwrap().expect("an interrupted run")
+    }
+
+    fn expect(&self, interrupted_in: State, decision: Decision, steps: Vec<Effect>, ends_as: State) {
+        let plan = self.plan();
+        let kind = self.run.kind();
+        assert_eq!(plan, RecoveryPlan { run_id: ID, kind, interrupted_in, decision, steps, ends_as });
+        // The plan is what the run then does: apply the decision and succeed at every step.
+        let mut run = replay(ID, &self.events).unwrap();
+        assert_eq!(run, self.run, "replay == live");
+        run.apply(&plan.event(Timestamp(9999))).unwrap();
+        let mut done = Vec::new();
+        while let Some(effect) = run.poll_effect() {
+            run.apply(&run.handle_begin(Timestamp(9999)).unwrap()).unwrap();
+            let outcome =
+                if effect == Effect::Inspect { Outcome::Inspected { running: running() } } else { Outcome::Done };
+            run.apply(&run.handle_outcome(outcome, Timestamp(9999)).unwrap()).unwrap();
+            done.push(effect);
+        }
+        assert_eq!(done, plan.steps);
+        assert_eq!(run.state(), plan.ends_as);
+    }
+}
+
+fn stop() -> Effect {
+    Effect::StopServices { services: running() }
+}
+fn start() -> Effect {
+    Effect::StartServices { services: running() }
+}
+fn discard() -> Effect {
+    Effect::DiscardArchive { path: PATH.into() }
+}
+fn compose_up_old() -> Effect {
+    Effect::ComposeUp { services: Some(running()) }
+}
+fn verify_old() -> Effect {
+    Effect::VerifyServices { services: Some(running()) }
+}
+
+// -------------------------------------------------------------------------------------------------
+// Backup.
+
+#[test]
+fn backup_interrupted_before_stopping_anything_just_ends_rolled_back() {
+    Journal::new(backup()).expect(State::Checking, Decision::RollBack, vec![], State::RolledBack);
+    Journal::new(backup()).begin().expect(State::Checking, Decision::RollBack, vec![], State::RolledBack);
+}
+
+#[test]
+fn backup_interrupted_while_stopping_restarts_services() {
+    Journal::new(backup()).ok(1).begin().expect(State::Stopping, Decision::RollBack, vec![start()], State::RolledBack);
+}
+
+#[test]
+fn backup_interrupted_before_recording_discards_partial_and_restarts_services() {
+    let j = Journal::new(backup()).ok(2).begin();
+    j.expect(State::Archiving, Decision::RollBack, vec![discard(), start()], State::RolledBack);
+    // Archive written, outcome journaled, record not begun: the complete archive goes too.
+    let j = Journal::new(backup()).ok(3);
+    j.expect(State::Recording, Decision::RollBack, vec![discard(), start()], State::RolledBack);
+
+    // In the world: a crash with half the partial file written.
+    let mut sim = Sim::new(World::new(&["app", "db"]));
+    let spec = backup_spec(1, BackupKind::Manual);
+    sim.crash_at_named("step write_archive 1", |s| s.run(spec.clone()));
+    assert_eq!(sim.run(spec).err(), Some(Crashed));
+    assert_eq!(sim.world.partials(), vec!["backups/r1.tar.gz.partial"]);
+    assert!(sim.world.running().is_empty());
+    let ended = sim.recover_all().unwrap();
+    assert_eq!(ended[0].state(), State::RolledBack);
+    sim.check_ended(&ended[0]);
+    assert!(sim.world.archives.is_empty() && sim.world.catalog.is_empty());
+    assert_eq!(sim.world.running(), ["app", "db"]);
+}
+
+#[test]
+fn backup_interrupted_while_recording_rolls_back_and_discards_catalog_entry() {
+    let j = Journal::new(backup()).ok(3).begin();
+    j.expect(State::Recording, Decision::RollBack, vec![discard(), start()], State::RolledBack);
+
+    // In the world: the catalog entry was inserted, its outcome never journaled.
+    let mut sim = Sim::new(World::new(&["db"]));
+    let spec = backup_spec(1, BackupKind::Manual);
+    sim.crash_at_named("step record_backup 1", |s| s.run(spec.clone()));
+    assert_eq!(sim.run(spec).err(), Some(Crashed));
+    assert!(sim.world.catalog.contains_key(&1));
+    let ended = sim.recover_all().unwrap();
+    sim.check_ended(&ended[0]);
+    assert!(sim.world.catalog.is_empty() && sim.world.archives.is_empty());
+    assert_eq!(sim.world.running(), ["db"]);
+}
+
+#[test]
+fn backup_interrupted_after_recording_finishes_restarting() {
+    let j = Journal::new(backup()).ok(4);
+    j.expect(State::Restarting, Decision::Resume, vec![start()], State::Completed);
+    let j = Journal::new(backup()).ok(4).begin();
+    j.expect(State::Restarting, Decision::Resume, vec![start()], State::Completed);
+
+    let mut sim = Sim::new(World::new(&["app", "db", "proxy"]));
+    let spec = backup_spec(1, BackupKind::Auto);
+    sim.crash_at_named("step start_services 1", |s| s.run(spec.clone()));
+    assert_eq!(sim.run(spec).err(), Some(Crashed));
+    let ended = sim.recover_all().unwrap();
+    assert_eq!(ended[0].state(), State::Completed);
+    sim.check_ended(&ended[0]);
+    assert_eq!(sim.world.catalog[&1].kind, BackupKind::Auto);
+}
+
+#[test]
+fn backup_failing_to_restart_retries_then_fails() {
+    // The failed start becomes a settling step, which is itself retried once: three attempts.
+    let j = Journal::new(backup()).ok(4).fail();
+    assert_eq!(j.run.mode(), &Mode::Compensating { steps: vec![start()], end: State::Completed });
+    assert_eq!(j.run.state(), State::Restarting);
+    let j = j.fail();
+    assert_eq!(j.run.state(), State::Restarting, "the settling start is retried once");
+    let j = j.fail();
+    assert_eq!(j.run.state(), State::Failed);
+    assert_eq!(j.run.failures().len(), 3);
+    assert_eq!(recover(ID, &j.events), Ok(None));
+}
+
+#[test]
+fn backup_failing_before_recording_rolls_back_live() {
+    let j = Journal::new(backup()).ok(2).fail();
+    assert_eq!(j.run.mode(), &Mode::Compensating { steps: vec![discard(), start()], end: State::RolledBack });
+    assert_eq!(j.run.state(), State::RollingBack);
+    assert_eq!(j.run.failures()[0].state, State::Archiving);
+}
+
+// -------------------------------------------------------------------------------------------------
+// Upgrade.
+
+#[test]
+fn upgrade_interrupted_before_deploying_rolls_back_like_a_backup_and_keeps_recorded_backup() {
+    // Before recording: like a backup, the archive goes.
+    let j = Journal::new(upgrade()).ok(2).begin();
+    j.expect(State::Archiving, Decision::RollBack, vec![discard(), start()], State::RolledBack);
+    let j = Journal::new(upgrade()).ok(3).begin();
+    j.expect(State::Recording, Decision::RollBack, vec![discard(), start()], State::RolledBack);
+    // Recorded: the pre-upgrade backup is a good backup and stays.
+    let j = Journal::new(upgrade()).ok(4);
+    j.expect(State::Deploying, Decision::RollBack, vec![start()], State::RolledBack);
+
+    let mut sim = Sim::new(World::new(&["app", "db"]));
+    let spec = upgrade_spec(1, "v2");
+    // Right after the fourth outcome, RecordBackup's.
+    sim.crash_at_nth_named("append outcome", 3, |s| s.run(spec.clone()));
+    assert_eq!(sim.run(spec).err(), Some(Crashed));
+    let ended = sim.recover_all().unwrap();
+    assert_eq!(ended[0].state(), State::RolledBack);
+    sim.check_ended(&ended[0]);
+    assert_eq!(sim.world.catalog[&1].kind, BackupKind::PreUpgrade);
+    assert_eq!(sim.world.files.as_deref(), Some("v1"));
+}
+
+#[test]
+fn upgrade_interrupted_at_deploying_restores_old_files_without_data() {
+    let j = Journal::new(upgrade()).ok(4).begin();
+    j.expect(
+        State::Deploying,
+        Decision::RollBack,
+        vec![Effect::StopStack, Effect::RestoreDeployment, compose_up_old(), verify_old()],
+        State::RolledBack,
+    );
+    // Deployed, the new stack not started yet: the same.
+    let j = Journal::new(upgrade()).ok(5);
+    j.expect(
+        State::Restarting,
+        Decision::RollBack,
+        vec![Effect::StopStack, Effect::RestoreDeployment, compose_up_old(), verify_old()],
+        State::RolledBack,
+    );
+
+    // In the world: old files moved aside, new ones not in yet.
+    let mut sim = Sim::new(World::new(&["app", "db"]));
+    let spec = upgrade_spec(1, "v2");
+    sim.crash_at_named("step deploy 1", |s| s.run(spec.clone()));
+    assert_eq!(sim.run(spec).err(), Some(Crashed));
+    assert_eq!(sim.world.files, None);
+    let ended = sim.recover_all().unwrap();
+    assert_eq!(ended[0].state(), State::RolledBack);
+    sim.check_ended(&ended[0]);
+}
+
+#[test]
+fn upgrade_interrupted_after_new_stack_ran_restores_files_and_data() {
+    let all = vec![
+        Effect::StopStack,
+        Effect::RestoreDeployment,
+        Effect::RestoreData { backup: pre_upgrade_ref(), deployment: false },
+        compose_up_old(),
+        verify_old(),
+        Effect::CommitData,
+    ];
+    let j = Journal::new(upgrade()).ok(5).begin();
+    j.expect(State::Restarting, Decision::RollBack, all.clone(), State::RolledBack);
+    let j = Journal::new(upgrade()).ok(6).begin();
+    j.expect(State::Verifying, Decision::RollBack, all.clone(), State::RolledBack);
+    // The same steps when verification fails live.
+    let j = Journal::new(upgrade()).ok(6).fail();
+    assert_eq!(j.run.mode(), &Mode::Compensating { steps: all, end: State::RolledBack });
+
+    // In the world: the new stack migrated the data before the crash.
+    let mut sim = Sim::new(World::new(&["app", "db"]));
+    let spec = upgrade_spec(1, "v2");
+    sim.crash_at_named("step compose_up 2", |s| s.run(spec.clone()));
+    assert_eq!(sim.run(spec).err(), Some(Crashed));
+    assert_eq!(sim.world.data.as_ref().unwrap().schema, "v2");
+    let ended = sim.recover_all().unwrap();
+    assert_eq!(ended[0].state(), State::RolledBack);
+    sim.check_ended(&ended[0]);
+    assert_eq!(sim.world.data.as_ref().unwrap().schema, "v1");
+}
+
+#[test]
+fn upgrade_to_a_package_that_never_becomes_healthy_rolls_back() {
+    let mut sim = Sim::new(World::new(&["app", "db", "cache"]));
+    let run = sim.run(upgrade_spec(1, "v3")).unwrap();
+    assert_eq!(run.state(), State::RolledBack);
+    assert_eq!(run.failures()[0].state, State::Verifying);
+    sim.check_ended(&run);
+}
+
+#[test]
+fn upgrade_interrupted_after_verifying_resumes_commit() {
+    let commit = vec![Effect::CommitDeploy { version: "v2".into() }];
+    let j = Journal::new(upgrade()).ok(7);
+    j.expect(State::Verifying, Decision::Resume, commit.clone(), State::Completed);
+    let j = Journal::new(upgrade()).ok(7).begin();
+    j.expect(State::Verifying, Decision::Resume, commit, State::Completed);
+
+    let mut sim = Sim::new(World::new(&["app"]));
+    let spec = upgrade_spec(1, "v2");
+    sim.crash_at_named("step commit_deploy 1", |s| s.run(spec.clone()));
+    assert_eq!(sim.run(spec).err(), Some(Crashed));
+    let ended = sim.recover_all().unwrap();
+    assert_eq!(ended[0].state(), State::Completed);
+    sim.check_ended(&ended[0]);
+    assert_eq!(sim.world.deployed_version, "v2");
+}
+
+// -------------------------------------------------------------------------------------------------
+// Restore and rollback.
+
+#[test]
+fn restore_interrupted_while_checking_just_ends_rolled_back() {
+    Journal::new(restore()).begin().expect(State::Checking, Decision::RollBack, vec![], State::RolledBack);
+    Journal::new(restore()).ok(1).begin().expect(State::Checking, Decision::RollBack, vec![], State::RolledBack);
+}
+
+#[test]
+fn restore_interrupted_before_restoring_restarts_services() {
+    let j = Journal::new(restore()).ok(2).begin();
+    j.expect(State::Stopping, Decision::RollBack, vec![start()], State::RolledBack);
+    let j = Journal::new(restore()).ok(3);
+    j.expect(State::Restoring, Decision::RollBack, vec![start()], State::RolledBack);
+}
+
+#[test]
+fn restore_interrupted_while_restoring_reverts_data() {
+    let j = Journal::new(restore()).ok(3).begin();
+    j.expect(State::Restoring, Decision::RollBack, vec![Effect::RevertData, start(), verify_old()], State::RolledBack);
+
+    // In the world: the current data moved aside, the backup's not in yet.
+    let mut sim = Sim::new(World::new(&["app", "db"]));
+    sim.run(backup_spec(1, BackupKind::Manual)).unwrap();
+    sim.world.app_write();
+    let spec = RunSpec::Restore { backup: backup_ref(&sim.world, 1).unwrap() };
+    sim.crash_at_named("step restore_data 1", |s| s.run(spec.clone()));
+    assert_eq!(sim.run(spec).err(), Some(Crashed));
+    assert_eq!(sim.world.data, None);
+    let ended = sim.recover_all().unwrap();
+    assert_eq!(ended[0].state(), State::RolledBack);
+    sim.check_ended(&ended[0]);
+    assert_eq!(sim.world.data.as_ref().unwrap().writes, 1);
+}
+
+#[test]
+fn restore_interrupted_while_restarting_stops_reverts_and_restarts() {
+    let j = Journal::new(restore()).ok(4).begin();
+    j.expect(
+        State::Restarting,
+        Decision::RollBack,
+        vec![Effect::StopStack, Effect::RevertData, start(), verify_old()],
+        State::RolledBack,
+    );
+}
+
+#[test]
+fn rollback_interrupted_while_restoring_reverts_data_and_files_and_composes_up() {
+    let j = Journal::new(rollback()).ok(3).begin();
+    j.expect(
+        State::Restoring,
+        Decision::RollBack,
+        vec![Effect::RevertData, compose_up_old(), verify_old()],
+        State::RolledBack,
+    );
+    assert_eq!(j.run.in_flight(), Some(&Effect::RestoreData { backup: catalogued(), deployment: true }));
+}
+
+#[test]
+fn restore_interrupted_after_verifying_resumes_commit() {
+    let j = Journal::new(restore()).ok(6);
+    j.expect(State::Verifying, Decision::Resume, vec![Effect::CommitData], State::Completed);
+}
+
+// -------------------------------------------------------------------------------------------------
+// Recovery of recovery.
+
+#[test]
+fn recovery_interrupted_continues_rolling_back() {
+    // Crash right after the decision was journaled: every step remains.
+    let j = Journal::new(backup()).ok(2).begin().recovering();
+    j.expect(State::RollingBack, Decision::ContinueRollBack, vec![discard(), start()], State::RolledBack);
+    // Crash during the second step: it is carried out again.
+    let j = Journal::new(backup()).ok(2).begin().recovering().ok(1).begin();
+    j.expect(State::RollingBack, Decision::ContinueRollBack, vec![start()], State::RolledBack);
+    // The same for a live rollback interrupted by a crash.
+    let j = Journal::new(upgrade()).ok(4).fail().ok(1).begin();
+    j.expect(
+        State::RollingBack,
+        Decision::ContinueRollBack,
+        vec![Effect::RestoreDeployment, compose_up_old(), verify_old()],
+        State::RolledBack,
+    );
+}
+
+#[test]
+fn recovery_of_a_run_finishing_after_a_failure_carries_on_finishing() {
+    // A backup whose restart failed after recording retries the restart; a crash then resumes the
+    // retry. The machine names this decision `continue_roll_back` although the run finishes
+    // `Completed` (the plan's `ends_as`): the name is misleading in `journal show`.
+    let j = Journal::new(backup()).ok(4).fail().begin();
+    j.expect(State::Restarting, Decision::ContinueFinishing, vec![start()], State::Completed);
+}
+
+#[test]
+fn recovery_twice_gives_the_same_end_state() {
+    // An upgrade crashed after its new stack started; its recovery is then interrupted at every
+    // one of its points in turn, and recovered again.
+    let mut crashed = Sim::new(World::new(&["proxy", "app", "db"]));
+    let spec = upgrade_spec(1, "v2");
+    crashed.crash_at_named("step compose_up 4", |s| s.run(spec.clone()));
+    assert_eq!(crashed.run(spec).err(), Some(Crashed));
+
+    let mut clean = crashed.clone();
+    let start = clean.points;
+    let ended = clean.recover_all().unwrap();
+    assert_eq!(ended[0].state(), State::RolledBack);
+    clean.check_ended(&ended[0]);
+    let points = clean.points - start;
+    assert!(points > 10, "recovery has {points} points");
+
+    for at in 0..points {
+        let mut bumpy = crashed.clone();
+        bumpy.crash_after(Some(at));
+        assert_eq!(bumpy.recover_all().err(), Some(Crashed));
+        // And a third time, crashing at the first point of the second recovery (unless the crash
+        // came right after the run's last event, leaving nothing to recover).
+        let mut twice = bumpy.clone();
+        if recover(1, &twice.journal[&1]).unwrap().is_some() {
+            twice.crash_after(Some(0));
+            assert_eq!(twice.recover_all().err(), Some(Crashed));
+            twice.recover_all().unwrap();
+        } else {
+            assert_eq!(at, points - 1, "only the last point leaves nothing to recover");
+        }
+        bumpy.recover_all().unwrap();
+        for sim in [&bumpy, &twice] {
+            assert_eq!(sim.world, clean.world, "recovery interrupted at point {at}");
+            let run = replay(1, &sim.journal[&1]).unwrap();
+            assert_eq!(run.state(), State::RolledBack);
+            sim.check_ended(&run);
+        }
+    }
+}
+
+#[test]
+fn ended_run_needs_no_recovery() {
+    assert_eq!(recover(ID, &Journal::new(backup()).ok(5).events), Ok(None));
+    assert_eq!(recover(ID, &Journal::new(upgrade()).ok(8).events), Ok(None));
+    assert_eq!(recover(ID, &Journal::new(restore()).ok(7).events), Ok(None));
+    // Rolled back, and failed.
+    assert_eq!(recover(ID, &Journal::new(backup()).fail().events), Ok(None));
+    assert_eq!(recover(ID, &Journal::new(backup()).ok(1).fail().fail().fail().events), Ok(None));
+    // Recovered to its end.
+    assert_eq!(recover(ID, &Journal::new(backup()).ok(2).begin().recovering().ok(2).events), Ok(None));
+}
+
+// -------------------------------------------------------------------------------------------------
+// Rejections: errors, never panics.
+
+fn replay_error(events: &[Event]) -> (usize, MachineError) {
+    let err = replay(ID, events).unwrap_err();
+    assert_eq!(recover(ID, events).unwrap_err(), err.clone(), "recover rejects what replay rejects");
+    assert!(!err.to_string().is_empty());
+    (err.index, err.error)
+}
+
+fn intent(effect: Effect) -> Event {
+    Event::Intent { at: Timestamp(5), effect }
+}
+
+fn outcome(outcome: Outcome) -> Event {
+    Event::Outcome { at: Timestamp(6), outcome }
+}
+
+#[test]
+fn a_journal_must_start_with_started() {
+    assert_eq!(replay_error(&[]), (0, MachineError::NoEvents));
+    assert_eq!(replay_error(&[intent(Effect::Inspect)]), (0, MachineError::NotStarted));
+    let started = Run::start(backup(), Timestamp(1));
+    assert_eq!(replay_error(&[started.clone(), started]), (1, MachineError::StartedTwice));
+}
+
+#[test]
+fn intent_of_the_wrong_effect_is_rejected() {
+    let mut events = Journal::new(backup()).events;
+    events.push(intent(Effect::StopStack));
+    assert_eq!(
+        replay_error(&events),
+        (
+            1,
+            MachineError::UnexpectedIntent {
+                expected: Some(Box::new(Effect::Inspect)),
+                got: Box::new(Effect::StopStack)
+            }
+        )
+    );
+    // The right effect with the wrong arguments.
+    let mut events = Journal::new(backup()).ok(1).events;
+    events.push(intent(Effect::StopServices { services: vec!["db".into()] }));
+    assert!(matches!(replay_error(&events), (3, MachineError::UnexpectedIntent { .. })));
+}
+
+#[test]
+fn intent_while_another_is_in_flight_is_rejected() {
+    let j = Journal::new(backup()).begin();
+    assert_eq!(j.run.handle_begin(Timestamp(9)), Err(MachineError::IntentWhileInFlight));
+    assert_eq!(j.run.poll_effect(), None, "an interrupted run polls nothing before recovery");
+    let mut events = j.events;
+    events.push(intent(Effect::Inspect));
+    assert_eq!(replay_error(&events), (2, MachineError::IntentWhileInFlight));
+}
+
+#[test]
+fn outcome_without_intent_is_rejected() {
+    let j = Journal::new(backup());
+    assert_eq!(j.run.handle_outcome(Outcome::Done, Timestamp(9)), Err(MachineError::OutcomeWithoutIntent));
+    let mut events = Journal::new(backup()).ok(1).events;
+    events.push(outcome(Outcome::Done));
+    assert_eq!(replay_error(&events), (3, MachineError::OutcomeWithoutIntent));
+}
+
+#[test]
+fn outcome_of_the_wrong_shape_is_rejected() {
+    let j = Journal::new(backup()).begin();
+    assert_eq!(
+        j.run.handle_outcome(Outcome::Done, Timestamp(9)),
+        Err(MachineError::OutcomeMismatch { effect: "inspect" })
+    );
+    let mut run = j.run.clone();
+    assert_eq!(run.apply(&outcome(Outcome::Done)), Err(MachineError::OutcomeMismatch { effect: "inspect" }));
+    assert_eq!(run, j.run, "a rejected event leaves the run as it was");
+
+    let j = Journal::new(backup()).ok(1).begin();
+    let err = j.run.handle_outcome(Outcome::Inspected { running: vec![] }, Timestamp(9));
+    assert_eq!(err, Err(MachineError::OutcomeMismatch { effect: "stop_services" }));
+
+    // An archive written somewhere else than asked.
+    let j = Journal::new(backup()).ok(2).begin();
+    let elsewhere = ArchiveFacts { path: "backups/other.tar.gz".into(), ..facts() };
+    let mut events = j.events.clone();
+    events.push(outcome(Outcome::ArchiveWritten(elsewhere)));
+    assert_eq!(replay_error(&events), (6, MachineError::OutcomeMismatch { effect: "write_archive" }));
+    // A failure fits every effect.
+    assert!(j.run.handle_outcome(Outcome::Failed { error: "disk full".into() }, Timestamp(9)).is_ok());
+}
+
+#[test]
+fn events_after_the_end_are_rejected() {
+    let j = Journal::new(backup()).ok(5);
+    assert_eq!(j.run.state(), State::Completed);
+    assert_eq!(j.run.poll_effect(), None);
+    assert_eq!(j.run.handle_begin(Timestamp(9)), Err(MachineError::AfterEnd { state: State::Completed }));
+    for event in [
+        intent(Effect::Inspect),
+        outcome(Outcome::Done),
+        Event::Recovering { at: Timestamp(9), decision: Decision::Resume },
+    ] {
+        let mut events = j.events.clone();
+        events.push(event);
+        assert_eq!(replay_error(&events), (11, MachineError::AfterEnd { state: State::Completed }));
+    }
+    let j = Journal::new(backup()).fail();
+    assert_eq!(j.run.state(), State::RolledBack);
+    assert_eq!(j.run.handle_begin(Timestamp(9)), Err(MachineError::AfterEnd { state: State::RolledBack }));
+}
+
+#[test]
+fn a_wrong_recovery_decision_is_rejected() {
+    let mut events = Journal::new(backup()).ok(2).begin().events;
+    events.push(Event::Recovering { at: Timestamp(9), decision: Decision::Resume });
+    assert_eq!(
+        replay_error(&events),
+        (6, MachineError::WrongDecision { expected: Decision::RollBack, got: Decision::Resume })
+    );
+    let mut events = Journal::new(upgrade()).ok(7).events;
+    events.push(Event::Recovering { at: Timestamp(9), decision: Decision::ContinueRollBack });
+    assert_eq!(
+        replay_error(&events),
+        (15, MachineError::WrongDecision { expected: Decision::Resume, got: Decision::ContinueRollBack })
+    );
+}
+
+mod arbitrary_journals {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn effect() -> impl Strategy<Value = Effect> {
+        prop_oneof![
+            Just(Effect::Inspect),
+            Just(stop()),
+            Just(start()),
+            Just(Effect::WriteArchive { path: PATH.into() }),
+            Just(Effect::RecordBackup { archive: facts(), backup_kind: BackupKind::Manual, note: None }),
+            Just(discard()),
+            Just(Effect::Deploy { package: package("v2") }),
+            Just(Effect::ComposeUp { services: None }),
+            Just(compose_up_old()),
+            Just(Effect::StopStack),
+            Just(Effect::VerifyServices { services: None }),
+            Just(verify_old()),
+            Just(Effect::CommitDeploy { version: "v2".into() }),
+            Just(Effect::RestoreDeployment),
+            Just(Effect::VerifyArchive { backup: catalogued() }),
+            Just(Effect::RestoreData { backup: catalogued(), deployment: false }),
+            Just(Effect::RestoreData { backup: pre_upgrade_ref(), deployment: false }),
+            Just(Effect::RevertData),
+            Just(Effect::CommitData),
+        ]
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            4 => effect().prop_map(intent),
+            4 => prop_oneof![
+                Just(Outcome::Done),
+                Just(Outcome::Inspected { running: running() }),
+                Just(Outcome::ArchiveWritten(facts())),
+                Just(Outcome::Failed { error: "x".into() }),
+            ]
+            .prop_map(outcome),
+            1 => prop_oneof![Just(Decision::Resume), Just(Decision::RollBack), Just(Decision::ContinueRollBack)]
+                .prop_map(|decision| Event::Recovering { at: Timestamp(7), decision }),
+            1 => prop_oneof![Just(backup()), Just(upgrade()), Just(restore()), Just(rollback())]
+                .prop_map(|spec| Run::start(spec, Timestamp(1))),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 2000,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(7),
+            failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource(
+                "proptest-regressions"
+            ))),
+            ..ProptestConfig::default()
+        })]
+
+        /// Arbitrary journals (mostly nonsense, sometimes a plausible prefix) are replayed and
+        /// planned without a panic; whatever replays cleanly either ended or has a plan whose
+        /// decision the run then accepts.
+        #[test]
+        fn random_journals_never_panic(spec in prop_oneof![Just(backup()), Just(upgrade()), Just(restore()), Just(rollback())],
+                                      rest in prop::collection::vec(event(), 0..24)) {
+            let mut events = vec![Run::start(spec, Timestamp(0))];
+            events.extend(rest);
+            let _ = recover(ID, &events);
+            // The longest prefix that replays.
+            let ok = (1..=events.len()).rev().find(|n| replay(ID, &events[..*n]).is_ok()).unwrap();
+            let mut run = replay(ID, &events[..ok]).unwrap();
+            let _ = run.state();
+            let _ = run.is_committed();
+            if let Some(plan) = recover(ID, &events[..ok]).unwrap() {
+                prop_assert_eq!(run.apply(&plan.event(Timestamp(99))), Ok(()));
+            }
+        }
+    }
+}
+
+// -------------------------------------------------------------------------------------------------
+// Behaviours worth knowing (asserted as they are, explained where they may surprise).
+
+#[test]
+fn a_failed_settling_step_is_retried_once_then_the_run_fails() {
+    // After a crash, recovery's rollback starts the services; one failed start is retried, and
+    // only a second failure ends the run `Failed` (with both failures reported).
+    let j = Journal::new(backup()).ok(2).begin().recovering().ok(1).fail();
+    assert_eq!(j.run.state(), State::RollingBack);
+    assert_eq!(j.run.poll_effect(), Some(start()), "the failed start is retried");
+    let j = j.fail();
+    assert_eq!(j.run.state(), State::Failed);
+    assert_eq!(j.run.failures().len(), 2);
+    assert_eq!(j.run.failures()[0].effect, start());
+    assert_eq!(j.run.failures()[0].state, State::RollingBack);
+}
+
+#[test]
+fn a_retried_settling_step_that_succeeds_lets_the_rollback_finish() {
+    let j = Journal::new(backup()).ok(2).begin().recovering().ok(1).fail().ok(1);
+    assert_eq!(j.run.state(), State::RolledBack);
+}
+
+#[test]
+fn upgrade_rolled_back_with_nothing_running_composes_up_an_empty_list() {
+    // `ComposeUp { services: Some(vec![]) }` means "no service"; `docker compose up -d` with no
+    // service names means "every service". The executor must not pass an empty list through to
+    // `Compose::up` (crates/cli/src/compose.rs), or this rollback starts the whole stack.
+    let mut j = Journal::new(upgrade()).begin();
+    let at = j.now();
+    let event = j.run.handle_outcome(Outcome::Inspected { running: vec![] }, at).unwrap();
+    j.push(event);
+    let j = j.ok(3).begin();
+    assert_eq!(
+        j.plan().steps,
+        vec![
+            Effect::StopStack,
+            Effect::RestoreDeployment,
+            Effect::ComposeUp { services: Some(vec![]) },
+            Effect::VerifyServices { services: Some(vec![]) },
+        ]
+    );
+}
+
+#[test]
+fn completed_upgrade_starts_services_that_were_stopped() {
+    // `ComposeUp { services: None }` brings up the whole new stack, so a service the operator had
+    // stopped runs after the upgrade (a backup or restore restarts exactly what was running).
+    let mut sim = Sim::new(World::new(&["db"]));
+    let run = sim.run(upgrade_spec(1, "v2")).unwrap();
+    assert_eq!(run.state(), State::Completed);
+    sim.check_ended(&run);
+    assert_eq!(sim.world.running(), ["proxy", "app", "cache", "db"]);
+}

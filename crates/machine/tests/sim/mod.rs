@@ -1,0 +1,910 @@
+//! A simulated world for the run machine: fake services, fake files, an in-memory journal, an
+//! executor that carries out every [`Effect`] with the semantics documented on its variant, seeded
+//! effect failures and a crash at any chosen point.
+//!
+//! Nothing here performs I/O or reads a clock: the simulated clock is a counter, faults are keyed by
+//! (run, effect number), and a crash is a counter of "points" reaching zero. The same inputs give
+//! the same journal and the same world, which is what lets the model test enumerate every crash
+//! point of a scenario and shrink a failure to a minimal case.
+//!
+//! # Crash points
+//!
+//! A crash can happen (a) right after any journal append, or (b) right after any micro-step of an
+//! effect (so an effect may have run partly, or fully without its outcome being journaled). The
+//! executor is written in micro-steps, each one an atomic change of the world (a rename, a container
+//! start, a catalog insert), and the oracle checks invariants 2 and 6 after every one of them.
+
+#![allow(dead_code)]
+
+use lifeboat_machine::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The project's services in dependency order: `db` first, `proxy` last. Stop order is the reverse.
+pub const SERVICES: [&str; 4] = ["db", "cache", "app", "proxy"];
+
+/// The version of the stack the world starts with.
+pub const V1: &str = "v1";
+
+/// Whether containers of this stack version ever become healthy: v3 is the broken package.
+pub fn healthy(version: &str) -> bool {
+    version != "v3"
+}
+
+/// The project's data: a count of application writes and the schema version the data is in (a
+/// container of another version migrates it when it starts).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Data {
+    pub writes: u32,
+    pub schema: String,
+}
+
+/// One container: whether it runs, and which stack version it was created from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Container {
+    pub running: bool,
+    pub version: String,
+}
+
+/// What an archive holds: the data and the deployment files (their version).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Snapshot {
+    pub data: Data,
+    pub files: String,
+}
+
+/// A file in the backup directory. A `.partial` file may be incomplete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveFile {
+    pub complete: bool,
+    pub snapshot: Snapshot,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogEntry {
+    pub path: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub kind: BackupKind,
+}
+
+/// Everything on the simulated host that survives a crash, except the journal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct World {
+    pub services: BTreeMap<String, Container>,
+    /// The project's data; `None` while it is moved aside and its replacement is not in yet.
+    pub data: Option<Data>,
+    /// Data moved aside by `RestoreData`.
+    pub data_aside: Option<Data>,
+    /// The deployment files (compose file, .env), by version; `None` while swapped out.
+    pub files: Option<String>,
+    /// Old deployment files kept aside by `Deploy`.
+    pub files_kept_by_deploy: Option<String>,
+    /// Deployment files moved aside by `RestoreData { deployment: true }`.
+    pub files_kept_by_restore: Option<String>,
+    /// The backup directory: final archives and `.partial` files.
+    pub archives: BTreeMap<String, ArchiveFile>,
+    /// The backup catalog, keyed by the id of the run that made the backup.
+    pub catalog: BTreeMap<RunId, CatalogEntry>,
+    /// The deployed-version setting.
+    pub deployed_version: String,
+}
+
+impl World {
+    /// A v1 world where the services in `running` run and the others are stopped.
+    pub fn new(running: &[&str]) -> World {
+        World {
+            services: SERVICES
+                .iter()
+                .map(|s| (s.to_string(), Container { running: running.contains(s), version: V1.into() }))
+                .collect(),
+            data: Some(Data { writes: 0, schema: V1.into() }),
+            data_aside: None,
+            files: Some(V1.into()),
+            files_kept_by_deploy: None,
+            files_kept_by_restore: None,
+            archives: BTreeMap::new(),
+            catalog: BTreeMap::new(),
+            deployed_version: V1.into(),
+        }
+    }
+
+    /// The running services, in stop order (reverse dependency order), as `Inspect` reports them.
+    pub fn running(&self) -> Vec<String> {
+        SERVICES.iter().rev().filter(|s| self.services[**s].running).map(|s| s.to_string()).collect()
+    }
+
+    pub fn running_set(&self) -> BTreeSet<String> {
+        self.running().into_iter().collect()
+    }
+
+    /// An application write between runs (services must be up to write; data must be in place).
+    pub fn app_write(&mut self) {
+        if let Some(data) = &mut self.data {
+            data.writes += 1;
+        }
+    }
+
+    /// The operator starts or stops one service by hand between runs. A stopped container is only
+    /// started if it matches the deployment files, as `docker start` of a current container would.
+    pub fn toggle(&mut self, index: usize) {
+        let name = SERVICES[index % SERVICES.len()];
+        let files = self.files.clone();
+        let container = self.services.get_mut(name).unwrap();
+        if container.running {
+            container.running = false;
+        } else if files.as_deref() == Some(container.version.as_str()) {
+            container.running = true;
+        }
+    }
+
+    pub fn partials(&self) -> Vec<&String> {
+        self.archives.keys().filter(|p| p.ends_with(".partial")).collect()
+    }
+
+    /// Whether `entry` points at a complete archive that matches its recorded sha256.
+    pub fn entry_is_sound(&self, entry: &CatalogEntry) -> bool {
+        self.archives.get(&entry.path).is_some_and(|file| file.complete && digest(&file.snapshot) == entry.sha256)
+    }
+
+    /// The snapshot held by a catalogued, sound archive.
+    pub fn catalogued_snapshots(&self) -> impl Iterator<Item = &Snapshot> {
+        self.catalog.values().filter(|e| self.entry_is_sound(e)).map(|e| &self.archives[&e.path].snapshot)
+    }
+}
+
+/// A stand-in for sha256: 64 hex digits, a pure function of the snapshot (FNV-1a, four lanes).
+pub fn digest(snapshot: &Snapshot) -> String {
+    let text = format!("{}|{}|{}", snapshot.data.writes, snapshot.data.schema, snapshot.files);
+    (0u64..4)
+        .map(|lane| {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ lane;
+            for b in text.bytes() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+            format!("{h:016x}")
+        })
+        .collect()
+}
+
+pub fn size_of(snapshot: &Snapshot) -> u64 {
+    100 + u64::from(snapshot.data.writes) * 10
+}
+
+/// The process crashed: the caller must drop its live runs and run recovery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Crashed;
+
+/// Why an effect stopped before its end.
+enum Stop {
+    Failed(String),
+    Crashed,
+}
+
+impl From<Crashed> for Stop {
+    fn from(_: Crashed) -> Stop {
+        Stop::Crashed
+    }
+}
+
+/// The effect and the world as they stood when a run ended, for the oracle.
+#[derive(Clone, Debug)]
+pub struct RunRecord {
+    pub before: World,
+    /// Effect failures reported to this run (injected or, like an unhealthy v3, caused by the scenario).
+    pub failures: usize,
+    /// Of those, the injected ones.
+    pub injected: usize,
+    /// Crashes that interrupted this run (including crashes during its recovery).
+    pub crashes: usize,
+}
+
+/// The simulated host: world, journal, clock, faults and the oracle's notes.
+#[derive(Clone, Debug)]
+pub struct Sim {
+    pub world: World,
+    pub journal: BTreeMap<RunId, Vec<Event>>,
+    pub clock: i64,
+    /// `(run id, effect number within the run)` -> the effect fails after this many micro-steps.
+    pub faults: BTreeMap<(RunId, usize), usize>,
+    pub faults_enabled: bool,
+    /// Crash at the point this many points from now (0: the next one).
+    crash_in: Option<usize>,
+    /// Points passed so far.
+    pub points: usize,
+    effects_run: BTreeMap<RunId, usize>,
+    pub records: BTreeMap<RunId, RunRecord>,
+    /// The run whose effect is executing, and whether it was past its point of no return.
+    active: Option<(RunId, bool)>,
+    /// The run that has journaled events and has not ended (set while a run or recovery is driven).
+    current: Option<RunId>,
+    /// Micro-steps left before the executing effect fails.
+    fail_budget: Option<usize>,
+    /// Every effect carried out, with its run, for tests that inspect the sequence.
+    pub effect_log: Vec<(RunId, Effect, Option<Outcome>)>,
+    /// When `Some`, a name for every crash point passed: `append intent deploy`, `step deploy 1`.
+    pub trace: Option<Vec<String>>,
+    /// The effect executing and the micro-steps it made, for the trace.
+    step: (&'static str, usize),
+}
+
+impl Sim {
+    pub fn new(world: World) -> Sim {
+        Sim {
+            world,
+            journal: BTreeMap::new(),
+            clock: 1_700_000_000_000,
+            faults: BTreeMap::new(),
+            faults_enabled: true,
+            crash_in: None,
+            points: 0,
+            effects_run: BTreeMap::new(),
+            records: BTreeMap::new(),
+            active: None,
+            current: None,
+            fail_budget: None,
+            effect_log: Vec::new(),
+            trace: None,
+            step: ("", 0),
+        }
+    }
+
+    /// Crash at the `n`th point from now (0: the next one); `None` never crashes.
+    pub fn crash_after(&mut self, n: Option<usize>) {
+        self.crash_in = n;
+    }
+
+    /// Crash at the point named `name` (see `trace`), found by a probe run of `scenario` on a
+    /// copy of this sim. Panics if the probe never passes it.
+    pub fn crash_at_named<T>(&mut self, name: &str, scenario: impl Fn(&mut Sim) -> T) {
+        self.crash_at_nth_named(name, 0, scenario);
+    }
+
+    /// Like [`Sim::crash_at_named`], at the `nth` (0-based) point of that name.
+    pub fn crash_at_nth_named<T>(&mut self, name: &str, nth: usize, scenario: impl Fn(&mut Sim) -> T) {
+        let mut probe = self.clone();
+        probe.crash_after(None);
+        probe.trace = Some(Vec::new());
+        scenario(&mut probe);
+        let trace = probe.trace.unwrap();
+        let at = trace
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| *n == name)
+            .nth(nth)
+            .unwrap_or_else(|| panic!("no point {name} #{nth} in {trace:?}"))
+            .0;
+        self.crash_after(Some(at));
+    }
+
+    pub fn crash_pending(&self) -> bool {
+        self.crash_in.is_some()
+    }
+
+    /// The effect number `nth` (0-based, counted over the run's whole life, recovery included) of
+    /// run `run` fails after `after_steps` micro-steps.
+    pub fn inject(&mut self, run: RunId, nth: usize, after_steps: usize) {
+        self.faults.insert((run, nth), after_steps);
+    }
+
+    pub fn next_run_id(&self) -> RunId {
+        self.journal.keys().next_back().map_or(1, |id| id + 1)
+    }
+
+    fn now(&mut self) -> Timestamp {
+        self.clock += 7;
+        Timestamp(self.clock)
+    }
+
+    fn point(&mut self, name: impl FnOnce() -> String) -> Result<(), Crashed> {
+        if let Some(trace) = &mut self.trace {
+            trace.push(name());
+        }
+        self.points += 1;
+        match self.crash_in {
+            Some(0) => {
+                self.crash_in = None;
+                if let Some(id) = self.current.take() {
+                    self.records.get_mut(&id).unwrap().crashes += 1;
+                }
+                self.active = None;
+                self.fail_budget = None;
+                Err(Crashed)
+            }
+            Some(n) => {
+                self.crash_in = Some(n - 1);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Appends an event to the run's journal (durably), then passes a crash point.
+    fn append(&mut self, id: RunId, event: Event) -> Result<(), Crashed> {
+        let name = self.trace.is_some().then(|| match &event {
+            Event::Intent { effect, .. } => format!("append intent {}", effect.name()),
+            other => format!("append {}", other.name()),
+        });
+        self.journal.entry(id).or_default().push(event);
+        self.point(|| name.unwrap_or_default())
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // The driver, following the call order of the crate docs.
+
+    /// Starts a run and drives it to its end, or to a crash.
+    pub fn run(&mut self, spec: RunSpec) -> Result<Run, Crashed> {
+        let id = self.next_run_id();
+        self.records.insert(id, RunRecord { before: self.world.clone(), failures: 0, injected: 0, crashes: 0 });
+        self.current = Some(id);
+        let started = Run::start(spec, self.now());
+        self.append(id, started.clone())?;
+        let mut run = Run::from_started(id, &started).expect("from_started");
+        self.drive(&mut run)?;
+        Ok(run)
+    }
+
+    /// Carries out the run's effects until it ends.
+    pub fn drive(&mut self, run: &mut Run) -> Result<(), Crashed> {
+        while let Some(effect) = run.poll_effect() {
+            let at = self.now();
+            let intent = run.handle_begin(at).unwrap_or_else(|e| panic!("run {}: handle_begin: {e}", run.id()));
+            assert_eq!(intent, Event::Intent { at, effect: effect.clone() }, "handle_begin disagrees with poll_effect");
+            self.append(run.id(), intent.clone())?;
+            run.apply(&intent).unwrap_or_else(|e| panic!("run {}: apply intent: {e}", run.id()));
+            let outcome = self.execute(run.id(), run.is_committed(), &effect)?;
+            let at = self.now();
+            let event = run
+                .handle_outcome(outcome, at)
+                .unwrap_or_else(|e| panic!("run {}: handle_outcome of {}: {e}", run.id(), effect.name()));
+            self.append(run.id(), event.clone())?;
+            run.apply(&event).unwrap_or_else(|e| panic!("run {}: apply outcome: {e}", run.id()));
+        }
+        assert!(run.is_ended() && run.state().is_terminal(), "run {} stopped in {:?}", run.id(), run.mode());
+        self.current = None;
+        Ok(())
+    }
+
+    /// `lifeboat recover`: plans, journals and carries out the recovery of every interrupted run.
+    /// Returns the runs it ended, and checks that a recovery without failures does exactly the
+    /// plan's steps and ends as the plan says.
+    pub fn recover_all(&mut self) -> Result<Vec<Run>, Crashed> {
+        let mut ended = Vec::new();
+        let ids: Vec<RunId> = self.journal.keys().copied().collect();
+        for id in ids {
+            let events = self.journal[&id].clone();
+            let plan = recover(id, &events).unwrap_or_else(|e| panic!("run {id}: recover: {e}"));
+            let Some(plan) = plan else { continue };
+            let mut run = replay(id, &events).unwrap_or_else(|e| panic!("run {id}: replay: {e}"));
+            assert_eq!(plan.run_id, id);
+            assert_eq!(plan.kind, run.kind());
+            assert_eq!(plan.interrupted_in, run.state());
+            self.current = Some(id);
+            let event = plan.event(self.now());
+            self.append(id, event.clone())?;
+            run.apply(&event).unwrap_or_else(|e| panic!("run {id}: apply {event:?}: {e}"));
+            let log_start = self.effect_log.len();
+            let failures_before = self.records[&id].failures;
+            self.drive(&mut run)?;
+            if self.records[&id].failures == failures_before {
+                let done: Vec<Effect> = self.effect_log[log_start..].iter().map(|(_, e, _)| e.clone()).collect();
+                assert_eq!(done, plan.steps, "run {id}: recovery without failures did not follow its plan");
+                assert_eq!(run.state(), plan.ends_as, "run {id}: recovery ended other than planned");
+            }
+            ended.push(run);
+        }
+        Ok(ended)
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // The executor.
+
+    fn execute(&mut self, run: RunId, committed: bool, effect: &Effect) -> Result<Outcome, Crashed> {
+        let nth = *self.effects_run.entry(run).and_modify(|n| *n += 1).or_insert(0);
+        self.active = Some((run, committed));
+        self.fail_budget = if self.faults_enabled { self.faults.get(&(run, nth)).copied() } else { None };
+        let injected = self.fail_budget.is_some();
+        self.step = (effect.name(), 0);
+        let result = self.carry_out(run, effect);
+        // A fault planned after more micro-steps than the effect has still fails it: the work was
+        // done but the executor never learnt so (a timeout, say).
+        let result = match result {
+            Ok(_) if injected => {
+                Err(Stop::Failed(format!("injected failure of {} after all its steps", effect.name())))
+            }
+            other => other,
+        };
+        self.active = None;
+        self.fail_budget = None;
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(Stop::Crashed) => {
+                self.effect_log.push((run, effect.clone(), None));
+                return Err(Crashed);
+            }
+            Err(Stop::Failed(error)) => {
+                if !injected && !error.starts_with("unhealthy") {
+                    panic!("run {run}: {} failed without an injected fault: {error}", effect.name());
+                }
+                let record = self.records.get_mut(&run).unwrap();
+                record.failures += 1;
+                record.injected += usize::from(injected);
+                Outcome::Failed { error }
+            }
+        };
+        self.effect_log.push((run, effect.clone(), Some(outcome.clone())));
+        Ok(outcome)
+    }
+
+    /// One atomic change of the world: fails if the fault's budget is spent, then changes the
+    /// world, checks the step invariants, and passes a crash point.
+    fn micro(&mut self, change: impl FnOnce(&mut World)) -> Result<(), Stop> {
+        if let Some(budget) = &mut self.fail_budget {
+            if *budget == 0 {
+                return Err(Stop::Failed("injected failure".into()));
+            }
+            *budget -= 1;
+        }
+        change(&mut self.world);
+        self.check_step();
+        self.step.1 += 1;
+        let (effect, n) = self.step;
+        self.point(|| format!("step {effect} {n}"))?;
+        Ok(())
+    }
+
+    /// A read-only check fails at once if a fault is planned for it.
+    fn read_only(&mut self) -> Result<(), Stop> {
+        if self.fail_budget.is_some() {
+            return Err(Stop::Failed("injected failure".into()));
+        }
+        Ok(())
+    }
+
+    fn carry_out(&mut self, run: RunId, effect: &Effect) -> Result<Outcome, Stop> {
+        match effect {
+            Effect::Inspect => {
+                self.read_only()?;
+                Ok(Outcome::Inspected { running: self.world.running() })
+            }
+            Effect::VerifyArchive { backup } => {
+                self.read_only()?;
+                self.check_archive(backup)?;
+                Ok(Outcome::Done)
+            }
+            Effect::StopServices { services } => {
+                for s in services {
+                    let s = s.clone();
+                    self.micro(|w| w.services.get_mut(&s).unwrap().running = false)?;
+                }
+                Ok(Outcome::Done)
+            }
+            Effect::StopStack => {
+                for s in SERVICES.iter().rev() {
+                    self.micro(|w| w.services.get_mut(*s).unwrap().running = false)?;
+                }
+                Ok(Outcome::Done)
+            }
+            Effect::StartServices { services } => {
+                // In dependency order: the reverse of the stop order the list is in.
+                for s in services.iter().rev() {
+                    if self.world.data.is_none() {
+                        return Err(Stop::Failed(format!("{s} cannot start: the data is missing")));
+                    }
+                    let s = s.clone();
+                    self.micro(|w| {
+                        let container = w.services.get_mut(&s).unwrap();
+                        container.running = true;
+                        let version = container.version.clone();
+                        migrate(w, &version);
+                    })?;
+                }
+                Ok(Outcome::Done)
+            }
+            Effect::ComposeUp { services } => {
+                let Some(version) = self.world.files.clone() else {
+                    return Err(Stop::Failed("compose up: the deployment files are missing".into()));
+                };
+                if self.world.data.is_none() {
+                    return Err(Stop::Failed("compose up: the data is missing".into()));
+                }
+                let list: Vec<String> = match services {
+                    Some(list) => list.iter().rev().cloned().collect(),
+                    None => SERVICES.iter().map(|s| s.to_string()).collect(),
+                };
+                for s in list {
+                    let version = version.clone();
+                    self.micro(|w| {
+                        w.services.insert(s, Container { running: true, version: version.clone() });
+                        migrate(w, &version);
+                    })?;
+                }
+                Ok(Outcome::Done)
+            }
+            Effect::VerifyServices { services } => {
+                self.read_only()?;
+                let list: Vec<String> = match services {
+                    Some(list) => list.clone(),
+                    None => SERVICES.iter().map(|s| s.to_string()).collect(),
+                };
+                for s in list {
+                    let c = &self.world.services[&s];
+                    if !c.running || !healthy(&c.version) {
+                        return Err(Stop::Failed(format!("unhealthy: {s} ({}) did not become healthy", c.version)));
+                    }
+                }
+                Ok(Outcome::Done)
+            }
+            Effect::WriteArchive { path } => {
+                self.assert_stack_stopped(run, "write_archive");
+                let Some(data) = self.world.data.clone() else {
+                    return Err(Stop::Failed("write archive: the data is missing".into()));
+                };
+                let Some(files) = self.world.files.clone() else {
+                    return Err(Stop::Failed("write archive: the deployment files are missing".into()));
+                };
+                let snapshot = Snapshot { data, files };
+                let partial = format!("{path}.partial");
+                let (p, s) = (partial.clone(), snapshot.clone());
+                // Written in two flushes: a crash after the first leaves an incomplete file.
+                self.micro(|w| {
+                    let mut torn = s.clone();
+                    torn.data.writes = u32::MAX;
+                    w.archives.insert(p, ArchiveFile { complete: false, snapshot: torn });
+                })?;
+                let (p, s) = (partial.clone(), snapshot.clone());
+                self.micro(|w| {
+                    w.archives.insert(p, ArchiveFile { complete: true, snapshot: s });
+                })?;
+                let (p, f) = (partial, path.clone());
+                self.micro(|w| {
+                    let file = w.archives.remove(&p).unwrap();
+                    w.archives.insert(f, file);
+                })?;
+                Ok(Outcome::ArchiveWritten(ArchiveFacts {
+                    path: path.clone(),
+                    sha256: digest(&snapshot),
+                    size_bytes: size_of(&snapshot),
+                    file_count: 3,
+                    entry_count: 4,
+                    content_bytes: size_of(&snapshot) * 2,
+                }))
+            }
+            Effect::RecordBackup { archive, backup_kind, .. } => {
+                let sound = self
+                    .world
+                    .archives
+                    .get(&archive.path)
+                    .is_some_and(|f| f.complete && digest(&f.snapshot) == archive.sha256);
+                if !sound {
+                    return Err(Stop::Failed(format!("record: {} is missing or does not match", archive.path)));
+                }
+                let entry = CatalogEntry {
+                    path: archive.path.clone(),
+                    sha256: archive.sha256.clone(),
+                    size_bytes: archive.size_bytes,
+                    kind: *backup_kind,
+                };
+                self.micro(|w| {
+                    w.catalog.insert(run, entry);
+                })?;
+                Ok(Outcome::Done)
+            }
+            Effect::DiscardArchive { path } => {
+                let (p, partial) = (path.clone(), format!("{path}.partial"));
+                self.micro(|w| {
+                    if w.catalog.get(&run).is_some_and(|e| e.path == p) {
+                        w.catalog.remove(&run);
+                    }
+                })?;
+                let p = path.clone();
+                self.micro(|w| {
+                    w.archives.remove(&p);
+                })?;
+                self.micro(|w| {
+                    w.archives.remove(&partial);
+                })?;
+                Ok(Outcome::Done)
+            }
+            Effect::Deploy { package } => {
+                self.assert_stack_stopped(run, "deploy");
+                if self.world.files_kept_by_deploy.is_none() {
+                    self.micro(|w| w.files_kept_by_deploy = w.files.take())?;
+                }
+                if self.world.files.is_none() {
+                    let v = package.version.clone();
+                    self.micro(|w| w.files = Some(v))?;
+                }
+                Ok(Outcome::Done)
+            }
+            Effect::CommitDeploy { version } => {
+                let v = version.clone();
+                self.micro(|w| w.deployed_version = v)?;
+                self.micro(|w| w.files_kept_by_deploy = None)?;
+                Ok(Outcome::Done)
+            }
+            Effect::RestoreDeployment => {
+                self.assert_stack_stopped(run, "restore_deployment");
+                if self.world.files_kept_by_deploy.is_some() {
+                    self.micro(|w| w.files = w.files_kept_by_deploy.take())?;
+                }
+                Ok(Outcome::Done)
+            }
+            Effect::RestoreData { backup, deployment } => {
+                let snapshot = self.check_archive(backup)?;
+                self.assert_stack_stopped(run, "restore_data");
+                if self.world.data_aside.is_none() {
+                    self.micro(|w| w.data_aside = w.data.take())?;
+                }
+                if *deployment && self.world.files_kept_by_restore.is_none() {
+                    self.micro(|w| w.files_kept_by_restore = w.files.take())?;
+                }
+                if self.world.data.is_none() {
+                    let d = snapshot.data.clone();
+                    self.micro(|w| w.data = Some(d))?;
+                }
+                if *deployment && self.world.files.is_none() {
+                    let f = snapshot.files.clone();
+                    self.micro(|w| w.files = Some(f))?;
+                }
+                Ok(Outcome::Done)
+            }
+            Effect::RevertData => {
+                self.assert_stack_stopped(run, "revert_data");
+                if self.world.data_aside.is_some() {
+                    self.micro(|w| w.data = w.data_aside.take())?;
+                }
+                if self.world.files_kept_by_restore.is_some() {
+                    self.micro(|w| w.files = w.files_kept_by_restore.take())?;
+                }
+                Ok(Outcome::Done)
+            }
+            Effect::CommitData => {
+                if self.world.data_aside.is_some() {
+                    self.micro(|w| w.data_aside = None)?;
+                }
+                if self.world.files_kept_by_restore.is_some() {
+                    self.micro(|w| w.files_kept_by_restore = None)?;
+                }
+                Ok(Outcome::Done)
+            }
+        }
+    }
+
+    /// The data and the deployment files are archived or swapped only while every service is
+    /// stopped: a database must never see its files change under it, nor be archived mid-write.
+    fn assert_stack_stopped(&self, run: RunId, effect: &str) {
+        let running = self.world.running();
+        assert!(running.is_empty(), "run {run}: {effect} with {running:?} running");
+    }
+
+    fn check_archive(&self, backup: &BackupRef) -> Result<Snapshot, Stop> {
+        match self.world.archives.get(&backup.path) {
+            Some(f) if f.complete && digest(&f.snapshot) == backup.sha256 => Ok(f.snapshot.clone()),
+            _ => Err(Stop::Failed(format!("archive {} is missing or does not match", backup.path))),
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // The oracle.
+
+    /// Checked after every micro-step: invariant 2 (a catalogued archive is complete and matches)
+    /// and invariant 6 (nothing is deleted before its replacement is in place: the data and the
+    /// deployment files the run started with stay reachable until the run is committed, and no
+    /// backup catalogued before the run disappears).
+    fn check_step(&self) {
+        let w = &self.world;
+        for (id, entry) in &w.catalog {
+            assert!(w.entry_is_sound(entry), "invariant 2: backup {id} is catalogued but its archive is not sound");
+        }
+        let Some((run, committed)) = self.active else { return };
+        let before = &self.records[&run].before;
+        for id in before.catalog.keys() {
+            assert!(w.catalog.contains_key(id), "invariant 6: run {run} removed the earlier backup {id}");
+        }
+        if committed {
+            assert!(w.data.is_some() && w.files.is_some(), "invariant 6: committed run {run} left no data or files");
+            return;
+        }
+        let data = before.data.as_ref().expect("a run starts with data");
+        let data_kept = w.data.as_ref() == Some(data)
+            || w.data_aside.as_ref() == Some(data)
+            || w.catalogued_snapshots().any(|s| &s.data == data);
+        assert!(data_kept, "invariant 6: run {run} lost the data it started with: {w:?}");
+        let files = before.files.as_ref().expect("a run starts with deployment files");
+        let files_kept = w.files.as_ref() == Some(files)
+            || w.files_kept_by_deploy.as_ref() == Some(files)
+            || w.files_kept_by_restore.as_ref() == Some(files)
+            || w.catalogued_snapshots().any(|s| &s.files == files);
+        assert!(files_kept, "invariant 6: run {run} lost the deployment files it started with: {w:?}");
+    }
+
+    /// Checks invariants 1-6 for a run that just ended (live or through recovery).
+    pub fn check_ended(&self, run: &Run) {
+        let id = run.id();
+        let record = &self.records[&id];
+        let before = &record.before;
+        let w = &self.world;
+        let state = run.state();
+        assert!(run.is_ended() && state.is_terminal(), "run {id} is not ended: {:?}", run.mode());
+
+        // Invariant 5: replay == live, and an ended run needs no recovery.
+        let events = &self.journal[&id];
+        let replayed = replay(id, events).unwrap_or_else(|e| panic!("invariant 5: run {id} does not replay: {e}"));
+        assert_eq!(&replayed, run, "invariant 5: replay of run {id} differs from the live run");
+        assert_eq!(recover(id, events), Ok(None), "run {id} ended but recover plans something");
+
+        if state == State::Failed {
+            // The machine gives up only after a second failure: a failed step and a failed settling
+            // step. A crash counts as the first disruption (the settling steps were recovery's). And
+            // at least one disruption must be a fault: a scenario alone (an unhealthy v3) must never
+            // make a run fail, since its rollback would have worked.
+            assert!(
+                record.failures + record.crashes >= 2 && record.injected + record.crashes >= 1,
+                "run {id} ended failed after {} failure(s) ({} injected) and {} crash(es): {:?}",
+                record.failures,
+                record.injected,
+                record.crashes,
+                run.failures()
+            );
+            assert!(!run.failures().is_empty(), "run {id} ended failed without a failure to report");
+            return;
+        }
+
+        // Invariant 1 (and: exactly the services that were running, unless an upgrade completed).
+        let upgraded = run.kind() == RunKind::Upgrade && state == State::Completed;
+        for s in before.running() {
+            assert!(w.services[&s].running, "invariant 1: run {id} ({state}) left {s} stopped");
+        }
+        if !upgraded {
+            assert_eq!(w.running_set(), before.running_set(), "run {id} ({state}) changed which services run");
+        }
+
+        // Invariants 2 and 3.
+        for (bid, entry) in &w.catalog {
+            assert!(w.entry_is_sound(entry), "invariant 2: backup {bid} is catalogued but unsound");
+        }
+        assert!(w.partials().is_empty(), "invariant 3: run {id} left {:?}", w.partials());
+
+        // Nothing left aside, nothing missing.
+        assert!(w.data.is_some() && w.files.is_some(), "run {id} left the data or files missing");
+        assert_eq!(
+            (&w.data_aside, &w.files_kept_by_deploy, &w.files_kept_by_restore),
+            (&None, &None, &None),
+            "run {id} ({state}) left something aside"
+        );
+
+        // Invariant 6: earlier backups survive.
+        for bid in before.catalog.keys() {
+            assert!(w.catalog.contains_key(bid), "invariant 6: run {id} removed backup {bid}");
+        }
+
+        match (run.spec(), state) {
+            (RunSpec::Backup { archive_path, backup_kind, .. }, State::Completed) => {
+                let entry = w.catalog.get(&id).unwrap_or_else(|| panic!("completed backup {id} is not catalogued"));
+                assert_eq!((&entry.path, entry.kind), (archive_path, *backup_kind));
+                let snap = &w.archives[archive_path].snapshot;
+                assert_eq!(Some(&snap.data), before.data.as_ref(), "backup {id} does not hold the data");
+                assert_eq!(w.data, before.data, "backup {id} changed the data");
+            }
+            (RunSpec::Backup { archive_path, .. }, _) => {
+                assert!(!w.catalog.contains_key(&id), "rolled back backup {id} is catalogued");
+                assert!(!w.archives.contains_key(archive_path), "rolled back backup {id} left its archive");
+                assert_eq!(w.data, before.data, "backup {id} changed the data");
+            }
+            (RunSpec::Upgrade { package, archive_path }, State::Completed) => {
+                // Invariant 4, the new version.
+                assert_eq!(w.files.as_deref(), Some(package.version.as_str()), "upgrade {id}: files");
+                assert_eq!(w.deployed_version, package.version, "upgrade {id}: deployed version setting");
+                for (s, c) in &w.services {
+                    assert!(c.running && c.version == package.version, "upgrade {id}: {s} is {c:?}");
+                    assert!(healthy(&c.version), "upgrade {id} completed with unhealthy {s}");
+                }
+                let entry = w.catalog.get(&id).expect("completed upgrade keeps its pre-upgrade backup");
+                assert_eq!((&entry.path, entry.kind), (archive_path, BackupKind::PreUpgrade));
+            }
+            (RunSpec::Upgrade { archive_path, .. }, _) => {
+                // A pre-upgrade backup whose recording was journaled is a good backup: it stays.
+                // One that was not is discarded with its archive.
+                if recorded(events) {
+                    assert!(w.catalog.contains_key(&id), "upgrade {id} rolled back and lost its recorded backup");
+                } else {
+                    assert!(!w.catalog.contains_key(&id), "upgrade {id} rolled back, unrecorded backup catalogued");
+                    assert!(!w.archives.contains_key(archive_path), "upgrade {id} rolled back and left its archive");
+                }
+                // Invariant 4, the old version back exactly.
+                assert_eq!(w.files, before.files, "upgrade {id} rolled back: files");
+                assert_eq!(w.data, before.data, "upgrade {id} rolled back: data");
+                assert_eq!(w.deployed_version, before.deployed_version, "upgrade {id} rolled back: version");
+                for s in before.running() {
+                    assert_eq!(
+                        w.services[&s].version, before.services[&s].version,
+                        "upgrade {id} rolled back: {s} runs another version"
+                    );
+                }
+            }
+            (RunSpec::Restore { backup } | RunSpec::Rollback { backup }, State::Completed) => {
+                let snap = &w.archives[&backup.path].snapshot;
+                let data = w.data.as_ref().unwrap();
+                assert_eq!(data.writes, snap.data.writes, "restore {id}: the data is not the backup's");
+                if run.kind() == RunKind::Rollback {
+                    assert_eq!(w.files.as_ref(), Some(&snap.files), "rollback {id}: the files are not the backup's");
+                } else {
+                    assert_eq!(w.files, before.files, "restore {id} changed the deployment files");
+                }
+            }
+            (RunSpec::Restore { .. } | RunSpec::Rollback { .. }, _) => {
+                assert_eq!(w.data, before.data, "restore {id} rolled back: data");
+                assert_eq!(w.files, before.files, "restore {id} rolled back: files");
+                for s in before.running() {
+                    assert_eq!(
+                        w.services[&s].version, before.services[&s].version,
+                        "restore {id} rolled back: {s} runs another version"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Whether the journal shows a `RecordBackup` that succeeded.
+pub fn recorded(events: &[Event]) -> bool {
+    events.windows(2).any(|pair| {
+        matches!(
+            pair,
+            [Event::Intent { effect: Effect::RecordBackup { .. }, .. }, Event::Outcome { outcome: Outcome::Done, .. }]
+        )
+    })
+}
+
+/// A container of `version` starting on data of another schema migrates the data.
+fn migrate(w: &mut World, version: &str) {
+    if let Some(data) = &mut w.data
+        && data.schema != version
+    {
+        data.schema = version.to_string();
+    }
+}
+
+// -------------------------------------------------------------------------------------------------
+// Specs.
+
+pub fn backup_spec(id: RunId, kind: BackupKind) -> RunSpec {
+    RunSpec::Backup { archive_path: archive_path(id), backup_kind: kind, note: None }
+}
+
+pub fn archive_path(id: RunId) -> String {
+    format!("backups/r{id}.tar.gz")
+}
+
+pub fn package(version: &str) -> PackageRef {
+    PackageRef {
+        path: format!("packages/app-{version}.tar.gz"),
+        version: version.into(),
+        sha256: format!("{version}-sha"),
+    }
+}
+
+pub fn upgrade_spec(id: RunId, version: &str) -> RunSpec {
+    RunSpec::Upgrade { archive_path: archive_path(id), package: package(version) }
+}
+
+/// The catalog entry `id` as a restore refers to it.
+pub fn backup_ref(world: &World, id: RunId) -> Option<BackupRef> {
+    let e = world.catalog.get(&id)?;
+    Some(BackupRef { backup_id: id, path: e.path.clone(), sha256: e.sha256.clone(), size_bytes: e.size_bytes })
+}
+
+/// The pre-upgrade backup of the last upgrade, as `lifeboat rollback` picks it.
+pub fn last_pre_upgrade(world: &World) -> Option<BackupRef> {
+    let (id, _) = world.catalog.iter().rev().find(|(_, e)| e.kind == BackupKind::PreUpgrade)?;
+    backup_ref(world, *id)
+}
+
+/// A deterministic 64-bit mix (splitmix64), for deriving crash points from a seed.
+pub fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
