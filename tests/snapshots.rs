@@ -1,0 +1,113 @@
+//! Snapshots of what an operator reads: `--help`, and `journal show`, `journal list`, `list` and
+//! `status` for a fixed journal (fixed times, no daemon), so a change to the output is a reviewed
+//! change. Update with `INSTA_UPDATE=always cargo test -p lifeboat --features failpoints --test snapshots`.
+
+use lifeboat_journal::{BackupEntry, Journal};
+use lifeboat_machine::{ArchiveFacts, BackupKind, Effect, Event, Outcome, RunSpec, Timestamp};
+use std::path::Path;
+use std::process::Command;
+
+const LIFEBOAT: &str = env!("CARGO_BIN_EXE_lifeboat");
+/// 2026-11-26 02:00:00 UTC.
+const T0: i64 = 1_795_658_400_000;
+
+fn lifeboat(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new(LIFEBOAT)
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("TZ", "UTC")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .env_remove("FAILPOINTS")
+        .output()
+        .expect("run lifeboat");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    text.replace(&dir.display().to_string(), "[DIR]")
+}
+
+/// A project whose journal holds one completed backup and one backup interrupted while archiving.
+fn fixed_project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new(LIFEBOAT).arg("-C").arg(dir.path()).args(["init", "--project", "demo"]).output().unwrap();
+    assert!(status.status.success());
+    std::fs::create_dir_all(dir.path().join(".lifeboat")).unwrap();
+    let journal = Journal::open(dir.path().join(".lifeboat/journal.redb")).unwrap();
+    let at = |ms: i64| Timestamp(T0 + ms);
+    let path = "/srv/demo/backups/demo-20261126T020000Z-run000001.tar.gz".to_owned();
+    let facts = ArchiveFacts {
+        path: path.clone(),
+        sha256: "9f2c4d1e8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d".into(),
+        size_bytes: 191_234_567,
+        file_count: 5_234,
+        entry_count: 5_301,
+        content_bytes: 402_653_184,
+    };
+    let running = vec!["app".to_owned(), "cache".to_owned(), "db".to_owned()];
+    let spec = RunSpec::Backup { archive_path: path.clone(), backup_kind: BackupKind::Auto, note: None };
+    let run = journal.begin_run(&Event::Started { at: at(0), spec }).unwrap();
+    let steps = [
+        (Effect::Inspect, Outcome::Inspected { running: running.clone() }, 12),
+        (Effect::StopServices { services: running.clone() }, Outcome::Done, 1_850),
+        (Effect::WriteArchive { path: path.clone() }, Outcome::ArchiveWritten(facts.clone()), 4_100),
+        (
+            Effect::RecordBackup { archive: facts.clone(), backup_kind: BackupKind::Auto, note: None },
+            Outcome::Done,
+            3,
+        ),
+        (Effect::StartServices { services: running.clone() }, Outcome::Done, 2_400),
+    ];
+    let mut t = 0;
+    for (effect, outcome, took) in steps {
+        t += 1;
+        journal.append(run, &Event::Intent { at: at(t), effect }).unwrap();
+        t += took;
+        journal.append(run, &Event::Outcome { at: at(t), outcome }).unwrap();
+    }
+    journal
+        .record_backup(&BackupEntry {
+            id: run,
+            run_id: run,
+            kind: BackupKind::Auto,
+            created_at: at(0),
+            path: facts.path.clone(),
+            size_bytes: facts.size_bytes,
+            file_count: facts.file_count,
+            entry_count: facts.entry_count,
+            content_bytes: facts.content_bytes,
+            sha256: facts.sha256.clone(),
+            note: None,
+            protects_version: None,
+        })
+        .unwrap();
+    // A second backup, killed while archiving.
+    let path2 = "/srv/demo/backups/demo-20261127T020000Z-run000002.tar.gz".to_owned();
+    let day = 86_400_000;
+    let spec = RunSpec::Backup { archive_path: path2.clone(), backup_kind: BackupKind::Manual, note: Some("before the migration".into()) };
+    let run2 = journal.begin_run(&Event::Started { at: at(day), spec }).unwrap();
+    journal.append(run2, &Event::Intent { at: at(day + 1), effect: Effect::Inspect }).unwrap();
+    journal.append(run2, &Event::Outcome { at: at(day + 9), outcome: Outcome::Inspected { running: running.clone() } }).unwrap();
+    journal.append(run2, &Event::Intent { at: at(day + 10), effect: Effect::StopServices { services: running.clone() } }).unwrap();
+    journal.append(run2, &Event::Outcome { at: at(day + 1_700), outcome: Outcome::Done }).unwrap();
+    journal.append(run2, &Event::Intent { at: at(day + 1_701), effect: Effect::WriteArchive { path: path2 } }).unwrap();
+    dir
+}
+
+#[test]
+fn help_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    insta::assert_snapshot!("help", lifeboat(dir.path(), &["--help"]));
+    insta::assert_snapshot!("backup_help", lifeboat(dir.path(), &["backup", "--help"]));
+    insta::assert_snapshot!("recover_help", lifeboat(dir.path(), &["recover", "--help"]));
+}
+
+#[test]
+fn journal_and_catalog_snapshots() {
+    let dir = fixed_project();
+    insta::assert_snapshot!("journal_show_completed", lifeboat(dir.path(), &["journal", "show", "1"]));
+    insta::assert_snapshot!("journal_show_interrupted", lifeboat(dir.path(), &["journal", "show", "2"]));
+    insta::assert_snapshot!("journal_list", lifeboat(dir.path(), &["journal", "list"]));
+    insta::assert_snapshot!("journal_replay_interrupted", lifeboat(dir.path(), &["journal", "replay", "2"]));
+    insta::assert_snapshot!("list", lifeboat(dir.path(), &["list"]));
+    insta::assert_snapshot!("status", lifeboat(dir.path(), &["status"]));
+    insta::assert_snapshot!("journal_show_json", lifeboat(dir.path(), &["--json", "journal", "show", "1"]));
+}
