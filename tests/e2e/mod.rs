@@ -75,10 +75,7 @@ pub fn running(project: &Project) -> Vec<String> {
 /// Every `*.partial` file under `dir`.
 pub fn partial_files(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "partial"))
-        .collect()
+    entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "partial")).collect()
 }
 
 /// sha256 of a file, with the system's `sha256sum`, so the check does not trust lifeboat's code.

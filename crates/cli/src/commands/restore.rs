@@ -1,8 +1,121 @@
-//! `lifeboat restore`: not built yet.
+//! `lifeboat restore BACKUP_ID`: put a backup's data back, as a journaled restore run.
+//!
+//! The run verifies the archive before it touches anything, stops the running services, swaps
+//! the backup's data in (keeping the current data aside), starts and verifies the services, and
+//! only then deletes the data kept aside. Any failure before that verification puts the data
+//! aside back and the services up again (see `crate::restore` and the machine's `settle`).
 
-use super::Ctx;
+use super::backup::{downtime_ms, failure_summary};
+use super::{Ctx, connect_docker};
 use crate::args::RestoreArgs;
+use crate::executor::Executor;
+use crate::exit::Exit;
+use crate::fail;
+use crate::project::Project;
+use crate::render;
+use lifeboat_journal::BackupEntry;
+use lifeboat_machine::{BackupRef, Effect, Run, RunSpec, State};
+use std::io::{BufRead, IsTerminal, Write};
 
-pub async fn run(_ctx: &Ctx, _args: &RestoreArgs) -> anyhow::Result<()> {
-    crate::fail!(crate::exit::Exit::Usage, "restore is not available in this version")
+/// What a finished restore reports (JSON: add fields, never rename).
+#[derive(Debug, serde::Serialize)]
+pub struct RestoreReport {
+    pub run_id: u64,
+    pub backup_id: u64,
+    /// The roots put back, by their names in the archive (`paths/data`, `volumes/dbdata`).
+    pub restored: Vec<String>,
+    pub stopped: Vec<String>,
+    pub restarted: Vec<String>,
+    pub downtime_ms: i64,
+}
+
+pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> anyhow::Result<()> {
+    let project = Project::load(&ctx.dir)?;
+    // The lock is held through the question, so nothing changes between the answer and the run.
+    let _lock = project.lock()?;
+    let journal = project.journal()?;
+    project.refuse_if_interrupted(&journal)?;
+    let Some(entry) = journal.backup(args.backup_id)? else {
+        fail!(Exit::Usage, "no backup {} in the catalog: see 'lifeboat list'", args.backup_id)
+    };
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            fail!(
+                Exit::Usage,
+                "restore replaces the project's data and needs confirmation, but stdin is not a terminal: pass --yes"
+            );
+        }
+        if !confirm(&project, &entry)? {
+            fail!(Exit::Usage, "restore of backup {} cancelled: nothing was changed", entry.id);
+        }
+    }
+    let docker = connect_docker().await?;
+    let executor = Executor { project: &project, journal: &journal, docker, progress: ctx.progress };
+    let backup = BackupRef {
+        backup_id: entry.id,
+        path: entry.path.clone(),
+        sha256: entry.sha256.clone(),
+        size_bytes: entry.size_bytes,
+    };
+    let run = executor.start(RunSpec::Restore { backup }).await?;
+    match run.state() {
+        State::Completed => {
+            let roots = crate::restore::data_roots(&project, &executor.docker).await?;
+            let running = run.running().map(<[String]>::to_vec).unwrap_or_default();
+            let report = RestoreReport {
+                run_id: run.id(),
+                backup_id: entry.id,
+                restored: roots.into_iter().map(|r| r.archive_name).collect(),
+                stopped: running.clone(),
+                restarted: running,
+                downtime_ms: downtime_ms(&journal.events(run.id())?).unwrap_or(0),
+            };
+            print_report(ctx, &report)
+        }
+        _ if archive_refused(&run) => Err(Exit::Integrity.wrap(anyhow::anyhow!(
+            "{}\nthe archive does not match its catalog entry; check it with 'lifeboat verify {}'",
+            failure_summary(&run),
+            entry.id
+        ))),
+        _ => Err(Exit::Failed.wrap(anyhow::anyhow!("{}", failure_summary(&run)))),
+    }
+}
+
+/// Whether the run ended because its archive failed verification (nothing was touched).
+fn archive_refused(run: &Run) -> bool {
+    run.failures().first().is_some_and(|f| matches!(f.effect, Effect::VerifyArchive { .. }))
+}
+
+/// Asks on the terminal; `true` for yes.
+fn confirm(project: &Project, entry: &BackupEntry) -> anyhow::Result<bool> {
+    let mut stderr = std::io::stderr().lock();
+    let volumes = if project.config.backup.volumes { " and the named volumes" } else { "" };
+    write!(
+        stderr,
+        "restore backup {} ({}, made {}, {})?\n\
+         the running services of {} stop, and their data ({}{volumes}) is replaced by the backup's;\n\
+         the current data is kept aside until the restored data runs healthy. [y/N] ",
+        entry.id,
+        entry.kind.as_str(),
+        render::local_time(entry.created_at),
+        render::bytes(entry.size_bytes),
+        project.config.project.name,
+        render::list(&project.config.backup.paths),
+    )?;
+    stderr.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+}
+
+fn print_report(ctx: &Ctx, report: &RestoreReport) -> anyhow::Result<()> {
+    if ctx.json {
+        return ctx.print_json(&serde_json::to_value(report)?);
+    }
+    println!("restore of backup {} completed (run {})", report.backup_id, report.run_id);
+    println!("  restored   {}", render::list(&report.restored));
+    println!("  stopped    {}", render::list(&report.stopped));
+    println!("  restarted  {}", render::list(&report.restarted));
+    println!("  downtime   {}", render::duration_ms(report.downtime_ms));
+    Ok(())
 }
