@@ -62,6 +62,18 @@ pub enum Command {
     /// The current data is moved aside, not deleted, until the restored services are verified
     /// up; on any failure it is put back. Asks for confirmation on a terminal unless --yes.
     Restore(RestoreArgs),
+    /// Deploy a service package: back up, swap the files in, compose up, verify; roll back on failure.
+    ///
+    /// The package is checked whole before anything is touched. A pre-upgrade backup (data and
+    /// the deployment files the package replaces) is made first; if the new version does not come
+    /// up healthy, the old files, data and services are put back. Asks on a terminal unless --yes.
+    Upgrade(UpgradeArgs),
+    /// Go back to the pre-upgrade backup of the last completed upgrade (or BACKUP_ID): its data and
+    /// deployment files, as a journaled run. Asks on a terminal unless --yes.
+    Rollback(RollbackArgs),
+    /// Build service packages.
+    #[command(subcommand)]
+    Package(PackageCommand),
     /// Apply retention: delete backups older than retention_days beyond the newest keep_last.
     ///
     /// Never deletes the newest verified backup, never goes below keep_last, never deletes the
@@ -105,6 +117,40 @@ pub struct RestoreArgs {
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// The service package (.tar.gz with lifeboat-package.toml, deploy/, images/).
+    pub package: PathBuf,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The pre-upgrade backup to go back to (default: that of the last completed upgrade).
+    pub backup_id: Option<u64>,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PackageCommand {
+    /// Write DIR's manifest (every file of deploy/ and images/ with its sha256) and archive it.
+    #[command(disable_version_flag = true)]
+    Build {
+        /// The directory holding deploy/ and, optionally, images/*.tar.
+        dir: PathBuf,
+        /// The package file to write.
+        #[arg(short = 'o', long = "output", value_name = "PKG.tar.gz")]
+        output: PathBuf,
+        /// The version the package deploys (default: that of DIR/lifeboat-package.toml).
+        #[arg(long = "version", id = "package_version", value_name = "VERSION")]
+        version: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

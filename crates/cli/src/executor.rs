@@ -12,7 +12,7 @@ use crate::render::{self, now};
 use anyhow::Context;
 use lifeboat_archive::{Root, WriteOptions};
 use lifeboat_journal::{BackupEntry, Journal};
-use lifeboat_machine::{ArchiveFacts, BackupKind, Effect, Event, Outcome, Run, RunSpec};
+use lifeboat_machine::{ArchiveFacts, BackupKind, Effect, Event, Outcome, Run, RunKind, RunSpec};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -78,13 +78,45 @@ impl Executor<'_> {
         let result = match effect {
             Effect::Inspect => self.inspect().await.map(|running| Outcome::Inspected { running }),
             Effect::StopServices { services } => self.stop_services(services).await.map(|()| Outcome::Done),
-            Effect::WriteArchive { path } => self.write_archive(path).await.map(Outcome::ArchiveWritten),
+            Effect::WriteArchive { path } => self.write_archive(run, path).await.map(Outcome::ArchiveWritten),
             Effect::RecordBackup { archive, backup_kind, note } => {
                 self.record_backup(run, archive, *backup_kind, note.clone()).map(|()| Outcome::Done)
             }
             Effect::DiscardArchive { path } => self.discard_archive(run, path).map(|()| Outcome::Done),
             Effect::StartServices { services } => self.start_services(services).await.map(|()| Outcome::Done),
-            other => Err(anyhow::anyhow!("{} is not supported by this version of lifeboat", other.name())),
+            // The restore effects live in `crate::restore`, with the states they check.
+            Effect::VerifyArchive { backup } => self.verify_backup_archive(backup).await.map(|()| Outcome::Done),
+            // A rollback also swaps the deployment files (see `crate::deploy`); data first.
+            Effect::RestoreData { backup, deployment: true } => {
+                match self.restore_backup_data(run.id(), backup).await {
+                    Ok(()) => self.restore_backup_deployment(run.id(), backup).await.map(|()| Outcome::Done),
+                    Err(err) => Err(err),
+                }
+            }
+            Effect::RevertData if run.kind() == RunKind::Rollback => {
+                match self.revert_backup_deployment(run.id()).await {
+                    Ok(()) => self.revert_restored_data(run.id()).await.map(|()| Outcome::Done),
+                    Err(err) => Err(err),
+                }
+            }
+            Effect::CommitData if run.kind() == RunKind::Rollback => match self.commit_restored_data(run.id()).await {
+                Ok(()) => self.commit_backup_deployment(run).map(|()| Outcome::Done),
+                Err(err) => Err(err),
+            },
+            Effect::RestoreData { backup, deployment: false } => {
+                self.restore_backup_data(run.id(), backup).await.map(|()| Outcome::Done)
+            }
+            Effect::RevertData => self.revert_restored_data(run.id()).await.map(|()| Outcome::Done),
+            Effect::CommitData => self.commit_restored_data(run.id()).await.map(|()| Outcome::Done),
+            Effect::VerifyServices { services } => {
+                self.verify_services(services.as_deref()).await.map(|()| Outcome::Done)
+            }
+            Effect::StopStack => self.stop_stack().await.map(|()| Outcome::Done),
+            // The deployment effects live in `crate::deploy`.
+            Effect::Deploy { package } => self.deploy(run.id(), package).await.map(|()| Outcome::Done),
+            Effect::RestoreDeployment => self.restore_deployment(run.id()).await.map(|()| Outcome::Done),
+            Effect::CommitDeploy { version } => self.commit_deploy(run.id(), version).map(|()| Outcome::Done),
+            Effect::ComposeUp { services } => self.compose_up(services.as_deref()).await.map(|()| Outcome::Done),
         };
         result.unwrap_or_else(|err| Outcome::Failed { error: format!("{err:#}") })
     }
@@ -166,8 +198,10 @@ impl Executor<'_> {
         Ok(roots)
     }
 
-    async fn write_archive(&self, path: &str) -> anyhow::Result<ArchiveFacts> {
-        let roots = self.archive_roots().await?;
+    async fn write_archive(&self, run: &Run, path: &str) -> anyhow::Result<ArchiveFacts> {
+        let mut roots = self.archive_roots().await?;
+        // A pre-upgrade backup also keeps the deployment files the package replaces.
+        roots.extend(crate::deploy::deployment_roots(self.project, run.spec())?);
         let dest = PathBuf::from(path);
         if let Some(dir) = dest.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create the backup dir {}", dir.display()))?;

@@ -9,15 +9,20 @@ pub mod args;
 pub mod commands;
 pub mod compose;
 pub mod config;
+pub mod deploy;
 pub mod docker;
 pub mod executor;
 pub mod exit;
 pub mod lock;
+pub mod package;
 pub mod progress;
 pub mod project;
 pub mod render;
+pub mod retention;
+pub mod schedule;
+pub mod restore;
 
-use args::{AutoBackupCommand, Cli, Command, JournalCommand};
+use args::{AutoBackupCommand, Cli, Command, JournalCommand, PackageCommand};
 use clap::Parser;
 use commands::Ctx;
 use exit::Exit;
@@ -83,6 +88,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Recover => commands::recover::run(&ctx).await,
         Command::Restore(args) => commands::restore::run(&ctx, &args).await,
         Command::Prune(args) => commands::prune::run(&ctx, &args).await,
+        Command::Upgrade(args) => commands::upgrade::run(&ctx, &args).await,
+        Command::Rollback(args) => commands::rollback::run(&ctx, &args).await,
+        Command::Package(PackageCommand::Build { dir, output, version }) => {
+            commands::package::build(&ctx, &dir, &output, version.as_deref())
+        }
         Command::Completions { shell } => commands::docs::completions(shell),
         Command::Man => commands::docs::man(),
         Command::Journal(cmd) => match cmd {

@@ -8,10 +8,13 @@ pub mod daemon;
 pub mod docs;
 pub mod init;
 pub mod journal;
+pub mod package;
 pub mod prune;
 pub mod recover;
 pub mod restore;
+pub mod rollback;
 pub mod status;
+pub mod upgrade;
 
 use crate::docker::Docker;
 use crate::exit::Exit;

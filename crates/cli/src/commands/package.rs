@@ -1,0 +1,25 @@
+//! `lifeboat package build DIR -o PKG.tar.gz [--version V]`: make a service package (brief §6).
+
+use super::Ctx;
+use crate::render;
+use std::path::Path;
+
+pub fn build(ctx: &Ctx, dir: &Path, output: &Path, version: Option<&str>) -> anyhow::Result<()> {
+    let package = crate::package::build(dir, output, version)?;
+    if ctx.json {
+        return ctx.print_json(&serde_json::json!({
+            "path": package.path.to_string_lossy(),
+            "version": package.manifest.version,
+            "sha256": package.sha256,
+            "size_bytes": package.size_bytes,
+            "deploy_files": package.deploy_files,
+            "images": package.images,
+        }));
+    }
+    println!("package {} (version {})", package.path.display(), package.manifest.version);
+    println!("  size     {}", render::bytes(package.size_bytes));
+    println!("  sha256   {}", package.sha256);
+    println!("  deploys  {}", render::list(&package.deploy_files));
+    println!("  images   {}", render::list(&package.images));
+    Ok(())
+}
