@@ -134,8 +134,11 @@ fn a_missing_data_path_fails_before_anything_stops() {
     let project = Project::start();
     configure(&project);
     let toml = std::fs::read_to_string(project.dir().join("lifeboat.toml")).unwrap();
-    std::fs::write(project.dir().join("lifeboat.toml"), toml.replace("paths = [\"data\"]", "paths = [\"data\", \"nope\"]"))
-        .unwrap();
+    std::fs::write(
+        project.dir().join("lifeboat.toml"),
+        toml.replace("paths = [\"data\"]", "paths = [\"data\", \"nope\"]"),
+    )
+    .unwrap();
     let before = running(&project);
     let output = run(&project, &["backup"]);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
@@ -173,7 +176,8 @@ fn a_second_run_while_one_holds_the_lock_exits_3_naming_the_pid() {
     let project = Project::start();
     configure(&project);
     // Hold the first backup inside its archive step for a few seconds.
-    let mut first = command(&project, &["backup"]).env("FAILPOINTS", "intent:write_archive=sleep(4000)").spawn().unwrap();
+    let mut first =
+        command(&project, &["backup"]).env("FAILPOINTS", "intent:write_archive=sleep(4000)").spawn().unwrap();
     std::thread::sleep(Duration::from_millis(2500));
     let output = run(&project, &["backup"]);
     assert_eq!(output.status.code(), Some(3), "{}", describe(&output));

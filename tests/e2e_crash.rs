@@ -34,8 +34,13 @@ const BACKUP_POINTS: &[&str] = &[
 ];
 
 /// Points recovery itself passes, for the crash-during-recovery cases.
-const RECOVERY_POINTS: &[&str] =
-    &["recovering", "intent:discard_archive", "effect:discard_archive", "intent:start_services", "effect:start_services"];
+const RECOVERY_POINTS: &[&str] = &[
+    "recovering",
+    "intent:discard_archive",
+    "effect:discard_archive",
+    "intent:start_services",
+    "effect:start_services",
+];
 
 /// Runs `lifeboat backup` with one fail point armed and asserts it died by SIGKILL there.
 fn backup_crashing_at(project: &Project, point: &str) {
@@ -102,7 +107,12 @@ fn crash_during_recovery_then_recover_again() {
     for point in RECOVERY_POINTS {
         backup_crashing_at(&project, "outcome:write_archive");
         let output = command(&project, &["recover"]).env("FAILPOINTS", format!("{point}=return")).output().unwrap();
-        assert_eq!(output.status.signal(), Some(libc::SIGKILL), "recover should crash at {point}: {}", describe(&output));
+        assert_eq!(
+            output.status.signal(),
+            Some(libc::SIGKILL),
+            "recover should crash at {point}: {}",
+            describe(&output)
+        );
         recover_and_check(&project, &before, point);
         let runs = run_json(&project, &["journal", "list"]);
         assert_eq!(runs.as_array().unwrap().last().unwrap()["outcome"], "rolled_back", "{point}");

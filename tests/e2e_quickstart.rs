@@ -71,8 +71,11 @@ fn readme_quickstart_works_as_written_on_the_example_project() {
     // The example project, with the test image (the demo script builds its own, same content).
     let dir = tempfile::tempdir().unwrap();
     let compose = std::fs::read_to_string(root.join("examples/demo/docker-compose.yml")).unwrap();
-    std::fs::write(dir.path().join("docker-compose.yml"), compose.replace("lifeboat-demo-busybox:1", support::TEST_IMAGE))
-        .unwrap();
+    std::fs::write(
+        dir.path().join("docker-compose.yml"),
+        compose.replace("lifeboat-demo-busybox:1", support::TEST_IMAGE),
+    )
+    .unwrap();
     std::fs::create_dir(dir.path().join("data")).unwrap();
     let name = format!("lbquick_{}", std::process::id());
     let _down = Down { dir: dir.path(), name: name.clone() };
@@ -80,8 +83,7 @@ fn readme_quickstart_works_as_written_on_the_example_project() {
     assert!(up.status.success(), "compose up: {}", describe(&up));
 
     for args in commands {
-        let args: Vec<String> =
-            args.into_iter().map(|a| if a == "app" { name.clone() } else { a }).collect();
+        let args: Vec<String> = args.into_iter().map(|a| if a == "app" { name.clone() } else { a }).collect();
         let output = Command::new(LIFEBOAT).arg("-C").arg(dir.path()).args(&args).output().unwrap();
         assert!(output.status.success(), "lifeboat {}: {}", args.join(" "), describe(&output));
     }

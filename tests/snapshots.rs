@@ -49,11 +49,7 @@ fn fixed_project() -> tempfile::TempDir {
         (Effect::Inspect, Outcome::Inspected { running: running.clone() }, 12),
         (Effect::StopServices { services: running.clone() }, Outcome::Done, 1_850),
         (Effect::WriteArchive { path: path.clone() }, Outcome::ArchiveWritten(facts.clone()), 4_100),
-        (
-            Effect::RecordBackup { archive: facts.clone(), backup_kind: BackupKind::Auto, note: None },
-            Outcome::Done,
-            3,
-        ),
+        (Effect::RecordBackup { archive: facts.clone(), backup_kind: BackupKind::Auto, note: None }, Outcome::Done, 3),
         (Effect::StartServices { services: running.clone() }, Outcome::Done, 2_400),
     ];
     let mut t = 0;
@@ -82,11 +78,19 @@ fn fixed_project() -> tempfile::TempDir {
     // A second backup, killed while archiving.
     let path2 = "/srv/demo/backups/demo-20261127T020000Z-run000002.tar.gz".to_owned();
     let day = 86_400_000;
-    let spec = RunSpec::Backup { archive_path: path2.clone(), backup_kind: BackupKind::Manual, note: Some("before the migration".into()) };
+    let spec = RunSpec::Backup {
+        archive_path: path2.clone(),
+        backup_kind: BackupKind::Manual,
+        note: Some("before the migration".into()),
+    };
     let run2 = journal.begin_run(&Event::Started { at: at(day), spec }).unwrap();
     journal.append(run2, &Event::Intent { at: at(day + 1), effect: Effect::Inspect }).unwrap();
-    journal.append(run2, &Event::Outcome { at: at(day + 9), outcome: Outcome::Inspected { running: running.clone() } }).unwrap();
-    journal.append(run2, &Event::Intent { at: at(day + 10), effect: Effect::StopServices { services: running.clone() } }).unwrap();
+    journal
+        .append(run2, &Event::Outcome { at: at(day + 9), outcome: Outcome::Inspected { running: running.clone() } })
+        .unwrap();
+    journal
+        .append(run2, &Event::Intent { at: at(day + 10), effect: Effect::StopServices { services: running.clone() } })
+        .unwrap();
     journal.append(run2, &Event::Outcome { at: at(day + 1_700), outcome: Outcome::Done }).unwrap();
     journal.append(run2, &Event::Intent { at: at(day + 1_701), effect: Effect::WriteArchive { path: path2 } }).unwrap();
     dir

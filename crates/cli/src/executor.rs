@@ -233,9 +233,8 @@ impl Executor<'_> {
         kind: BackupKind,
         note: Option<String>,
     ) -> anyhow::Result<()> {
-        let size = std::fs::metadata(&archive.path)
-            .with_context(|| format!("the archive {} is gone", archive.path))?
-            .len();
+        let size =
+            std::fs::metadata(&archive.path).with_context(|| format!("the archive {} is gone", archive.path))?.len();
         if size != archive.size_bytes {
             anyhow::bail!("the archive {} is {size} bytes, but {} were written", archive.path, archive.size_bytes);
         }

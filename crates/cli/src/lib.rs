@@ -18,9 +18,9 @@ pub mod package;
 pub mod progress;
 pub mod project;
 pub mod render;
+pub mod restore;
 pub mod retention;
 pub mod schedule;
-pub mod restore;
 
 use args::{AutoBackupCommand, Cli, Command, JournalCommand, PackageCommand};
 use clap::Parser;
@@ -66,7 +66,8 @@ fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -82,7 +82,11 @@ impl Project {
                 run.id(),
                 run.kind(),
                 run.state(),
-                if interrupted.len() > 1 { format!(" ({} runs are interrupted)", interrupted.len()) } else { String::new() }
+                if interrupted.len() > 1 {
+                    format!(" ({} runs are interrupted)", interrupted.len())
+                } else {
+                    String::new()
+                }
             )));
         }
         Ok(())

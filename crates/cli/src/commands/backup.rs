@@ -65,7 +65,8 @@ fn archive_name(project: &str, run_id: u64) -> String {
 }
 
 fn report(run: &Run, events: &[Event]) -> anyhow::Result<BackupReport> {
-    let facts = run.archive().cloned().ok_or_else(|| anyhow::anyhow!("run {} completed without an archive", run.id()))?;
+    let facts =
+        run.archive().cloned().ok_or_else(|| anyhow::anyhow!("run {} completed without an archive", run.id()))?;
     let running = run.running().map(<[String]>::to_vec).unwrap_or_default();
     Ok(BackupReport {
         run_id: run.id(),

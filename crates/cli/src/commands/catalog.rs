@@ -78,7 +78,9 @@ pub fn verify(ctx: &Ctx, backup_id: Option<u64>, all: bool) -> anyhow::Result<()
         let result = lifeboat_archive::verify_archive(Path::new(&entry.path), &expected, &mut |n| bar.set_position(n));
         bar.finish_and_clear();
         match &result {
-            Ok(_) if !ctx.json => println!("backup {} ok: {} ({})", entry.id, entry.path, render::bytes(entry.size_bytes)),
+            Ok(_) if !ctx.json => {
+                println!("backup {} ok: {} ({})", entry.id, entry.path, render::bytes(entry.size_bytes))
+            }
             Err(err) if !ctx.json => println!("backup {} BAD: {err}", entry.id),
             _ => {}
         }

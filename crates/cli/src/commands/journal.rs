@@ -24,8 +24,9 @@ fn load(journal: &Journal, run_id: u64) -> anyhow::Result<(Run, Vec<Event>)> {
     if events.is_empty() {
         fail!(Exit::Usage, "no run {run_id} in the journal: see 'lifeboat journal list'");
     }
-    let run = replay(run_id, &events)
-        .map_err(|err| Exit::Integrity.wrap(anyhow::Error::new(err).context(format!("run {run_id} does not replay"))))?;
+    let run = replay(run_id, &events).map_err(|err| {
+        Exit::Integrity.wrap(anyhow::Error::new(err).context(format!("run {run_id} does not replay")))
+    })?;
     Ok((run, events))
 }
 
@@ -91,8 +92,9 @@ pub fn show(ctx: &Ctx, run_id: u64) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        return ctx
-            .print_json(&json!({ "run_id": run_id, "kind": run.kind().as_str(), "outcome": outcome(&run), "events": events }));
+        return ctx.print_json(
+            &json!({ "run_id": run_id, "kind": run.kind().as_str(), "outcome": outcome(&run), "events": events }),
+        );
     }
     println!(
         "run {run_id}: {} started {}, {} ({})",

@@ -16,10 +16,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
     let services = match Docker::connect().await {
         Ok(docker) => {
             let file = project.compose_file();
-            docker
-                .project_containers(name, file.exists().then_some(file.as_path()))
-                .await
-                .map_err(|e| e.to_string())
+            docker.project_containers(name, file.exists().then_some(file.as_path())).await.map_err(|e| e.to_string())
         }
         Err(err) => Err(err.to_string()),
     };
