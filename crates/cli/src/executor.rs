@@ -74,51 +74,52 @@ impl Executor<'_> {
         Ok(())
     }
 
+    /// Carries out one effect; any error becomes `Outcome::Failed` for the machine to settle.
     async fn carry_out(&self, run: &Run, effect: &Effect) -> Outcome {
-        let result = match effect {
-            Effect::Inspect => self.inspect().await.map(|running| Outcome::Inspected { running }),
-            Effect::StopServices { services } => self.stop_services(services).await.map(|()| Outcome::Done),
-            Effect::WriteArchive { path } => self.write_archive(run, path).await.map(Outcome::ArchiveWritten),
+        self.effect(run, effect).await.unwrap_or_else(|err| Outcome::Failed { error: format!("{err:#}") })
+    }
+
+    async fn effect(&self, run: &Run, effect: &Effect) -> anyhow::Result<Outcome> {
+        let rollback = run.kind() == RunKind::Rollback;
+        match effect {
+            Effect::Inspect => return Ok(Outcome::Inspected { running: self.inspect().await? }),
+            Effect::WriteArchive { path } => return Ok(Outcome::ArchiveWritten(self.write_archive(run, path).await?)),
+            Effect::StopServices { services } => self.stop_services(services).await?,
             Effect::RecordBackup { archive, backup_kind, note } => {
-                self.record_backup(run, archive, *backup_kind, note.clone()).map(|()| Outcome::Done)
+                self.record_backup(run, archive, *backup_kind, note.clone())?
             }
-            Effect::DiscardArchive { path } => self.discard_archive(run, path).map(|()| Outcome::Done),
-            Effect::StartServices { services } => self.start_services(services).await.map(|()| Outcome::Done),
-            // The restore effects live in `crate::restore`, with the states they check.
-            Effect::VerifyArchive { backup } => self.verify_backup_archive(backup).await.map(|()| Outcome::Done),
-            // A rollback also swaps the deployment files (see `crate::deploy`); data first.
-            Effect::RestoreData { backup, deployment: true } => {
-                match self.restore_backup_data(run.id(), backup).await {
-                    Ok(()) => self.restore_backup_deployment(run.id(), backup).await.map(|()| Outcome::Done),
-                    Err(err) => Err(err),
+            Effect::DiscardArchive { path } => self.discard_archive(run, path)?,
+            Effect::StartServices { services } => self.start_services(services).await?,
+            // The restore effects live in `crate::restore`, with the states they check; a rollback
+            // also swaps the deployment files (`crate::deploy`), data first.
+            Effect::VerifyArchive { backup } => self.verify_backup_archive(backup).await?,
+            Effect::RestoreData { backup, deployment } => {
+                self.restore_backup_data(run.id(), backup).await?;
+                if *deployment {
+                    self.restore_backup_deployment(run.id(), backup).await?;
                 }
             }
-            Effect::RevertData if run.kind() == RunKind::Rollback => {
-                match self.revert_backup_deployment(run.id()).await {
-                    Ok(()) => self.revert_restored_data(run.id()).await.map(|()| Outcome::Done),
-                    Err(err) => Err(err),
+            Effect::RevertData => {
+                if rollback {
+                    self.revert_backup_deployment(run.id()).await?;
+                }
+                self.revert_restored_data(run.id()).await?;
+            }
+            Effect::CommitData => {
+                self.commit_restored_data(run.id()).await?;
+                if rollback {
+                    self.commit_backup_deployment(run)?;
                 }
             }
-            Effect::CommitData if run.kind() == RunKind::Rollback => match self.commit_restored_data(run.id()).await {
-                Ok(()) => self.commit_backup_deployment(run).map(|()| Outcome::Done),
-                Err(err) => Err(err),
-            },
-            Effect::RestoreData { backup, deployment: false } => {
-                self.restore_backup_data(run.id(), backup).await.map(|()| Outcome::Done)
-            }
-            Effect::RevertData => self.revert_restored_data(run.id()).await.map(|()| Outcome::Done),
-            Effect::CommitData => self.commit_restored_data(run.id()).await.map(|()| Outcome::Done),
-            Effect::VerifyServices { services } => {
-                self.verify_services(services.as_deref()).await.map(|()| Outcome::Done)
-            }
-            Effect::StopStack => self.stop_stack().await.map(|()| Outcome::Done),
+            Effect::VerifyServices { services } => self.verify_services(services.as_deref()).await?,
+            Effect::StopStack => self.stop_stack().await?,
             // The deployment effects live in `crate::deploy`.
-            Effect::Deploy { package } => self.deploy(run.id(), package).await.map(|()| Outcome::Done),
-            Effect::RestoreDeployment => self.restore_deployment(run.id()).await.map(|()| Outcome::Done),
-            Effect::CommitDeploy { version } => self.commit_deploy(run.id(), version).map(|()| Outcome::Done),
-            Effect::ComposeUp { services } => self.compose_up(services.as_deref()).await.map(|()| Outcome::Done),
-        };
-        result.unwrap_or_else(|err| Outcome::Failed { error: format!("{err:#}") })
+            Effect::Deploy { package } => self.deploy(run.id(), package).await?,
+            Effect::RestoreDeployment => self.restore_deployment(run.id()).await?,
+            Effect::CommitDeploy { version } => self.commit_deploy(run.id(), version)?,
+            Effect::ComposeUp { services } => self.compose_up(services.as_deref()).await?,
+        }
+        Ok(Outcome::Done)
     }
 
     /// Checks that every data path exists and lists the services running now, in stop order.
@@ -180,22 +181,11 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// The trees a backup archives: each data path, then each named volume.
+    /// The trees a backup archives: each data path, then each named volume (the same roots a
+    /// restore puts back).
     async fn archive_roots(&self) -> anyhow::Result<Vec<Root>> {
-        let config = &self.project.config;
-        let mut roots: Vec<Root> = config
-            .backup
-            .paths
-            .iter()
-            .map(|path| Root { archive_name: format!("paths/{path}"), source: self.project.dir.join(path) })
-            .collect();
-        if config.backup.volumes {
-            for volume in self.docker.project_volumes(&config.project.name).await? {
-                let name = volume.compose_name.clone().unwrap_or(volume.name.clone());
-                roots.push(Root { archive_name: format!("volumes/{name}"), source: volume.mountpoint });
-            }
-        }
-        Ok(roots)
+        let roots = crate::restore::data_roots(self.project, &self.docker).await?;
+        Ok(roots.into_iter().map(|root| Root { archive_name: root.archive_name, source: root.target }).collect())
     }
 
     async fn write_archive(&self, run: &Run, path: &str) -> anyhow::Result<ArchiveFacts> {
