@@ -105,7 +105,9 @@ impl Scenario {
         let id = sim.next_run_id();
         let w = &sim.world;
         match op {
-            Op::Backup => Some(backup_spec(id, if id.is_multiple_of(2) { BackupKind::Auto } else { BackupKind::Manual })),
+            Op::Backup => {
+                Some(backup_spec(id, if id.is_multiple_of(2) { BackupKind::Auto } else { BackupKind::Manual }))
+            }
             Op::Upgrade { healthy } => Some(upgrade_spec(id, if *healthy { "v2" } else { "v3" })),
             Op::Restore(i) => {
                 let ids: Vec<RunId> = w.catalog.keys().copied().collect();
