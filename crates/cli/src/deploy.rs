@@ -300,7 +300,7 @@ impl Executor<'_> {
                     );
                 }
                 for image in &checked.images {
-                    let loaded = self.docker.load_image(&base.join("staged").join(image)).await?;
+                    let loaded = self.docker()?.load_image(&base.join("staged").join(image)).await?;
                     tracing::info!("loaded {} from {image}", loaded.join(", "));
                 }
                 let files = plan_files(&dir, checked.deploy_files);
@@ -341,7 +341,7 @@ impl Executor<'_> {
         };
         let timeout = Duration::from_secs(self.project.config.services.start_timeout_secs);
         let file = self.project.compose_file();
-        let containers = self.docker.project_containers(&config.name, Some(&file)).await?;
+        let containers = self.docker()?.project_containers(&config.name, Some(&file)).await?;
         for service in &wanted {
             if !containers.iter().any(|c| &c.service == service) {
                 anyhow::bail!(
@@ -352,7 +352,7 @@ impl Executor<'_> {
         }
         for container in docker::start_order(&containers)? {
             if wanted.contains(&container.service) {
-                self.docker.wait_up(&container.name, timeout).await?;
+                self.docker()?.wait_up(&container.name, timeout).await?;
             }
         }
         Ok(())

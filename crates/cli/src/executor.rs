@@ -12,14 +12,15 @@ use crate::render::{self, now};
 use anyhow::Context;
 use lifeboat_archive::{Root, WriteOptions};
 use lifeboat_journal::{BackupEntry, Journal};
-use lifeboat_machine::{ArchiveFacts, BackupKind, Effect, Event, Outcome, Run, RunKind, RunSpec};
+use lifeboat_machine::{ArchiveFacts, BackupKind, BackupRef, Effect, Event, Outcome, Run, RunKind, RunSpec};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub struct Executor<'a> {
     pub project: &'a Project,
     pub journal: &'a Journal,
-    pub docker: Docker,
+    /// The daemon, for runs that touch services (every kind but prune).
+    pub docker: Option<Docker>,
     /// Show progress bars on stderr.
     pub progress: bool,
 }
@@ -118,6 +119,7 @@ impl Executor<'_> {
             Effect::RestoreDeployment => self.restore_deployment(run.id()).await?,
             Effect::CommitDeploy { version } => self.commit_deploy(run.id(), version)?,
             Effect::ComposeUp { services } => self.compose_up(services.as_deref()).await?,
+            Effect::DeleteBackup { backup } => self.delete_backup(backup)?,
         }
         Ok(Outcome::Done)
     }
@@ -143,7 +145,7 @@ impl Executor<'_> {
     async fn containers(&self) -> anyhow::Result<Vec<docker::Container>> {
         let compose_file = self.project.compose_file();
         let compose_file = compose_file.exists().then_some(compose_file.as_path());
-        Ok(self.docker.project_containers(&self.project.config.project.name, compose_file).await?)
+        Ok(self.docker()?.project_containers(&self.project.config.project.name, compose_file).await?)
     }
 
     /// Stops the containers of `services`, dependants first. A container Docker had to kill after
@@ -155,7 +157,7 @@ impl Executor<'_> {
             if !services.contains(&container.service) {
                 continue;
             }
-            if self.docker.stop(&container.name, timeout).await? == docker::StopOutcome::Killed {
+            if self.docker()?.stop(&container.name, timeout).await? == docker::StopOutcome::Killed {
                 anyhow::bail!(
                     "{} did not stop within {} s, so Docker killed it and its data may be inconsistent: \
                      raise services.stop_timeout_secs or fix how it shuts down",
@@ -175,8 +177,8 @@ impl Executor<'_> {
             if !services.contains(&container.service) {
                 continue;
             }
-            let _ = self.docker.start(&container.name).await?;
-            self.docker.wait_up(&container.name, timeout).await?;
+            let _ = self.docker()?.start(&container.name).await?;
+            self.docker()?.wait_up(&container.name, timeout).await?;
         }
         Ok(())
     }
@@ -184,7 +186,7 @@ impl Executor<'_> {
     /// The trees a backup archives: each data path, then each named volume (the same roots a
     /// restore puts back).
     async fn archive_roots(&self) -> anyhow::Result<Vec<Root>> {
-        let roots = crate::restore::data_roots(self.project, &self.docker).await?;
+        let roots = crate::restore::data_roots(self.project, self.docker()?).await?;
         Ok(roots.into_iter().map(|root| Root { archive_name: root.archive_name, source: root.target }).collect())
     }
 
@@ -246,6 +248,31 @@ impl Executor<'_> {
             note,
             protects_version,
         })?;
+        Ok(())
+    }
+
+    /// The Docker connection; a run that needs one always has one (see the commands).
+    pub fn docker(&self) -> anyhow::Result<&Docker> {
+        self.docker
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("this step needs the Docker daemon, which was not connected"))
+    }
+
+    /// Removes a backup from the catalog, then its archive: a crash in between leaves a file that
+    /// `prune` reports as unknown, never a catalog entry without its archive. Either already gone
+    /// is fine, so recovery can redo it.
+    fn delete_backup(&self, backup: &BackupRef) -> anyhow::Result<()> {
+        self.journal.remove_backup(backup.backup_id)?;
+        crash_point("delete_backup:catalog_removed");
+        let path = self.project.dir.join(&backup.path);
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!("deleted {}", path.display()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err).with_context(|| format!("cannot delete {}", path.display())),
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+        }
         Ok(())
     }
 

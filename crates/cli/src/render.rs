@@ -63,6 +63,10 @@ pub fn event_detail(event: &Event) -> String {
             }
             RunSpec::Restore { backup } => format!("restore of backup {} ({})", backup.backup_id, backup.path),
             RunSpec::Rollback { backup } => format!("rollback to backup {} ({})", backup.backup_id, backup.path),
+            RunSpec::Prune { deletions } => {
+                let ids: Vec<String> = deletions.iter().map(|b| b.backup_id.to_string()).collect();
+                format!("prune of backup(s) {}", ids.join(", "))
+            }
         },
         Event::Intent { effect, .. } => effect_detail(effect),
         Event::Outcome { outcome, .. } => match outcome {
@@ -105,6 +109,7 @@ pub fn effect_detail(effect: &Effect) -> String {
         }
         Effect::RevertData => "put the data moved aside back".into(),
         Effect::CommitData => "delete the data moved aside".into(),
+        Effect::DeleteBackup { backup } => format!("delete backup {} ({})", backup.backup_id, backup.path),
     }
 }
 

@@ -266,7 +266,7 @@ impl Executor<'_> {
     }
 
     pub(crate) async fn restore_backup_data(&self, run_id: RunId, backup: &BackupRef) -> anyhow::Result<()> {
-        let roots = data_roots(self.project, &self.docker).await?;
+        let roots = data_roots(self.project, self.docker()?).await?;
         let archive = PathBuf::from(&backup.path);
         tokio::task::spawn_blocking(move || restore_data(&archive, &roots, run_id))
             .await
@@ -274,19 +274,19 @@ impl Executor<'_> {
     }
 
     pub(crate) async fn revert_restored_data(&self, run_id: RunId) -> anyhow::Result<()> {
-        let roots = data_roots(self.project, &self.docker).await?;
+        let roots = data_roots(self.project, self.docker()?).await?;
         tokio::task::spawn_blocking(move || revert_data(&roots, run_id)).await.context("the revert panicked")?
     }
 
     pub(crate) async fn commit_restored_data(&self, run_id: RunId) -> anyhow::Result<()> {
-        let roots = data_roots(self.project, &self.docker).await?;
+        let roots = data_roots(self.project, self.docker()?).await?;
         tokio::task::spawn_blocking(move || commit_data(&roots, run_id)).await.context("the commit panicked")?
     }
 
     async fn project_containers(&self) -> anyhow::Result<Vec<docker::Container>> {
         let compose_file = self.project.compose_file();
         let compose_file = compose_file.exists().then_some(compose_file.as_path());
-        Ok(self.docker.project_containers(&self.project.config.project.name, compose_file).await?)
+        Ok(self.docker()?.project_containers(&self.project.config.project.name, compose_file).await?)
     }
 
     /// `VerifyServices`: each container of `services` (of every service when `None`) is running
@@ -305,7 +305,7 @@ impl Executor<'_> {
             if services.is_some_and(|s| !s.contains(&container.service)) {
                 continue;
             }
-            self.docker.wait_up(&container.name, timeout).await?;
+            self.docker()?.wait_up(&container.name, timeout).await?;
         }
         Ok(())
     }
@@ -316,7 +316,7 @@ impl Executor<'_> {
         let timeout = Duration::from_secs(self.project.config.services.stop_timeout_secs);
         let containers = self.project_containers().await?;
         for container in docker::stop_order(&containers)? {
-            if self.docker.stop(&container.name, timeout).await? == docker::StopOutcome::Killed {
+            if self.docker()?.stop(&container.name, timeout).await? == docker::StopOutcome::Killed {
                 tracing::warn!("{} did not stop within {} s, so Docker killed it", container.name, timeout.as_secs());
             }
         }

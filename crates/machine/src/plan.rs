@@ -30,8 +30,11 @@ mod step {
 /// - backup: the archive is recorded; undoing would throw away a good backup.
 /// - upgrade: the new version was verified healthy.
 /// - restore and rollback: the restored data was verified with the services up.
+/// - prune: from the start. A deleted backup cannot be undeleted, and every deletion is
+///   idempotent, so an interrupted prune always finishes.
 pub(crate) fn point_of_no_return(kind: RunKind) -> usize {
     match kind {
+        RunKind::Prune => 0,
         RunKind::Backup => step::RECORD + 1,
         RunKind::Upgrade => step::VERIFY_UPGRADE + 1,
         RunKind::Restore | RunKind::Rollback => step::RESTORE_VERIFY + 1,
@@ -80,6 +83,10 @@ pub(crate) fn forward_step(run: &Run, index: usize) -> Result<Option<(State, Eff
                 _ => return Ok(None),
             }
         }
+        RunSpec::Prune { deletions } => match deletions.get(index) {
+            Some(backup) => (State::Pruning, Effect::DeleteBackup { backup: backup.clone() }),
+            None => return Ok(None),
+        },
     };
     Ok(Some(step))
 }
@@ -151,6 +158,8 @@ pub(crate) fn settle(run: &Run, begun: usize, done: usize) -> Result<(Vec<Effect
                 steps.push(Effect::CommitData);
             }
         }
+        // Past its point of no return from the start: handled above.
+        RunSpec::Prune { .. } => {}
         RunSpec::Restore { .. } | RunSpec::Rollback { .. } => {
             let rollback = run.kind() == RunKind::Rollback;
             if begun > step::RESTORE_DATA {

@@ -109,7 +109,7 @@ impl Run {
         let Event::Started { at, spec } = event else {
             return Err(MachineError::NotStarted);
         };
-        Ok(Run {
+        let mut run = Run {
             id,
             spec: spec.clone(),
             started_at: *at,
@@ -121,7 +121,10 @@ impl Run {
             running: None,
             archive: None,
             failures: Vec::new(),
-        })
+        };
+        // A run with no step at all (a prune with nothing to delete) ends as it starts.
+        run.end_if_done()?;
+        Ok(run)
     }
 
     pub fn id(&self) -> RunId {

@@ -20,6 +20,7 @@ pub enum RunKind {
     Upgrade,
     Restore,
     Rollback,
+    Prune,
 }
 
 impl RunKind {
@@ -30,6 +31,7 @@ impl RunKind {
             RunKind::Upgrade => "upgrade",
             RunKind::Restore => "restore",
             RunKind::Rollback => "rollback",
+            RunKind::Prune => "prune",
         }
     }
 }
@@ -92,6 +94,9 @@ pub enum RunSpec {
     Restore { backup: BackupRef },
     /// Put a backup's data and deployment files back (the pre-upgrade backup of an upgrade).
     Rollback { backup: BackupRef },
+    /// Delete these backups, as the retention policy decided (planned, and their archives
+    /// verified, before the run starts).
+    Prune { deletions: Vec<BackupRef> },
 }
 
 impl RunSpec {
@@ -101,6 +106,7 @@ impl RunSpec {
             RunSpec::Upgrade { .. } => RunKind::Upgrade,
             RunSpec::Restore { .. } => RunKind::Restore,
             RunSpec::Rollback { .. } => RunKind::Rollback,
+            RunSpec::Prune { .. } => RunKind::Prune,
         }
     }
 }
@@ -117,6 +123,7 @@ pub enum State {
     Restoring,
     Restarting,
     Verifying,
+    Pruning,
     RollingBack,
     Completed,
     RolledBack,
@@ -138,6 +145,7 @@ impl State {
             State::Restoring => "restoring",
             State::Restarting => "restarting",
             State::Verifying => "verifying",
+            State::Pruning => "pruning",
             State::RollingBack => "rolling_back",
             State::Completed => "completed",
             State::RolledBack => "rolled_back",
@@ -212,6 +220,9 @@ pub enum Effect {
     RevertData,
     /// Delete the data moved aside by `RestoreData`, now that its replacement is verified.
     CommitData,
+    /// Remove a backup's catalog entry, then its archive, in that order, so a crash never leaves
+    /// an entry without its file. Either already gone is fine.
+    DeleteBackup { backup: BackupRef },
 }
 
 impl Effect {
@@ -234,6 +245,7 @@ impl Effect {
             Effect::RestoreData { .. } => "restore_data",
             Effect::RevertData => "revert_data",
             Effect::CommitData => "commit_data",
+            Effect::DeleteBackup { .. } => "delete_backup",
         }
     }
 }

@@ -35,6 +35,8 @@ enum Op {
     Restore(usize),
     /// Roll back to the pre-upgrade backup of the last upgrade.
     Rollback,
+    /// Prune the oldest backups, as many as this (modulo the catalog size), keeping the newest.
+    Prune(usize),
     AppWrite,
     Toggle(usize),
 }
@@ -63,6 +65,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => any::<bool>().prop_map(|healthy| Op::Upgrade { healthy }),
         2 => (0..4usize).prop_map(Op::Restore),
         2 => Just(Op::Rollback),
+        1 => (1..4usize).prop_map(Op::Prune),
         1 => Just(Op::AppWrite),
         1 => (0..4usize).prop_map(Op::Toggle),
     ]
@@ -115,6 +118,12 @@ impl Scenario {
                 Some(RunSpec::Restore { backup: backup_ref(w, pick)? })
             }
             Op::Rollback => Some(RunSpec::Rollback { backup: last_pre_upgrade(w)? }),
+            Op::Prune(n) => {
+                let ids: Vec<RunId> = w.catalog.keys().copied().collect();
+                let oldest = &ids[..ids.len().saturating_sub(1)];
+                let deletions = oldest.iter().take(*n).filter_map(|id| backup_ref(w, *id)).collect::<Vec<_>>();
+                (!deletions.is_empty()).then_some(RunSpec::Prune { deletions })
+            }
             Op::AppWrite | Op::Toggle(_) => None,
         }
     }

@@ -765,3 +765,37 @@ fn completed_upgrade_starts_services_that_were_stopped() {
     sim.check_ended(&run);
     assert_eq!(sim.world.running(), ["proxy", "app", "cache", "db"]);
 }
+
+// -------------------------------------------------------------------------------------------------
+// Prune: past its point of no return from the start.
+
+fn prune_of(ids: &[u64]) -> RunSpec {
+    RunSpec::Prune {
+        deletions: ids
+            .iter()
+            .map(|id| BackupRef { backup_id: *id, path: format!("b/{id}.tar.gz"), sha256: "ab".into(), size_bytes: 1 })
+            .collect(),
+    }
+}
+
+#[test]
+fn prune_interrupted_always_finishes_its_deletions() {
+    let spec = prune_of(&[3, 4]);
+    let RunSpec::Prune { deletions } = &spec else { unreachable!() };
+    let delete = |i: usize| Effect::DeleteBackup { backup: deletions[i].clone() };
+    // Interrupted during the first deletion: it is redone, then the second.
+    let j = Journal::new(spec.clone()).begin();
+    j.expect(State::Pruning, Decision::Resume, vec![delete(0), delete(1)], State::Completed);
+    // Between the two.
+    let j = Journal::new(spec.clone()).ok(1);
+    j.expect(State::Pruning, Decision::Resume, vec![delete(1)], State::Completed);
+}
+
+#[test]
+fn prune_with_nothing_to_delete_ends_as_it_starts() {
+    let started = Run::start(prune_of(&[]), Timestamp(0));
+    let run = Run::from_started(ID, &started).unwrap();
+    assert_eq!(run.state(), State::Completed);
+    assert!(run.is_ended());
+    assert_eq!(recover(ID, &[started]), Ok(None));
+}

@@ -42,7 +42,7 @@ pub async fn scheduled_backup(ctx: &Ctx) -> anyhow::Result<ScheduledRun> {
     let journal = project.journal()?;
     project.refuse_if_interrupted(&journal)?;
     let backup = super::backup::backup(ctx, &project, &journal, BackupKind::Auto, None).await?;
-    let prune = super::prune::prune(ctx, &project, &journal, false);
+    let prune = super::prune::prune(ctx, &project, &journal, false).await;
     Ok(ScheduledRun { backup, prune })
 }
 

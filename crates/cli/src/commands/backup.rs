@@ -41,7 +41,7 @@ pub async fn backup(
     note: Option<String>,
 ) -> anyhow::Result<BackupReport> {
     let docker = connect_docker().await?;
-    let executor = Executor { project, journal, docker, progress: ctx.progress };
+    let executor = Executor { project, journal, docker: Some(docker), progress: ctx.progress };
     // The lock is held, so no other run can take this id before `begin_run` does.
     let run_id = journal.last_run_id()?.unwrap_or(0) + 1;
     let archive_path = project.backup_dir().join(archive_name(&project.config.project.name, run_id));

@@ -1,22 +1,22 @@
 //! `lifeboat prune` (and the retention half of `auto-backup run`): apply the plan of
 //! [`crate::retention`] to the catalog and the backup directory.
 //!
-//! Crash safety: a backup is removed from the catalog (one durable journal transaction) before
-//! its file is deleted. A crash between the two leaves a file the catalog no longer knows, which
-//! the next prune reports as unknown; it never leaves a catalog entry whose archive is gone.
+//! The plan (which backups go, their archives verified first) is made here; the deletions are a
+//! journaled run of kind `prune`, one `DeleteBackup` step per backup. Each step removes the
+//! catalog entry (one durable journal transaction) before the file, so a crash never leaves a
+//! catalog entry whose archive is gone, and `lifeboat recover` finishes an interrupted prune.
 //! Files the catalog does not know are reported, never deleted.
-//!
-//! Prune is not journaled as a run of its own: that needs a new run kind in `lifeboat-machine`.
-//! Each catalog removal is durable on its own, and the order above makes every crash point safe.
 
 use super::Ctx;
 use crate::args::PruneArgs;
+use crate::executor::Executor;
 use crate::exit::Exit;
 use crate::project::Project;
 use crate::render;
 use crate::retention::{self, KeepReason, Policy};
 use lifeboat_archive::Expected;
 use lifeboat_journal::{BackupEntry, Journal};
+use lifeboat_machine::{BackupRef, RunSpec, State};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ pub async fn run(ctx: &Ctx, args: &PruneArgs) -> anyhow::Result<()> {
     let _lock = project.lock()?;
     let journal = project.journal()?;
     project.refuse_if_interrupted(&journal)?;
-    let report = prune(ctx, &project, &journal, args.dry_run)?;
+    let report = prune(ctx, &project, &journal, args.dry_run).await?;
     if ctx.json {
         ctx.print_json(&report.to_json())?;
     } else {
@@ -47,7 +47,8 @@ pub struct PruneReport {
     pub failed_verification: Vec<(u64, String)>,
     /// `*.tar.gz` and `*.partial` files in the backup directory that no catalog entry names.
     pub unknown_files: Vec<PathBuf>,
-    /// Backups removed from the catalog whose file could not be deleted, with the error.
+    /// When the prune run could not finish its deletions: its run id and errors (the run ended
+    /// failed; its journal has every step).
     pub file_errors: Vec<(u64, String)>,
     entries: BTreeMap<u64, BackupEntry>,
 }
@@ -55,7 +56,7 @@ pub struct PruneReport {
 /// Plans and (unless `dry_run`) applies retention, under the caller's lock. Verification
 /// failures and undeletable files are in the report; [`PruneReport::result`] turns them into the
 /// exit code.
-pub fn prune(ctx: &Ctx, project: &Project, journal: &Journal, dry_run: bool) -> anyhow::Result<PruneReport> {
+pub async fn prune(ctx: &Ctx, project: &Project, journal: &Journal, dry_run: bool) -> anyhow::Result<PruneReport> {
     let backups = journal.backups().map_err(|err| Exit::Integrity.wrap(err))?;
     let policy =
         Policy { retention_days: project.config.backup.retention_days, keep_last: project.config.backup.keep_last };
@@ -90,20 +91,26 @@ pub fn prune(ctx: &Ctx, project: &Project, journal: &Journal, dry_run: bool) -> 
         entries: backups.iter().map(|b| (b.id, b.clone())).collect(),
         ..PruneReport::default()
     };
-    if !dry_run {
-        for id in &plan.delete {
-            let entry = &report.entries[id];
-            // The catalog entry first: once it is gone, nothing lists the archive as a backup.
-            journal.remove_backup(*id).map_err(|err| {
-                anyhow::Error::new(err).context(format!(
-                    "cannot remove backup {id} from the catalog; nothing else was deleted after it: run 'lifeboat prune' again"
-                ))
-            })?;
-            let path = archive_path(project, entry);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => report.file_errors.push((*id, format!("cannot delete {}: {err}", path.display()))),
+    if !dry_run && !plan.delete.is_empty() {
+        let deletions = plan
+            .delete
+            .iter()
+            .map(|id| {
+                let entry = &report.entries[id];
+                BackupRef {
+                    backup_id: entry.id,
+                    path: entry.path.clone(),
+                    sha256: entry.sha256.clone(),
+                    size_bytes: entry.size_bytes,
+                }
+            })
+            .collect();
+        // Deleting needs no daemon.
+        let executor = Executor { project, journal, docker: None, progress: false };
+        let run = executor.start(RunSpec::Prune { deletions }).await?;
+        if run.state() != State::Completed {
+            for failure in run.failures() {
+                report.file_errors.push((run.id(), failure.error.clone()));
             }
         }
     }
@@ -172,8 +179,8 @@ impl PruneReport {
                 println!("    FAILED verification: {error}");
             }
         }
-        for (id, error) in &self.file_errors {
-            println!("backup {id}: removed from the catalog, but {error}: delete it by hand");
+        for (run, error) in &self.file_errors {
+            println!("prune run {run} failed: {error} (see 'lifeboat journal show {run}')");
         }
         for path in &self.unknown_files {
             println!("unknown file (not in the catalog, left alone): {}", path.display());
@@ -183,8 +190,8 @@ impl PruneReport {
         }
     }
 
-    /// The exit code the report asks for: 5 if an archive failed verification, 1 if a file could
-    /// not be deleted.
+    /// The exit code the report asks for: 5 if an archive failed verification, 1 if the prune run
+    /// could not finish its deletions.
     pub fn result(&self) -> anyhow::Result<()> {
         if !self.failed_verification.is_empty() {
             let ids: Vec<String> = self.failed_verification.iter().map(|(id, _)| id.to_string()).collect();
@@ -197,7 +204,7 @@ impl PruneReport {
         if !self.file_errors.is_empty() {
             crate::fail!(
                 Exit::Failed,
-                "{} archive file(s) could not be deleted after their catalog entries were removed: see above",
+                "the prune run could not finish its deletions ({} error(s)): see above",
                 self.file_errors.len()
             );
         }
@@ -263,8 +270,8 @@ mod tests {
         Ctx { dir: dir.to_path_buf(), json: true, progress: false }
     }
 
-    #[test]
-    fn prune_removes_entries_and_files_reports_unknown_files_and_a_dry_run_changes_nothing() {
+    #[tokio::test]
+    async fn prune_removes_entries_and_files_reports_unknown_files_and_a_dry_run_changes_nothing() {
         let tmp = tempfile::tempdir().unwrap();
         // Backups 1..=5, aged 90, 60, 40, 10 and 1 days.
         let (project, journal) = project_with_backups(tmp.path(), &[90, 60, 40, 10, 1]);
@@ -272,12 +279,12 @@ mod tests {
         std::fs::write(project.backup_dir().join("demo-x.tar.gz.partial"), b"x").unwrap();
         std::fs::write(project.backup_dir().join("notes.txt"), b"x").unwrap();
 
-        let dry = prune(&ctx(tmp.path()), &project, &journal, true).unwrap();
+        let dry = prune(&ctx(tmp.path()), &project, &journal, true).await.unwrap();
         assert_eq!(dry.deleted, vec![1, 2, 3]);
         assert_eq!(journal.backups().unwrap().len(), 5);
         assert!(project.backup_dir().join("b90.tar.gz").exists());
 
-        let report = prune(&ctx(tmp.path()), &project, &journal, false).unwrap();
+        let report = prune(&ctx(tmp.path()), &project, &journal, false).await.unwrap();
         assert_eq!(report.deleted, vec![1, 2, 3]);
         assert_eq!(report.kept, vec![(5, KeepReason::NewestVerified), (4, KeepReason::WithinRetention)]);
         let ids: Vec<u64> = journal.backups().unwrap().iter().map(|b| b.id).collect();
@@ -290,19 +297,25 @@ mod tests {
         assert_eq!(names, ["demo-x.tar.gz.partial", "stray.tar.gz"]);
         assert!(project.backup_dir().join("stray.tar.gz").exists(), "unknown files are never deleted");
         report.result().unwrap();
+        // The deletions are a journaled prune run, one step per backup.
+        let run_id = journal.last_run_id().unwrap().expect("a prune run");
+        let run = lifeboat_machine::replay(run_id, &journal.events(run_id).unwrap()).unwrap();
+        assert_eq!((run.kind(), run.state()), (lifeboat_machine::RunKind::Prune, State::Completed));
+        let RunSpec::Prune { deletions } = run.spec() else { panic!("not a prune: {:?}", run.spec()) };
+        assert_eq!(deletions.iter().map(|b| b.backup_id).collect::<Vec<_>>(), [1, 2, 3]);
         let json = report.to_json();
         assert_eq!(json["deleted"], serde_json::json!([1, 2, 3]));
         assert_eq!(json["kept"][0], serde_json::json!({"id": 5, "reason": "newest-verified"}));
     }
 
-    #[test]
-    fn a_corrupt_archive_is_kept_reported_and_not_counted_as_verified() {
+    #[tokio::test]
+    async fn a_corrupt_archive_is_kept_reported_and_not_counted_as_verified() {
         let tmp = tempfile::tempdir().unwrap();
         let (project, journal) = project_with_backups(tmp.path(), &[90, 60, 40]);
         // The newest archive is damaged: keep_last = 2 must then keep backups 1 and 2, the only
         // verified ones, and backup 3 stays too, as a corrupt archive prune never deletes.
         std::fs::write(project.backup_dir().join("b40.tar.gz"), b"not an archive").unwrap();
-        let report = prune(&ctx(tmp.path()), &project, &journal, false).unwrap();
+        let report = prune(&ctx(tmp.path()), &project, &journal, false).await.unwrap();
         assert!(report.deleted.is_empty());
         assert_eq!(
             report.kept,

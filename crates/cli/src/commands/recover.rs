@@ -21,7 +21,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         return Ok(());
     }
     let docker = connect_docker().await?;
-    let executor = Executor { project: &project, journal: &journal, docker, progress: ctx.progress };
+    let executor = Executor { project: &project, journal: &journal, docker: Some(docker), progress: ctx.progress };
     let mut results = Vec::new();
     let mut failed = false;
     for mut run in interrupted {

@@ -50,7 +50,7 @@ pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> anyhow::Result<()> {
         }
     }
     let docker = connect_docker().await?;
-    let executor = Executor { project: &project, journal: &journal, docker, progress: ctx.progress };
+    let executor = Executor { project: &project, journal: &journal, docker: Some(docker), progress: ctx.progress };
     let backup = BackupRef {
         backup_id: entry.id,
         path: entry.path.clone(),
@@ -60,7 +60,7 @@ pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> anyhow::Result<()> {
     let run = executor.start(RunSpec::Restore { backup }).await?;
     match run.state() {
         State::Completed => {
-            let roots = crate::restore::data_roots(&project, &executor.docker).await?;
+            let roots = crate::restore::data_roots(&project, executor.docker()?).await?;
             let running = run.running().map(<[String]>::to_vec).unwrap_or_default();
             let report = RestoreReport {
                 run_id: run.id(),

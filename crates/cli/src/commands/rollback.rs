@@ -66,7 +66,7 @@ pub async fn run(ctx: &Ctx, args: &RollbackArgs) -> anyhow::Result<()> {
         }
     }
     let docker = connect_docker().await?;
-    let executor = Executor { project: &project, journal: &journal, docker, progress: ctx.progress };
+    let executor = Executor { project: &project, journal: &journal, docker: Some(docker), progress: ctx.progress };
     let backup = BackupRef {
         backup_id: entry.id,
         path: entry.path.clone(),

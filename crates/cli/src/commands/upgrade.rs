@@ -70,7 +70,7 @@ pub async fn run(ctx: &Ctx, args: &UpgradeArgs) -> anyhow::Result<()> {
     }
     let docker = connect_docker().await?;
     check_free_space(&project, &docker, &package).await?;
-    let executor = Executor { project: &project, journal: &journal, docker, progress: ctx.progress };
+    let executor = Executor { project: &project, journal: &journal, docker: Some(docker), progress: ctx.progress };
     // The lock is held, so no other run can take this id before `begin_run` does.
     let run_id = journal.last_run_id()?.unwrap_or(0) + 1;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");

@@ -197,6 +197,8 @@ pub struct RunRecord {
     pub injected: usize,
     /// Crashes that interrupted this run (including crashes during its recovery).
     pub crashes: usize,
+    /// The backups a prune run was asked to delete: the only ones a run may remove.
+    pub pruned: Vec<RunId>,
 }
 
 /// The simulated host: world, journal, clock, faults and the oracle's notes.
@@ -335,7 +337,11 @@ impl Sim {
     /// Starts a run and drives it to its end, or to a crash.
     pub fn run(&mut self, spec: RunSpec) -> Result<Run, Crashed> {
         let id = self.next_run_id();
-        self.records.insert(id, RunRecord { before: self.world.clone(), failures: 0, injected: 0, crashes: 0 });
+        let pruned = match &spec {
+            RunSpec::Prune { deletions } => deletions.iter().map(|b| b.backup_id).collect(),
+            _ => Vec::new(),
+        };
+        self.records.insert(id, RunRecord { before: self.world.clone(), failures: 0, injected: 0, crashes: 0, pruned });
         self.current = Some(id);
         let started = Run::start(spec, self.now());
         self.append(id, started.clone())?;
@@ -590,6 +596,16 @@ impl Sim {
                 })?;
                 Ok(Outcome::Done)
             }
+            Effect::DeleteBackup { backup } => {
+                let (bid, p) = (backup.backup_id, backup.path.clone());
+                self.micro(|w| {
+                    w.catalog.remove(&bid);
+                })?;
+                self.micro(|w| {
+                    w.archives.remove(&p);
+                })?;
+                Ok(Outcome::Done)
+            }
             Effect::DiscardArchive { path } => {
                 let (p, partial) = (path.clone(), format!("{path}.partial"));
                 self.micro(|w| {
@@ -698,8 +714,9 @@ impl Sim {
             assert!(w.entry_is_sound(entry), "invariant 2: backup {id} is catalogued but its archive is not sound");
         }
         let Some((run, committed)) = self.active else { return };
-        let before = &self.records[&run].before;
-        for id in before.catalog.keys() {
+        let record = &self.records[&run];
+        let before = &record.before;
+        for id in before.catalog.keys().filter(|id| !record.pruned.contains(id)) {
             assert!(w.catalog.contains_key(id), "invariant 6: run {run} removed the earlier backup {id}");
         }
         if committed {
@@ -774,12 +791,23 @@ impl Sim {
             "run {id} ({state}) left something aside"
         );
 
-        // Invariant 6: earlier backups survive.
-        for bid in before.catalog.keys() {
+        // Invariant 6: earlier backups survive, but for those a prune was asked to delete.
+        for bid in before.catalog.keys().filter(|bid| !record.pruned.contains(bid)) {
             assert!(w.catalog.contains_key(bid), "invariant 6: run {id} removed backup {bid}");
         }
 
         match (run.spec(), state) {
+            (RunSpec::Prune { deletions }, State::Completed) => {
+                for backup in deletions {
+                    assert!(!w.catalog.contains_key(&backup.backup_id), "prune {id} left backup {}", backup.backup_id);
+                    assert!(!w.archives.contains_key(&backup.path), "prune {id} left the archive {}", backup.path);
+                }
+                assert_eq!(w.data, before.data, "prune {id} changed the data");
+            }
+            (RunSpec::Prune { .. }, _) => {
+                // Past its point of no return from the start: it finishes or fails, never rolls back.
+                assert_eq!(state, State::Failed, "prune {id} ended {state}");
+            }
             (RunSpec::Backup { archive_path, backup_kind, .. }, State::Completed) => {
                 let entry = w.catalog.get(&id).unwrap_or_else(|| panic!("completed backup {id} is not catalogued"));
                 assert_eq!((&entry.path, entry.kind), (archive_path, *backup_kind));
