@@ -9,7 +9,8 @@
 //! 1. the newest verified backup;
 //! 2. one of the newest `keep_last` verified backups (so prune never leaves fewer than `keep_last`
 //!    verified backups, counting only the verified ones that remain);
-//! 3. the protected pre-upgrade backup (see [`protected_backup`]);
+//! 3. the protected backup: the pre-upgrade backup of the latest completed upgrade, which
+//!    `lifeboat rollback` needs (the caller finds it in the journal);
 //! 4. a backup whose archive failed verification. A corrupt archive is not counted as verified,
 //!    and it is not deleted either: a verification failure can be a missing mount as well as a
 //!    damaged file, and deleting catalog entries then would lose good backups. The command reports
@@ -90,13 +91,10 @@ pub fn is_old(entry: &BackupEntry, now: Timestamp, retention_days: u32) -> bool 
     now.0.saturating_sub(entry.created_at.0) > i64::from(retention_days) * DAY_MS
 }
 
-/// The backup prune never deletes because a rollback needs it: the pre-upgrade backup of the
-/// latest completed upgrade.
-///
-/// This version has no upgrade command yet, so no run can tell which upgrade completed; until it
-/// does, the newest backup of kind `pre-upgrade` is taken as that backup (a pre-upgrade backup of
-/// a failed upgrade is then protected too, which errs on the side of keeping).
-pub fn protected_backup(backups: &[BackupEntry]) -> Option<u64> {
+/// The newest backup of kind `pre-upgrade`: the tests' stand-in for the protected backup (the
+/// command asks the journal which upgrade completed).
+#[cfg(test)]
+fn protected_backup(backups: &[BackupEntry]) -> Option<u64> {
     backups.iter().filter(|b| b.kind == BackupKind::PreUpgrade).max_by_key(|b| (b.created_at, b.id)).map(|b| b.id)
 }
 

@@ -81,8 +81,9 @@ pub async fn prune(ctx: &Ctx, project: &Project, journal: &Journal, dry_run: boo
             }
         }
     };
-    let plan =
-        retention::plan_prune(&backups, &mut verify, render::now(), policy, retention::protected_backup(&backups));
+    // A rollback needs the pre-upgrade backup of the latest completed upgrade: never prune it.
+    let protected = super::rollback::last_upgrade_backup(journal)?.map(|entry| entry.id);
+    let plan = retention::plan_prune(&backups, &mut verify, render::now(), policy, protected);
     let mut report = PruneReport {
         dry_run,
         deleted: plan.delete.clone(),
