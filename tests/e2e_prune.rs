@@ -54,7 +54,7 @@ fn a_prune_crashed_between_catalog_and_file_is_finished_by_recover() {
     assert_eq!(recovered[0]["decision"], "resume");
     assert_eq!(recovered[0]["state"], "completed");
     let listed = run_json(&project, &["list"]);
-    assert_eq!(listed.as_array().unwrap(), &[newest.clone()], "only the newest backup is left");
+    assert_eq!(listed.as_array().unwrap(), std::slice::from_ref(&newest), "only the newest backup is left");
     let file =
         std::path::Path::new(newest["path"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
     assert_eq!(backup_files(&project), [file], "every pruned archive is deleted, the kept one is not");

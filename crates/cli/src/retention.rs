@@ -25,7 +25,7 @@
 //! (rule 4). Recent backups past that point are kept without being read.
 
 use lifeboat_journal::BackupEntry;
-use lifeboat_machine::{BackupKind, Timestamp};
+use lifeboat_machine::Timestamp;
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -91,13 +91,6 @@ pub fn is_old(entry: &BackupEntry, now: Timestamp, retention_days: u32) -> bool 
     now.0.saturating_sub(entry.created_at.0) > i64::from(retention_days) * DAY_MS
 }
 
-/// The newest backup of kind `pre-upgrade`: the tests' stand-in for the protected backup (the
-/// command asks the journal which upgrade completed).
-#[cfg(test)]
-fn protected_backup(backups: &[BackupEntry]) -> Option<u64> {
-    backups.iter().filter(|b| b.kind == BackupKind::PreUpgrade).max_by_key(|b| (b.created_at, b.id)).map(|b| b.id)
-}
-
 /// Plans a prune (see the module documentation for the rules). `verify` answers whether a
 /// backup's archive verifies; it is called at most once per backup, and only where the answer
 /// matters.
@@ -159,8 +152,15 @@ pub fn plan_prune(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lifeboat_machine::BackupKind;
     use proptest::prelude::*;
     use std::collections::{BTreeMap, BTreeSet};
+
+    /// The newest backup of kind `pre-upgrade`: the tests' stand-in for the protected backup (the
+    /// command asks the journal which upgrade completed).
+    fn protected_backup(backups: &[BackupEntry]) -> Option<u64> {
+        backups.iter().filter(|b| b.kind == BackupKind::PreUpgrade).max_by_key(|b| (b.created_at, b.id)).map(|b| b.id)
+    }
 
     const NOW: Timestamp = Timestamp(1_800_000_000_000);
 

@@ -1,6 +1,6 @@
 //! The catalog and settings records, as stored in their tables.
 
-use lifeboat_machine::{BackupKind, RunId, Timestamp};
+use lifeboat_machine::{BackupKind, BackupRef, RunId, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// One backup in the catalog. Keyed by `id`, which is the id of the run that made it, so a run
@@ -30,6 +30,18 @@ pub struct BackupEntry {
     /// For a pre-upgrade backup: the version that was deployed when it was made, which a rollback
     /// puts back.
     pub protects_version: Option<String>,
+}
+
+impl BackupEntry {
+    /// The backup as a run refers to it (restore, rollback, prune).
+    pub fn backup_ref(&self) -> BackupRef {
+        BackupRef {
+            backup_id: self.id,
+            path: self.path.clone(),
+            sha256: self.sha256.clone(),
+            size_bytes: self.size_bytes,
+        }
+    }
 }
 
 /// The project's small mutable state. Stored as one record, read and rewritten whole by

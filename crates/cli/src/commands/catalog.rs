@@ -5,7 +5,6 @@ use crate::exit::Exit;
 use crate::fail;
 use crate::project::Project;
 use crate::render;
-use lifeboat_archive::Expected;
 use lifeboat_journal::BackupEntry;
 use serde_json::json;
 use std::path::Path;
@@ -68,15 +67,7 @@ pub fn verify(ctx: &Ctx, backup_id: Option<u64>, all: bool) -> anyhow::Result<()
     let mut results = Vec::new();
     let mut bad = 0;
     for entry in &entries {
-        let expected = Expected {
-            sha256: entry.sha256.clone(),
-            size_bytes: entry.size_bytes,
-            entry_count: Some(entry.entry_count),
-            content_bytes: Some(entry.content_bytes),
-        };
-        let bar = crate::progress::bar(ctx.progress, "verifying", Some(entry.size_bytes));
-        let result = lifeboat_archive::verify_archive(Path::new(&entry.path), &expected, &mut |n| bar.set_position(n));
-        bar.finish_and_clear();
+        let result = super::verify_entry(ctx, entry, Path::new(&entry.path));
         match &result {
             Ok(_) if !ctx.json => {
                 println!("backup {} ok: {} ({})", entry.id, entry.path, render::bytes(entry.size_bytes))

@@ -14,9 +14,8 @@ use crate::exit::Exit;
 use crate::project::Project;
 use crate::render;
 use crate::retention::{self, KeepReason, Policy};
-use lifeboat_archive::Expected;
 use lifeboat_journal::{BackupEntry, Journal};
-use lifeboat_machine::{BackupRef, RunSpec, State};
+use lifeboat_machine::{RunSpec, State};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -62,16 +61,7 @@ pub async fn prune(ctx: &Ctx, project: &Project, journal: &Journal, dry_run: boo
         Policy { retention_days: project.config.backup.retention_days, keep_last: project.config.backup.keep_last };
     let mut failures = BTreeMap::new();
     let mut verify = |entry: &BackupEntry| {
-        let expected = Expected {
-            sha256: entry.sha256.clone(),
-            size_bytes: entry.size_bytes,
-            entry_count: Some(entry.entry_count),
-            content_bytes: Some(entry.content_bytes),
-        };
-        let bar = crate::progress::bar(ctx.progress, "verifying", Some(entry.size_bytes));
-        let result =
-            lifeboat_archive::verify_archive(&archive_path(project, entry), &expected, &mut |n| bar.set_position(n));
-        bar.finish_and_clear();
+        let result = super::verify_entry(ctx, entry, &archive_path(project, entry));
         match result {
             Ok(_) => true,
             Err(err) => {
@@ -93,19 +83,7 @@ pub async fn prune(ctx: &Ctx, project: &Project, journal: &Journal, dry_run: boo
         ..PruneReport::default()
     };
     if !dry_run && !plan.delete.is_empty() {
-        let deletions = plan
-            .delete
-            .iter()
-            .map(|id| {
-                let entry = &report.entries[id];
-                BackupRef {
-                    backup_id: entry.id,
-                    path: entry.path.clone(),
-                    sha256: entry.sha256.clone(),
-                    size_bytes: entry.size_bytes,
-                }
-            })
-            .collect();
+        let deletions = plan.delete.iter().map(|id| report.entries[id].backup_ref()).collect();
         // Deleting needs no daemon.
         let executor = Executor { project, journal, docker: None, progress: false };
         let run = executor.start(RunSpec::Prune { deletions }).await?;

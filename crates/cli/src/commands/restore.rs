@@ -6,7 +6,7 @@
 //! aside back and the services up again (see `crate::restore` and the machine's `settle`).
 
 use super::backup::{downtime_ms, failure_summary};
-use super::{Ctx, connect_docker};
+use super::{Ctx, confirm, connect_docker};
 use crate::args::RestoreArgs;
 use crate::executor::Executor;
 use crate::exit::Exit;
@@ -14,8 +14,7 @@ use crate::fail;
 use crate::project::Project;
 use crate::render;
 use lifeboat_journal::BackupEntry;
-use lifeboat_machine::{BackupRef, Effect, Run, RunSpec, State};
-use std::io::{BufRead, IsTerminal, Write};
+use lifeboat_machine::{Effect, Run, RunSpec, State};
 
 /// What a finished restore reports (JSON: add fields, never rename).
 #[derive(Debug, serde::Serialize)]
@@ -38,25 +37,10 @@ pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> anyhow::Result<()> {
     let Some(entry) = journal.backup(args.backup_id)? else {
         fail!(Exit::Usage, "no backup {} in the catalog: see 'lifeboat list'", args.backup_id)
     };
-    if !args.yes {
-        if !std::io::stdin().is_terminal() {
-            fail!(
-                Exit::Usage,
-                "restore replaces the project's data and needs confirmation, but stdin is not a terminal: pass --yes"
-            );
-        }
-        if !confirm(&project, &entry)? {
-            fail!(Exit::Usage, "restore of backup {} cancelled: nothing was changed", entry.id);
-        }
-    }
+    confirm(args.yes, &format!("restore to backup {}", entry.id), &question(&project, &entry))?;
     let docker = connect_docker().await?;
     let executor = Executor { project: &project, journal: &journal, docker: Some(docker), progress: ctx.progress };
-    let backup = BackupRef {
-        backup_id: entry.id,
-        path: entry.path.clone(),
-        sha256: entry.sha256.clone(),
-        size_bytes: entry.size_bytes,
-    };
+    let backup = entry.backup_ref();
     let run = executor.start(RunSpec::Restore { backup }).await?;
     match run.state() {
         State::Completed => {
@@ -87,25 +71,19 @@ fn archive_refused(run: &Run) -> bool {
 }
 
 /// Asks on the terminal; `true` for yes.
-fn confirm(project: &Project, entry: &BackupEntry) -> anyhow::Result<bool> {
-    let mut stderr = std::io::stderr().lock();
+fn question(project: &Project, entry: &BackupEntry) -> String {
     let volumes = if project.config.backup.volumes { " and the named volumes" } else { "" };
-    write!(
-        stderr,
+    format!(
         "restore backup {} ({}, made {}, {})?\n\
          the running services of {} stop, and their data ({}{volumes}) is replaced by the backup's;\n\
-         the current data is kept aside until the restored data runs healthy. [y/N] ",
+         the current data is kept aside until the restored data runs healthy.",
         entry.id,
         entry.kind.as_str(),
         render::local_time(entry.created_at),
         render::bytes(entry.size_bytes),
         project.config.project.name,
         render::list(&project.config.backup.paths),
-    )?;
-    stderr.flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    )
 }
 
 fn print_report(ctx: &Ctx, report: &RestoreReport) -> anyhow::Result<()> {

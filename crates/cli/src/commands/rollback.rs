@@ -7,7 +7,7 @@
 
 use super::backup::{downtime_ms, failure_summary};
 use super::upgrade::{StepTiming, step_timings};
-use super::{Ctx, connect_docker};
+use super::{Ctx, confirm, connect_docker};
 use crate::args::RollbackArgs;
 use crate::executor::Executor;
 use crate::exit::Exit;
@@ -15,8 +15,7 @@ use crate::fail;
 use crate::project::Project;
 use crate::render;
 use lifeboat_journal::{BackupEntry, Journal};
-use lifeboat_machine::{BackupKind, BackupRef, Effect, RunSpec, State, replay};
-use std::io::{BufRead, IsTerminal, Write};
+use lifeboat_machine::{BackupKind, Effect, RunSpec, State, replay};
 
 /// What a finished rollback reports (JSON: add fields, never rename).
 #[derive(Debug, serde::Serialize)]
@@ -54,25 +53,10 @@ pub async fn run(ctx: &Ctx, args: &RollbackArgs) -> anyhow::Result<()> {
             entry.kind.as_str()
         );
     }
-    if !args.yes {
-        if !std::io::stdin().is_terminal() {
-            fail!(
-                Exit::Usage,
-                "rollback replaces the project's data and deployment files and needs confirmation, but stdin is not a terminal: pass --yes"
-            );
-        }
-        if !confirm(&project, &entry)? {
-            fail!(Exit::Usage, "rollback to backup {} cancelled: nothing was changed", entry.id);
-        }
-    }
+    confirm(args.yes, &format!("rollback to backup {}", entry.id), &question(&project, &entry))?;
     let docker = connect_docker().await?;
     let executor = Executor { project: &project, journal: &journal, docker: Some(docker), progress: ctx.progress };
-    let backup = BackupRef {
-        backup_id: entry.id,
-        path: entry.path.clone(),
-        sha256: entry.sha256.clone(),
-        size_bytes: entry.size_bytes,
-    };
+    let backup = entry.backup_ref();
     let run = executor.start(RunSpec::Rollback { backup }).await?;
     let events = journal.events(run.id())?;
     match run.state() {
@@ -112,23 +96,17 @@ pub fn last_upgrade_backup(journal: &Journal) -> anyhow::Result<Option<BackupEnt
     Ok(None)
 }
 
-fn confirm(project: &Project, entry: &BackupEntry) -> anyhow::Result<bool> {
-    let mut stderr = std::io::stderr().lock();
-    write!(
-        stderr,
+fn question(project: &Project, entry: &BackupEntry) -> String {
+    format!(
         "roll {} back to backup {} ({}, made {}, version {})?\n\
          the running services stop, their data and deployment files are replaced by the backup's;\n\
-         the current ones are kept aside until the restored stack runs healthy. [y/N] ",
+         the current ones are kept aside until the restored stack runs healthy.",
         project.config.project.name,
         entry.id,
         entry.kind.as_str(),
         render::local_time(entry.created_at),
         entry.protects_version.as_deref().unwrap_or("unrecorded"),
-    )?;
-    stderr.flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    )
 }
 
 fn print_report(ctx: &Ctx, report: &RollbackReport) -> anyhow::Result<()> {

@@ -7,7 +7,7 @@
 //! `settle`), and the command exits 1 naming the failed step.
 
 use super::backup::{downtime_ms, failure_summary};
-use super::{Ctx, connect_docker};
+use super::{Ctx, confirm, connect_docker};
 use crate::args::UpgradeArgs;
 use crate::docker::Docker;
 use crate::executor::Executor;
@@ -18,7 +18,6 @@ use crate::project::Project;
 use crate::render;
 use anyhow::Context;
 use lifeboat_machine::{Event, PackageRef, RunSpec, State};
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
 /// What a finished upgrade reports (JSON: add fields, never rename).
@@ -56,18 +55,8 @@ pub async fn run(ctx: &Ctx, args: &UpgradeArgs) -> anyhow::Result<()> {
     .await
     .context("the package check panicked")??;
     let from_version = journal.settings()?.deployed_version;
-    if !args.yes {
-        if !std::io::stdin().is_terminal() {
-            fail!(
-                Exit::Usage,
-                "upgrade replaces the project's deployment files and restarts its services; it needs confirmation, \
-                 but stdin is not a terminal: pass --yes"
-            );
-        }
-        if !confirm(&project, &package, from_version.as_deref())? {
-            fail!(Exit::Usage, "upgrade to version {} cancelled: nothing was changed", package.manifest.version);
-        }
-    }
+    let action = format!("upgrade to version {}", package.manifest.version);
+    confirm(args.yes, &action, &question(&project, &package, from_version.as_deref()))?;
     let docker = connect_docker().await?;
     check_free_space(&project, &docker, &package).await?;
     let executor = Executor { project: &project, journal: &journal, docker: Some(docker), progress: ctx.progress };
@@ -195,22 +184,16 @@ fn tree_size(path: &Path) -> u64 {
 }
 
 /// Asks on the terminal; `true` for yes.
-fn confirm(project: &Project, package: &Package, from: Option<&str>) -> anyhow::Result<bool> {
-    let mut stderr = std::io::stderr().lock();
-    write!(
-        stderr,
+fn question(project: &Project, package: &Package, from: Option<&str>) -> String {
+    format!(
         "upgrade {} from version {} to {}?\n\
          the running services stop for a pre-upgrade backup; then {} replace the current files, the stack \
-         comes up and is verified;\nif it does not come up healthy, the old files, data and services are put back. [y/N] ",
+         comes up and is verified;\nif it does not come up healthy, the old files, data and services are put back.",
         project.config.project.name,
         from.unwrap_or("(unknown)"),
         package.manifest.version,
         render::list(&package.deploy_files),
-    )?;
-    stderr.flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    )
 }
 
 fn print_report(ctx: &Ctx, report: &UpgradeReport) -> anyhow::Result<()> {
