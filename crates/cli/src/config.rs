@@ -163,7 +163,7 @@ impl Config {
              retention_days = {days}\n\
              keep_last = {keep}                    # prune never goes below this many verified backups\n\
              \n\
-             [auto_backup]\n\
+             [auto_backup]                   # initial values: 'lifeboat auto-backup enable|disable|schedule' change them\n\
              enabled = {enabled}\n\
              cron = {cron}\n\
              \n\

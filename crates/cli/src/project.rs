@@ -51,11 +51,27 @@ impl Project {
 
     /// Opens (or creates) the journal. A journal held by a running lifeboat is exit 3; a corrupt
     /// one is exit 5.
+    ///
+    /// A new journal takes its auto-backup settings from `lifeboat.toml`'s `[auto_backup]`; from
+    /// then on `lifeboat auto-backup enable|disable|schedule` change them in the journal.
     pub fn journal(&self) -> anyhow::Result<Journal> {
         let state = self.state_dir();
         std::fs::create_dir_all(&state).with_context(|| format!("cannot create {}", state.display()))?;
         let path = self.journal_path();
-        Journal::open(&path).map_err(|err| {
+        let new = !path.exists();
+        let journal = self.open_journal(&path, &state)?;
+        if new {
+            let auto = &self.config.auto_backup;
+            journal.update_settings(|s| {
+                s.auto_backup_enabled = auto.enabled;
+                s.cron = Some(auto.cron.clone());
+            })?;
+        }
+        Ok(journal)
+    }
+
+    fn open_journal(&self, path: &Path, state: &Path) -> anyhow::Result<Journal> {
+        Journal::open(path).map_err(|err| {
             let code = match &err {
                 JournalError::AlreadyOpen { .. } => Exit::Locked,
                 JournalError::NotAJournal { .. }
@@ -64,7 +80,7 @@ impl Project {
                 | JournalError::Inconsistent { .. } => Exit::Integrity,
                 _ => Exit::Failed,
             };
-            let hint = match (code, ProjectLock::holder(&state)) {
+            let hint = match (code, ProjectLock::holder(state)) {
                 (Exit::Locked, Some(pid)) => format!(" (lifeboat pid {pid} is running; wait for it to finish)"),
                 _ => String::new(),
             };
