@@ -185,3 +185,36 @@ fn a_second_run_while_one_holds_the_lock_exits_3_naming_the_pid() {
     assert!(stderr.contains(&format!("pid {}", first.id())), "names the holder: {stderr}");
     assert!(first.wait().unwrap().success());
 }
+
+#[test]
+fn an_unreadable_data_file_fails_the_backup_and_changes_nothing() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !support::docker_available() {
+        return;
+    }
+    let project = Project::start();
+    configure(&project);
+    // lifeboat runs as nobody here (root reads every file); nobody gets the socket's group, and
+    // the named volumes (under /var/lib/docker, root's only) are left out.
+    let toml = std::fs::read_to_string(project.dir().join("lifeboat.toml")).unwrap();
+    std::fs::write(project.dir().join("lifeboat.toml"), toml.replace("volumes = true", "volumes = false")).unwrap();
+    std::fs::set_permissions(project.dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let secret = project.data_dir().join("secret.key");
+    std::fs::write(&secret, b"only root reads this").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let socket_gid = std::fs::metadata("/var/run/docker.sock").unwrap().gid();
+    let before = running(&project);
+
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", &format!("--groups={socket_gid}"), LIFEBOAT, "-C"])
+        .arg(project.dir())
+        .arg("backup")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("secret.key"), "the error names the file: {stderr}");
+    assert!(stderr.contains("rolled back"), "{stderr}");
+    assert_invariants(&project, &before);
+    assert_eq!(run_json(&project, &["list"]), serde_json::json!([]), "nothing half-done is recorded");
+}

@@ -63,11 +63,32 @@ impl Default for BackupSection {
 pub struct AutoBackupSection {
     pub enabled: bool,
     pub cron: String,
+    /// The IANA time zone the cron expression is read in (`Europe/Berlin`); the host's local
+    /// time zone when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
 }
 
 impl Default for AutoBackupSection {
     fn default() -> Self {
-        AutoBackupSection { enabled: false, cron: "0 2 * * *".into() }
+        AutoBackupSection { enabled: false, cron: "0 2 * * *".into(), timezone: None }
+    }
+}
+
+impl AutoBackupSection {
+    /// The time zone of the schedule: `None` means the host's local time zone.
+    pub fn zone(&self) -> anyhow::Result<Option<chrono_tz::Tz>> {
+        self.timezone
+            .as_deref()
+            .map(|name| {
+                name.parse::<chrono_tz::Tz>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "auto_backup.timezone {name:?} is not an IANA time zone name: use one like \"Europe/Berlin\", \
+                         or remove it for the host's local time zone"
+                    )
+                })
+            })
+            .transpose()
     }
 }
 
@@ -142,6 +163,7 @@ impl Config {
             bail!("nothing to back up: backup.paths is empty and backup.volumes is false");
         }
         parse_cron(&self.auto_backup.cron).context("auto_backup.cron is not valid")?;
+        self.auto_backup.zone()?;
         Ok(())
     }
 
@@ -166,6 +188,7 @@ impl Config {
              [auto_backup]                   # initial values: 'lifeboat auto-backup enable|disable|schedule' change them\n\
              enabled = {enabled}\n\
              cron = {cron}\n\
+             {zone}\n\
              \n\
              [services]\n\
              stop_timeout_secs = {stop}\n\
@@ -181,6 +204,10 @@ impl Config {
             keep = self.backup.keep_last,
             enabled = self.auto_backup.enabled,
             cron = q(&self.auto_backup.cron),
+            zone = match &self.auto_backup.timezone {
+                Some(zone) => format!("timezone = {}", q(zone)),
+                None => "# timezone = \"Europe/Berlin\"       # default: the host's local time zone".to_owned(),
+            },
             stop = self.services.stop_timeout_secs,
             start = self.services.start_timeout_secs,
         )
@@ -210,6 +237,18 @@ mod tests {
         let config = Config::new("demo", "docker-compose.yml");
         let parsed: Config = toml::from_str(&config.to_commented_toml()).unwrap();
         assert_eq!(parsed, config);
+    }
+
+    #[test]
+    fn the_schedule_zone_is_an_iana_name_or_the_local_zone() {
+        let mut config = Config::new("demo", "c.yml");
+        assert_eq!(config.auto_backup.zone().unwrap(), None);
+        config.auto_backup.timezone = Some("Europe/Berlin".into());
+        assert_eq!(config.auto_backup.zone().unwrap(), Some(chrono_tz::Europe::Berlin));
+        let parsed: Config = toml::from_str(&config.to_commented_toml()).unwrap();
+        assert_eq!(parsed, config);
+        config.auto_backup.timezone = Some("Mars/Olympus_Mons".into());
+        assert!(config.validate().unwrap_err().to_string().contains("IANA"));
     }
 
     #[test]

@@ -71,7 +71,20 @@ impl Project {
     }
 
     fn open_journal(&self, path: &Path, state: &Path) -> anyhow::Result<Journal> {
-        Journal::open(path).map_err(|err| {
+        // Only one process can have the journal open. A run holds it (and the lock) throughout,
+        // so that is final; anything else (the daemon reading its schedule, another `status`)
+        // holds it for milliseconds, so wait a little for it.
+        let mut attempts = 0;
+        let opened = loop {
+            match Journal::open(path) {
+                Err(JournalError::AlreadyOpen { .. }) if attempts < 30 && ProjectLock::holder(state).is_none() => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => break other,
+            }
+        };
+        opened.map_err(|err| {
             let code = match &err {
                 JournalError::AlreadyOpen { .. } => Exit::Locked,
                 JournalError::NotAJournal { .. }

@@ -51,10 +51,11 @@ pub fn status(ctx: &Ctx) -> anyhow::Result<()> {
     let journal = project.journal()?;
     let settings = journal.settings()?;
     let cron = settings.cron.clone().unwrap_or_else(|| project.config.auto_backup.cron.clone());
-    let next: Vec<String> = crate::schedule::next_runs(&parse_cron(&cron)?, &chrono::Local::now(), 3)
-        .iter()
-        .map(|t| t.format("%Y-%m-%d %H:%M %Z").to_string())
-        .collect();
+    let parsed = parse_cron(&cron)?;
+    let next = match project.config.auto_backup.zone()? {
+        Some(zone) => next_three(&parsed, chrono::Utc::now().with_timezone(&zone)),
+        None => next_three(&parsed, chrono::Local::now()),
+    };
     let described = parse_cron(&cron)?.describe();
     if ctx.json {
         return ctx.print_json(&json!({
@@ -74,6 +75,14 @@ pub fn status(ctx: &Ctx) -> anyhow::Result<()> {
         _ => println!("last backup  none yet"),
     }
     Ok(())
+}
+
+/// The next three run times after `now`, in `now`'s time zone.
+fn next_three<Tz: chrono::TimeZone>(cron: &croner::Cron, now: chrono::DateTime<Tz>) -> Vec<String>
+where
+    Tz::Offset: std::fmt::Display,
+{
+    crate::schedule::next_runs(cron, &now, 3).iter().map(|t| t.format("%Y-%m-%d %H:%M %Z").to_string()).collect()
 }
 
 pub fn set_enabled(ctx: &Ctx, enabled: bool) -> anyhow::Result<()> {

@@ -48,7 +48,11 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
     eprintln!("lifeboat daemon: watching {} (pid {})", project.dir.display(), std::process::id());
     let watched = [project.dir.join(crate::config::CONFIG_FILE), project.journal_path()];
     let mut job = ProjectJob { ctx: ctx.clone(), watched, seen: None, last_planned: None };
-    let runs = schedule::run_loop(&SystemClock, &mut job, &Local, shutdown).await;
+    // The zone is read once: changing auto_backup.timezone takes a restart of the daemon.
+    let runs = match project.config.auto_backup.zone()? {
+        Some(zone) => schedule::run_loop(&SystemClock, &mut job, &zone, shutdown).await,
+        None => schedule::run_loop(&SystemClock, &mut job, &Local, shutdown).await,
+    };
     eprintln!("lifeboat daemon: stopped after {runs} run(s)");
     Ok(())
 }

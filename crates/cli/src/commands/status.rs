@@ -21,8 +21,16 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         Err(err) => Err(err.to_string()),
     };
 
-    // The journal is held exclusively while a run is in progress.
-    let journal = if holder.is_some() { None } else { Some(project.journal()?) };
+    // The journal is held exclusively while a run is in progress (which may start right now).
+    let journal = match holder {
+        Some(_) => None,
+        None => match project.journal() {
+            Ok(journal) => Some(journal),
+            Err(err) if crate::exit::Exit::of(&err) == crate::exit::Exit::Locked => None,
+            Err(err) => return Err(err),
+        },
+    };
+    let holder = holder.or_else(|| journal.is_none().then(|| ProjectLock::holder(&project.state_dir())).flatten());
     let last_backup = match &journal {
         Some(j) => j.backups()?.pop(),
         None => None,
