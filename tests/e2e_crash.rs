@@ -62,12 +62,7 @@ fn recover_and_check(project: &Project, running_before: &[String], context: &str
 
 #[test]
 fn crash_at_every_fail_point_of_a_backup_then_recover() {
-    if !support::docker_available() {
-        return;
-    }
-    let project = Project::start();
-    configure(&project);
-    let before = running(&project);
+    let Some((project, before)) = started_project() else { return };
     let mut completed = 0;
     for point in BACKUP_POINTS {
         backup_crashing_at(&project, point);
@@ -96,12 +91,7 @@ fn crash_at_every_fail_point_of_a_backup_then_recover() {
 
 #[test]
 fn crash_during_recovery_then_recover_again() {
-    if !support::docker_available() {
-        return;
-    }
-    let project = Project::start();
-    configure(&project);
-    let before = running(&project);
+    let Some((project, before)) = started_project() else { return };
     // Interrupt a backup after its archive is written but before it is recorded: recovery must
     // discard the archive and restart the services, and may itself be interrupted doing so.
     for point in RECOVERY_POINTS {

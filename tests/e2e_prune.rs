@@ -28,12 +28,7 @@ fn backup_files(project: &Project) -> Vec<String> {
 
 #[test]
 fn a_prune_crashed_between_catalog_and_file_is_finished_by_recover() {
-    if !support::docker_available() {
-        return;
-    }
-    let project = Project::start();
-    configure(&project);
-    let before = running(&project);
+    let Some((project, before)) = started_project() else { return };
     for _ in 0..3 {
         run_json(&project, &["backup"]);
     }
@@ -65,12 +60,7 @@ fn a_prune_crashed_between_catalog_and_file_is_finished_by_recover() {
 
 #[test]
 fn sigterm_during_a_scheduled_backup_lets_it_finish_with_services_running() {
-    if !support::docker_available() {
-        return;
-    }
-    let project = Project::start();
-    configure(&project);
-    let before = running(&project);
+    let Some((project, before)) = started_project() else { return };
     run_expect(&project, &["auto-backup", "schedule", "* * * * *"], 0);
     run_expect(&project, &["auto-backup", "enable"], 0);
 

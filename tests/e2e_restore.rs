@@ -71,12 +71,7 @@ fn backup_with_content(project: &Project) -> (u64, String, String) {
 
 #[test]
 fn restore_brings_back_the_data_of_the_backup_and_restarts_what_ran() {
-    if !support::docker_available() {
-        return;
-    }
-    let project = Project::start();
-    configure(&project);
-    let before = running(&project);
+    let Some((project, before)) = started_project() else { return };
     assert_eq!(before, ["cache", "db", "writer"], "the fixture starts with idle stopped");
     let (id, records, started) = backup_with_content(&project);
     let archived_count = support::check_records(&records).unwrap();
@@ -123,12 +118,7 @@ fn restore_brings_back_the_data_of_the_backup_and_restarts_what_ran() {
 
 #[test]
 fn a_corrupt_archive_exits_5_and_changes_nothing() {
-    if !support::docker_available() {
-        return;
-    }
-    let project = Project::start();
-    configure(&project);
-    let before = running(&project);
+    let Some((project, before)) = started_project() else { return };
     let (id, _, _) = backup_with_content(&project);
     write_after_markers(&project);
     let list = run_json(&project, &["list"]);
@@ -197,12 +187,7 @@ const RESTORE_POINTS: &[(&str, bool)] = &[
 
 #[test]
 fn crash_at_fail_points_of_a_restore_then_recover() {
-    if !support::docker_available() {
-        return;
-    }
-    let project = Project::start();
-    configure(&project);
-    let before = running(&project);
+    let Some((project, before)) = started_project() else { return };
     let (id, _, _) = backup_with_content(&project);
     let id = id.to_string();
     for &(point, finishes) in RESTORE_POINTS {
@@ -242,12 +227,7 @@ fn crash_at_fail_points_of_a_restore_then_recover() {
 
 #[test]
 fn crash_during_the_rollback_of_a_restore_then_recover_again() {
-    if !support::docker_available() {
-        return;
-    }
-    let project = Project::start();
-    configure(&project);
-    let before = running(&project);
+    let Some((project, before)) = started_project() else { return };
     let (id, _, _) = backup_with_content(&project);
     let id = id.to_string();
     for point in ["intent:stop_stack", "effect:revert_data", "intent:start_services", "effect:verify_services"] {

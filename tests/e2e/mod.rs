@@ -11,6 +11,19 @@ use std::process::{Command, Output};
 /// The binary under test, built by cargo for this test target.
 pub const LIFEBOAT: &str = env!("CARGO_BIN_EXE_lifeboat");
 
+/// The usual start of a Docker test: the fixture project up (idle stopped) and configured for
+/// lifeboat, with the services running before anything happens. `None`, after a loud notice,
+/// when no daemon answers outside CI (in CI that is a failure, see `support::docker_available`).
+pub fn started_project() -> Option<(Project, Vec<String>)> {
+    if !crate::support::docker_available() {
+        return None;
+    }
+    let project = Project::start();
+    configure(&project);
+    let before = running(&project);
+    Some((project, before))
+}
+
 /// Writes a `lifeboat.toml` for the fixture project: its data dir and named volume, backups in
 /// `backups/`, and short timeouts so faults show quickly.
 pub fn configure(project: &Project) {
