@@ -1,5 +1,6 @@
 //! The README's quickstart, run as written against the example project (examples/demo) on the real
-//! daemon: every `lifeboat ...` line of the Quickstart block must succeed.
+//! daemon, from the project directory: every `lifeboat ...` line of the Quickstart block must
+//! succeed, the upgrade to the example's v2 package and the rollback included.
 
 mod e2e;
 mod support;
@@ -70,10 +71,17 @@ fn readme_quickstart_works_as_written_on_the_example_project() {
 
     // The example project, with the test image (the demo script builds its own, same content).
     let dir = tempfile::tempdir().unwrap();
-    let compose = std::fs::read_to_string(root.join("examples/demo/docker-compose.yml")).unwrap();
+    let with_test_image = |path: &str| {
+        let text = std::fs::read_to_string(root.join(path)).unwrap();
+        text.replace("lifeboat-demo-busybox:1", support::TEST_IMAGE)
+    };
+    let compose = with_test_image("examples/demo/docker-compose.yml");
+    std::fs::write(dir.path().join("docker-compose.yml"), &compose).unwrap();
+    // The example's v2 package source, which the quickstart builds and upgrades to.
+    std::fs::create_dir_all(dir.path().join("v2/deploy")).unwrap();
     std::fs::write(
-        dir.path().join("docker-compose.yml"),
-        compose.replace("lifeboat-demo-busybox:1", support::TEST_IMAGE),
+        dir.path().join("v2/deploy/docker-compose.yml"),
+        with_test_image("examples/demo/v2/deploy/docker-compose.yml"),
     )
     .unwrap();
     std::fs::create_dir(dir.path().join("data")).unwrap();
@@ -84,10 +92,25 @@ fn readme_quickstart_works_as_written_on_the_example_project() {
 
     for args in commands {
         let args: Vec<String> = args.into_iter().map(|a| if a == "app" { name.clone() } else { a }).collect();
-        let output = Command::new(LIFEBOAT).arg("-C").arg(dir.path()).args(&args).output().unwrap();
+        // Run from the project directory, as an operator who followed `cd` would.
+        let output =
+            Command::new(LIFEBOAT).arg("-C").arg(dir.path()).args(&args).current_dir(dir.path()).output().unwrap();
         assert!(output.status.success(), "lifeboat {}: {}", args.join(" "), describe(&output));
     }
     let list = Command::new(LIFEBOAT).arg("-C").arg(dir.path()).args(["--json", "list"]).output().unwrap();
     let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
-    assert_eq!(list.as_array().map(Vec::len), Some(2), "the manual and the auto backup are listed: {list}");
+    let kinds: Vec<&str> = list.as_array().unwrap().iter().map(|b| b["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["manual", "auto", "pre-upgrade"], "{list}");
+    let runs = Command::new(LIFEBOAT).arg("-C").arg(dir.path()).args(["--json", "journal", "list"]).output().unwrap();
+    let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
+    let ends: Vec<(&str, &str)> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["kind"].as_str().unwrap(), r["outcome"].as_str().unwrap()))
+        .collect();
+    assert!(ends.contains(&("upgrade", "completed")), "{ends:?}");
+    assert!(ends.contains(&("rollback", "completed")), "{ends:?}");
+    // The rollback put v1's compose file back.
+    assert_eq!(std::fs::read_to_string(dir.path().join("docker-compose.yml")).unwrap(), compose);
 }
