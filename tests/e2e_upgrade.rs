@@ -416,6 +416,30 @@ fn crash_at_fail_points_of_an_upgrade_then_recover() {
     assert_eq!(output.status.signal(), Some(libc::SIGKILL), "recover should crash: {}", describe(&output));
     recover_twice(&project, "crash during recovery");
     assert_v1_back(&project, &v1_files, "crash during recovery");
+
+    // A rollback run crashed too. Before its restored stack was verified, recovery reverts it
+    // (v2 stays); after, recovery finishes it (v1 is back).
+    run_json(&project, &["upgrade", pkg.to_str().unwrap(), "--yes"]);
+    for (point, finishes) in [("effect:restore_data", false), ("outcome:verify_services", true)] {
+        let output =
+            command(&project, &["rollback", "--yes"]).env("FAILPOINTS", format!("{point}=return")).output().unwrap();
+        assert_eq!(
+            output.status.signal(),
+            Some(libc::SIGKILL),
+            "rollback should crash at {point}: {}",
+            describe(&output)
+        );
+        recover_twice(&project, point);
+        let runs = run_json(&project, &["journal", "list"]);
+        let last = runs.as_array().unwrap().iter().rev().find(|r| r["kind"] == "rollback").unwrap().clone();
+        if finishes {
+            assert_eq!(last["outcome"], "completed", "rollback crashed at {point}");
+            assert_v1_back(&project, &v1_files, &format!("rollback crashed at {point}"));
+        } else {
+            assert_eq!(last["outcome"], "rolled_back", "rollback crashed at {point}");
+            assert_v2_up(&project, &format!("rollback crashed at {point}"));
+        }
+    }
 }
 
 /// One raw entry of a hand-made package: name, kind, and content or link target.
