@@ -12,7 +12,7 @@ pub type RunId = u64;
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Timestamp(pub i64);
 
-/// The four kinds of run.
+/// The kinds of run: the four of the brief, and prune (retention, journaled like the others).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum RunKind {
