@@ -51,11 +51,7 @@ pub fn status(ctx: &Ctx) -> anyhow::Result<()> {
     let journal = project.journal()?;
     let settings = journal.settings()?;
     let cron = settings.cron.clone().unwrap_or_else(|| project.config.auto_backup.cron.clone());
-    let parsed = parse_cron(&cron)?;
-    let next = match project.config.auto_backup.zone()? {
-        Some(zone) => next_three(&parsed, chrono::Utc::now().with_timezone(&zone)),
-        None => next_three(&parsed, chrono::Local::now()),
-    };
+    let next = next_runs(&project, &cron, 3)?;
     let described = parse_cron(&cron)?.describe();
     if ctx.json {
         return ctx.print_json(&json!({
@@ -77,12 +73,20 @@ pub fn status(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The next three run times after `now`, in `now`'s time zone.
-fn next_three<Tz: chrono::TimeZone>(cron: &croner::Cron, now: chrono::DateTime<Tz>) -> Vec<String>
+/// The next `n` times `cron` fires, in the schedule's time zone, for people.
+pub fn next_runs(project: &Project, cron: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    let cron = parse_cron(cron)?;
+    Ok(match project.config.auto_backup.zone()? {
+        Some(zone) => formatted(&cron, chrono::Utc::now().with_timezone(&zone), n),
+        None => formatted(&cron, chrono::Local::now(), n),
+    })
+}
+
+fn formatted<Tz: chrono::TimeZone>(cron: &croner::Cron, now: chrono::DateTime<Tz>, n: usize) -> Vec<String>
 where
     Tz::Offset: std::fmt::Display,
 {
-    crate::schedule::next_runs(cron, &now, 3).iter().map(|t| t.format("%Y-%m-%d %H:%M %Z").to_string()).collect()
+    crate::schedule::next_runs(cron, &now, n).iter().map(|t| t.format("%Y-%m-%d %H:%M %Z").to_string()).collect()
 }
 
 pub fn set_enabled(ctx: &Ctx, enabled: bool) -> anyhow::Result<()> {

@@ -48,13 +48,25 @@ pub async fn backup(
     let spec = RunSpec::Backup { archive_path: archive_path.to_string_lossy().into_owned(), backup_kind: kind, note };
     let run = executor.start(spec).await?;
     let events = journal.events(run.id())?;
-    let _ = journal.update_settings(|s| {
-        s.last_backup_at = Some(run.last_event_at());
-        s.last_backup_outcome = Some(run.state().as_str().to_owned());
-    });
+    note_last_backup(journal, &run);
     match run.state() {
         State::Completed => report(&run, &events),
         _ => Err(Exit::Failed.wrap(anyhow::anyhow!("{}", failure_summary(&run)))),
+    }
+}
+
+/// Records how the last backup ended in the settings (`status`, `auto-backup status`). Best
+/// effort: the run itself is already journaled, and this is only a summary of it.
+pub fn note_last_backup(journal: &Journal, run: &Run) {
+    if run.kind() != lifeboat_machine::RunKind::Backup {
+        return;
+    }
+    let noted = journal.update_settings(|s| {
+        s.last_backup_at = Some(run.last_event_at());
+        s.last_backup_outcome = Some(run.state().as_str().to_owned());
+    });
+    if let Err(err) = noted {
+        tracing::warn!("could not note the last backup in the settings: {err}");
     }
 }
 

@@ -41,6 +41,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         executor.record(&mut run, plan.event(now())).await?;
         crash_point("recovering");
         let run = executor.drive(run).await?;
+        super::backup::note_last_backup(&journal, &run);
         failed |= run.state() == State::Failed;
         if !ctx.json {
             println!("run {} ended {}", run.id(), run.state());

@@ -96,8 +96,12 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
     }
     if let Some(s) = &settings {
         let cron = s.cron.clone().unwrap_or_else(|| project.config.auto_backup.cron.clone());
-        let state = if s.auto_backup_enabled { "enabled" } else { "disabled" };
-        println!("schedule  {state}, \"{cron}\"");
+        if s.auto_backup_enabled {
+            let next = super::auto_backup::next_runs(&project, &cron, 1)?;
+            println!("schedule  enabled, \"{cron}\", next {}", next.first().map_or("never", String::as_str));
+        } else {
+            println!("schedule  disabled, \"{cron}\"");
+        }
         if let Some(version) = &s.deployed_version {
             println!("version   {version}");
         }
