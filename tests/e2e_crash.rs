@@ -44,8 +44,7 @@ const RECOVERY_POINTS: &[&str] = &[
 
 /// Runs `lifeboat backup` with one fail point armed and asserts it died by SIGKILL there.
 fn backup_crashing_at(project: &Project, point: &str) {
-    let output = command(project, &["backup"]).env("FAILPOINTS", format!("{point}=return")).output().unwrap();
-    assert_eq!(output.status.signal(), Some(libc::SIGKILL), "backup should crash at {point}: {}", describe(&output));
+    crash_at(project, &["backup"], point);
 }
 
 /// `lifeboat recover`, then the invariants, then a second `recover` that finds nothing to do.
@@ -96,13 +95,7 @@ fn crash_during_recovery_then_recover_again() {
     // discard the archive and restart the services, and may itself be interrupted doing so.
     for point in RECOVERY_POINTS {
         backup_crashing_at(&project, "outcome:write_archive");
-        let output = command(&project, &["recover"]).env("FAILPOINTS", format!("{point}=return")).output().unwrap();
-        assert_eq!(
-            output.status.signal(),
-            Some(libc::SIGKILL),
-            "recover should crash at {point}: {}",
-            describe(&output)
-        );
+        crash_at(&project, &["recover"], point);
         recover_and_check(&project, &before, point);
         let runs = run_json(&project, &["journal", "list"]);
         assert_eq!(runs.as_array().unwrap().last().unwrap()["outcome"], "rolled_back", "{point}");

@@ -6,7 +6,6 @@ mod e2e;
 mod support;
 
 use e2e::*;
-use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 use support::Project;
 
@@ -37,9 +36,7 @@ fn a_prune_crashed_between_catalog_and_file_is_finished_by_recover() {
     let newest = listed.as_array().unwrap().last().unwrap().clone();
 
     // Crash right after the first catalog entry is removed, before its file is deleted.
-    let output =
-        command(&project, &["prune"]).env("FAILPOINTS", "delete_backup:catalog_removed=return").output().unwrap();
-    assert_eq!(output.status.signal(), Some(libc::SIGKILL), "{}", describe(&output));
+    crash_at(&project, &["prune"], "delete_backup:catalog_removed");
     assert_eq!(backup_files(&project).len(), 3, "the crash came before any file was deleted");
     assert_eq!(run_json(&project, &["list"]).as_array().unwrap().len(), 2, "one catalog entry is gone");
     assert_eq!(run(&project, &["backup"]).status.code(), Some(4), "the interrupted prune must be recovered first");

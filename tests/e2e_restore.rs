@@ -8,7 +8,6 @@ mod e2e;
 mod support;
 
 use e2e::*;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -192,16 +191,7 @@ fn crash_at_fail_points_of_a_restore_then_recover() {
     let id = id.to_string();
     for &(point, finishes) in RESTORE_POINTS {
         write_after_markers(&project);
-        let output = command(&project, &["restore", &id, "--yes"])
-            .env("FAILPOINTS", format!("{point}=return"))
-            .output()
-            .unwrap();
-        assert_eq!(
-            output.status.signal(),
-            Some(libc::SIGKILL),
-            "restore should crash at {point}: {}",
-            describe(&output)
-        );
+        crash_at(&project, &["restore", &id, "--yes"], point);
         let refused = run(&project, &["backup"]);
         assert_eq!(refused.status.code(), Some(4), "{point}: {}", describe(&refused));
 
@@ -233,18 +223,8 @@ fn crash_during_the_rollback_of_a_restore_then_recover_again() {
     for point in ["intent:stop_stack", "effect:revert_data", "intent:start_services", "effect:verify_services"] {
         write_after_markers(&project);
         // Interrupted after the restored data ran, so recovery stops the stack before reverting.
-        let output = command(&project, &["restore", &id, "--yes"])
-            .env("FAILPOINTS", "outcome:start_services=return")
-            .output()
-            .unwrap();
-        assert_eq!(output.status.signal(), Some(libc::SIGKILL), "{}", describe(&output));
-        let output = command(&project, &["recover"]).env("FAILPOINTS", format!("{point}=return")).output().unwrap();
-        assert_eq!(
-            output.status.signal(),
-            Some(libc::SIGKILL),
-            "recover should crash at {point}: {}",
-            describe(&output)
-        );
+        crash_at(&project, &["restore", &id, "--yes"], "outcome:start_services");
+        crash_at(&project, &["recover"], point);
         let output = run(&project, &["recover"]);
         assert_eq!(output.status.code(), Some(0), "{point}: recover: {}", describe(&output));
         assert_invariants(&project, &before);

@@ -15,7 +15,6 @@ mod support;
 
 use e2e::*;
 use futures_util::StreamExt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -365,11 +364,7 @@ const UPGRADE_POINTS: &[(&str, bool)] = &[
 ];
 
 fn upgrade_crashing_at(project: &Project, pkg: &Path, point: &str) {
-    let output = command(project, &["upgrade", pkg.to_str().unwrap(), "--yes"])
-        .env("FAILPOINTS", format!("{point}=return"))
-        .output()
-        .unwrap();
-    assert_eq!(output.status.signal(), Some(libc::SIGKILL), "upgrade should crash at {point}: {}", describe(&output));
+    crash_at(project, &["upgrade", pkg.to_str().unwrap(), "--yes"], point);
 }
 
 fn recover_twice(project: &Project, context: &str) {
@@ -411,9 +406,7 @@ fn crash_at_fail_points_of_an_upgrade_then_recover() {
 
     // A crash during recovery, then recover again: the same end state as one clean recovery.
     upgrade_crashing_at(&project, &pkg, "effect:compose_up");
-    let output =
-        command(&project, &["recover"]).env("FAILPOINTS", "intent:restore_deployment=return").output().unwrap();
-    assert_eq!(output.status.signal(), Some(libc::SIGKILL), "recover should crash: {}", describe(&output));
+    crash_at(&project, &["recover"], "intent:restore_deployment");
     recover_twice(&project, "crash during recovery");
     assert_v1_back(&project, &v1_files, "crash during recovery");
 
@@ -421,14 +414,7 @@ fn crash_at_fail_points_of_an_upgrade_then_recover() {
     // (v2 stays); after, recovery finishes it (v1 is back).
     run_json(&project, &["upgrade", pkg.to_str().unwrap(), "--yes"]);
     for (point, finishes) in [("effect:restore_data", false), ("outcome:verify_services", true)] {
-        let output =
-            command(&project, &["rollback", "--yes"]).env("FAILPOINTS", format!("{point}=return")).output().unwrap();
-        assert_eq!(
-            output.status.signal(),
-            Some(libc::SIGKILL),
-            "rollback should crash at {point}: {}",
-            describe(&output)
-        );
+        crash_at(&project, &["rollback", "--yes"], point);
         recover_twice(&project, point);
         let runs = run_json(&project, &["journal", "list"]);
         let last = runs.as_array().unwrap().iter().rev().find(|r| r["kind"] == "rollback").unwrap().clone();

@@ -129,3 +129,17 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
     std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).expect("read /dev/urandom");
     bytes
 }
+
+/// Runs `lifeboat ARGS` with the fail point `point` armed and asserts the process died there, by
+/// the SIGKILL the fail point sends itself.
+pub fn crash_at(project: &Project, args: &[&str], point: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let output = command(project, args).env("FAILPOINTS", format!("{point}=return")).output().expect("run lifeboat");
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGKILL),
+        "lifeboat {} should crash at {point}: {}",
+        args.join(" "),
+        describe(&output)
+    );
+}
