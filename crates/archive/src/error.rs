@@ -68,6 +68,9 @@ pub enum ArchiveError {
     /// Moving a directory into place, aside, or back failed.
     #[error("cannot {action} {path}: {source}; the directories named here may need to be moved by hand")]
     Swap { action: &'static str, path: PathBuf, source: io::Error },
+    /// The caller asked the writer to stop (see `WriteOptions::cancel`); the partial file is gone.
+    #[error("archiving was cancelled")]
+    Cancelled,
     /// The options are unusable (for example a compression level above 9).
     #[error("invalid archive options: {0}")]
     InvalidOptions(String),

@@ -4,6 +4,8 @@ use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header, HeaderMode};
@@ -23,17 +25,20 @@ pub struct Root {
 }
 
 /// How to compress.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct WriteOptions {
     /// gzip level, 0 to 9 (default 6).
     pub level: u32,
     /// Compression threads; 0 (the default) means one per available core, plus one.
     pub threads: usize,
+    /// When set and it turns true, the writer stops at the next entry or read (within about a
+    /// megabyte), removes the partial file and returns [`ArchiveError::Cancelled`].
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { level: 6, threads: 0 }
+        WriteOptions { level: 6, threads: 0, cancel: None }
     }
 }
 
@@ -68,6 +73,7 @@ struct Stats<'p> {
     content_bytes: u64,
     reported: u64,
     progress: &'p mut dyn FnMut(u64),
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Stats<'_> {
@@ -77,6 +83,10 @@ impl Stats<'_> {
             self.reported = self.content_bytes;
             (self.progress)(self.content_bytes);
         }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
     }
 }
 
@@ -127,7 +137,8 @@ pub fn write_archive(
     };
 
     let partial = partial_path(dest);
-    let mut stats = Stats { file_count: 0, entry_count: 0, content_bytes: 0, reported: 0, progress };
+    let mut stats =
+        Stats { file_count: 0, entry_count: 0, content_bytes: 0, reported: 0, progress, cancel: opts.cancel.clone() };
     let result = write_partial(roots, &names, &root_meta, &partial, opts.level, threads, &mut stats);
     let (sha256, size_bytes) = match result {
         Ok(done) => done,
@@ -222,6 +233,9 @@ impl<W: Write> Walker<'_, '_, W> {
     }
 
     fn entry(&mut self, src: &Path, name: &Path, meta: &Metadata) -> Result<(), ArchiveError> {
+        if self.stats.cancelled() {
+            return Err(ArchiveError::Cancelled);
+        }
         let ft = meta.file_type();
         let mut header = Header::new_gnu();
         header.set_metadata_in_mode(meta, HeaderMode::Complete);
@@ -281,6 +295,7 @@ impl<W: Write> Walker<'_, '_, W> {
             return Err(match failure {
                 Failure::Read(e) => rerr(e),
                 Failure::Shrunk => ArchiveError::FileChanged { path: src.to_path_buf(), expected: size },
+                Failure::Cancelled => ArchiveError::Cancelled,
             });
         }
         let partial = self.partial;
@@ -298,6 +313,7 @@ impl<W: Write> Walker<'_, '_, W> {
 enum Failure {
     Read(io::Error),
     Shrunk,
+    Cancelled,
 }
 
 /// Yields exactly the size recorded in the tar header, or fails (and says why in `failure`), so a
@@ -313,6 +329,10 @@ impl Read for ExactReader<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.remaining == 0 {
             return Ok(0);
+        }
+        if self.stats.cancelled() {
+            self.failure = Some(Failure::Cancelled);
+            return Err(io::Error::other("cancelled"));
         }
         let max = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         match self.file.read(&mut buf[..max]) {

@@ -64,7 +64,8 @@ fn existing_destination_and_bad_names_are_refused() {
         let err = write_archive(&roots, &dest2, &opts(), &mut |_| {}).unwrap_err();
         assert!(err.to_string().contains(needle), "{err}");
     }
-    let err = write_archive(&roots, &dest2, &WriteOptions { level: 10, threads: 1 }, &mut |_| {}).unwrap_err();
+    let err =
+        write_archive(&roots, &dest2, &WriteOptions { level: 10, threads: 1, cancel: None }, &mut |_| {}).unwrap_err();
     assert!(matches!(err, ArchiveError::InvalidOptions(_)));
 }
 
@@ -157,4 +158,29 @@ fn swap_commit_and_revert() {
     let err = extract_to_staging(&archive, &fresh, &opts3).unwrap_err();
     assert!(matches!(err, ArchiveError::MemberNotFound { .. }), "{err}");
     assert_eq!(common::leftovers(tmp.path(), "staging").len(), 0);
+}
+
+#[test]
+fn a_cancelled_write_stops_within_a_megabyte_and_leaves_nothing() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..8 {
+        fs::write(src.join(format!("f{i}")), vec![i as u8; 1 << 20]).unwrap();
+    }
+    let dest = tmp.path().join("x.tar.gz");
+    let roots = [Root { archive_name: "d".into(), source: src }];
+    let cancel = Arc::new(AtomicBool::new(false));
+    let opts = WriteOptions { cancel: Some(Arc::clone(&cancel)), ..WriteOptions::default() };
+    let mut seen = 0;
+    let err = write_archive(&roots, &dest, &opts, &mut |n| {
+        seen = n;
+        cancel.store(true, Ordering::Relaxed);
+    })
+    .unwrap_err();
+    assert!(matches!(err, ArchiveError::Cancelled), "{err}");
+    assert!(seen < 3 << 20, "the writer went on for {seen} bytes after the cancel");
+    assert!(!dest.exists() && !partial_path(&dest).exists());
 }

@@ -350,8 +350,13 @@ mod tests {
             sources.push(Root { archive_name: format!("paths/{name}"), source: target });
         }
         let archive = dir.path().join("backup.tar.gz");
-        lifeboat_archive::write_archive(&sources, &archive, &WriteOptions { level: 1, threads: 1 }, &mut |_| {})
-            .unwrap();
+        lifeboat_archive::write_archive(
+            &sources,
+            &archive,
+            &WriteOptions { level: 1, threads: 1, cancel: None },
+            &mut |_| {},
+        )
+        .unwrap();
         for root in &roots {
             fs::write(root.target.join("file"), "changed after").unwrap();
             fs::write(root.target.join("new"), "new after").unwrap();
