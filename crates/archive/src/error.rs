@@ -19,7 +19,7 @@ pub enum ArchiveError {
     /// The destination already exists; lifeboat never overwrites an archive.
     #[error("archive {path} already exists: refusing to overwrite it, choose another name")]
     DestinationExists { path: PathBuf },
-    /// A socket, device node or fifo was found under a root; lifeboat does not archive those.
+    /// A file of a kind lifeboat does not know was found under a root (sockets are skipped instead).
     #[error("cannot archive {path}: it is a {kind}, which lifeboat does not back up; move it out of the backup path")]
     UnsupportedFileType { path: PathBuf, kind: &'static str },
     /// A source file changed size while it was being archived.

@@ -11,8 +11,11 @@ use std::time::{Duration, UNIX_EPOCH};
 use tar::EntryType;
 
 use crate::error::ArchiveError;
+use crate::notes::{ExtractWarning, MAX_WARNINGS};
+use crate::pax::{Found, parse_mtime, parse_records};
 use crate::read::{display_name, is_file_kind, open};
 use crate::util::{fsync_dir, parent_dir, unique_tag, with_suffix};
+use crate::xattr::{self, Xattr};
 
 /// How to extract.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,15 +35,24 @@ pub struct ExtractOptions {
     pub allow_outside_symlinks: bool,
 }
 
-/// What an extraction wrote.
+/// What an extraction wrote, and what it could not restore.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExtractReport {
-    /// Entries extracted (the subtree root included).
+    /// Entries extracted (the subtree root included; a device node not created included).
     pub entry_count: u64,
-    /// Regular files (and hard links) extracted.
+    /// Regular files written with their content (hard links not included).
     pub file_count: u64,
+    /// Hard links made to files extracted earlier.
+    pub hardlink_count: u64,
+    /// Fifos and device nodes created.
+    pub special_count: u64,
     /// Bytes of file content extracted.
     pub content_bytes: u64,
+    /// What was not restored: device nodes when not root, attributes the filesystem refused.
+    /// At most 100; the rest are counted in `warnings_omitted`.
+    pub warnings: Vec<ExtractWarning>,
+    /// Warnings beyond the first 100.
+    pub warnings_omitted: u64,
 }
 
 /// A complete, durable extraction waiting beside its target. Swap it in, or discard it.
@@ -69,8 +81,11 @@ pub struct Swapped {
 ///
 /// Refused, with [`ArchiveError::UnsafeEntry`]: absolute names, `..` parts, entries under a symlink
 /// (the "symlink, then a file through it" trick), hard links out of the extracted tree or to
-/// non-files, symlinks out of the tree (unless allowed), device nodes, fifos and unknown kinds, and
-/// duplicate names. The whole gzip stream is read, so a CRC or length mismatch is caught before
+/// anything but a regular file extracted earlier, symlinks out of the tree (unless allowed),
+/// unknown kinds, and duplicate names. Fifos are recreated; device nodes only when running as
+/// root (otherwise a warning in [`ExtractReport::warnings`]). Extended attributes and ACLs are
+/// restored where the filesystem allows, each refusal a warning; mtimes to the nanosecond when
+/// the archive has them. The whole gzip stream is read, so a CRC or length mismatch is caught before
 /// anything is staged. On any error the staging directory is removed and nothing else changed.
 /// On success everything staged has been synced to disk (`syncfs`).
 pub fn extract_to_staging(archive: &Path, target: &Path, opts: &ExtractOptions) -> Result<Staged, ArchiveError> {
@@ -86,6 +101,7 @@ pub fn extract_to_staging(archive: &Path, target: &Path, opts: &ExtractOptions) 
         .mode(0o700)
         .create(&staging)
         .map_err(|e| ArchiveError::Write { path: staging.clone(), source: e })?;
+    xattr::strip_inherited_acls(&staging);
     let preserve_owner = opts.preserve_owner.unwrap_or_else(|| unsafe { libc::geteuid() } == 0);
     let mut ex = Extractor {
         archive: archive.to_path_buf(),
@@ -99,6 +115,8 @@ pub fn extract_to_staging(archive: &Path, target: &Path, opts: &ExtractOptions) 
         root_meta: None,
         matched: false,
         verified_parent: None,
+        is_root: unsafe { libc::geteuid() } == 0,
+        dir_xattrs: Vec::new(),
     };
     match ex.run(opts.subtree.as_deref()) {
         Ok(()) => Ok(Staged { staging, target: target.to_path_buf(), report: ex.report }),
@@ -138,6 +156,8 @@ fn safe_components(raw: &[u8]) -> Result<Vec<OsString>, String> {
 struct Meta {
     mode: u32,
     mtime: u64,
+    /// Nanoseconds of the mtime, from a PAX `mtime` record.
+    nsec: u32,
     uid: u64,
     gid: u64,
 }
@@ -157,6 +177,10 @@ struct Extractor {
     matched: bool,
     /// The last parent directory known to be a real directory inside staging.
     verified_parent: Option<PathBuf>,
+    is_root: bool,
+    /// Directories with attributes to set once their contents are written (so that a default ACL
+    /// is not inherited by what the archive extracts into them).
+    dir_xattrs: Vec<(String, PathBuf, Vec<Xattr>)>,
 }
 
 impl Extractor {
@@ -171,6 +195,7 @@ impl Extractor {
     fn run(&mut self, subtree: Option<&str>) -> Result<(), ArchiveError> {
         let mut opened = open(&self.archive)?;
         let cls = opened.classifier();
+        let sniffer = std::rc::Rc::clone(&opened.sniffer);
         let mut buf = vec![0u8; 64 * 1024];
         for entry in opened.archive.entries().map_err(|e| cls.classify(e))? {
             let mut entry = entry.map_err(|e| cls.classify(e))?;
@@ -179,21 +204,23 @@ impl Extractor {
             if kind == EntryType::XGlobalHeader {
                 continue;
             }
-            let meta = Meta {
+            let mut meta = Meta {
                 mode: header.mode().unwrap_or(0o644) & 0o7777,
                 mtime: header.mtime().unwrap_or(0),
+                nsec: 0,
                 uid: header.uid().unwrap_or(0),
                 gid: header.gid().unwrap_or(0),
             };
+            let device = (header.device_major().ok().flatten(), header.device_minor().ok().flatten());
             let raw = entry.path_bytes().into_owned();
             let name = display_name(&raw);
+            let found = sniffer.borrow_mut().take_for(entry.raw_header_position());
+            let (xattrs, refused) = self.extended(&name, found, &mut meta)?;
             let comps = safe_components(&raw).map_err(|r| self.refuse(&name, r))?;
             match kind {
                 EntryType::Directory | EntryType::Symlink | EntryType::Link => {}
+                EntryType::Char | EntryType::Block | EntryType::Fifo => {}
                 k if is_file_kind(k) => {}
-                EntryType::Char => return Err(self.refuse(&name, "is a character device")),
-                EntryType::Block => return Err(self.refuse(&name, "is a block device")),
-                EntryType::Fifo => return Err(self.refuse(&name, "is a fifo")),
                 other => return Err(self.refuse(&name, format!("has unsupported type {:?}", other.as_byte() as char))),
             }
             if !comps.starts_with(&self.prefix) {
@@ -207,19 +234,23 @@ impl Extractor {
                     return Err(self.refuse(&name, "is the root of the extraction but not a directory"));
                 }
                 self.root_meta = Some(meta);
+                self.later_xattrs(&name, &self.staging.clone(), xattrs, refused);
                 continue;
             }
             let dest = self.ensure_parents(&name, &rel)?;
             match kind {
-                EntryType::Directory => match fs::symlink_metadata(&dest) {
-                    Ok(m) if m.is_dir() => self.dirs.push((dest, meta)),
-                    Ok(_) => return Err(self.refuse(&name, "duplicates an earlier entry")),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        DirBuilder::new().mode(0o700).create(&dest).map_err(Self::werr(&dest))?;
-                        self.dirs.push((dest, meta));
+                EntryType::Directory => {
+                    match fs::symlink_metadata(&dest) {
+                        Ok(m) if m.is_dir() => {}
+                        Ok(_) => return Err(self.refuse(&name, "duplicates an earlier entry")),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            DirBuilder::new().mode(0o700).create(&dest).map_err(Self::werr(&dest))?;
+                        }
+                        Err(e) => return Err(Self::werr(&dest)(e)),
                     }
-                    Err(e) => return Err(Self::werr(&dest)(e)),
-                },
+                    self.later_xattrs(&name, &dest, xattrs, refused);
+                    self.dirs.push((dest, meta));
+                }
                 EntryType::Symlink => {
                     let target = entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
                     if target.is_empty() {
@@ -244,7 +275,8 @@ impl Extractor {
                         std::os::unix::fs::lchown(&dest, Some(meta.uid as u32), Some(meta.gid as u32))
                             .map_err(Self::werr(&dest))?;
                     }
-                    set_mtime_nofollow(&dest, meta.mtime).map_err(Self::werr(&dest))?;
+                    self.restore_xattrs(&name, &dest, &xattrs, refused);
+                    set_mtime_nofollow(&dest, meta.mtime, meta.nsec).map_err(Self::werr(&dest))?;
                     self.symlinks.push(rel);
                 }
                 EntryType::Link => {
@@ -278,10 +310,14 @@ impl Extractor {
                         }
                         Err(e) => return Err(Self::werr(&dest)(e)),
                     }
-                    self.report.file_count += 1;
+                    self.report.hardlink_count += 1;
+                }
+                EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                    self.special(&name, &dest, kind, device, meta, &xattrs, refused)?;
                 }
                 _ => {
                     let written = self.write_file(&name, &dest, &mut entry, &mut buf, meta, &cls)?;
+                    self.restore_xattrs(&name, &dest, &xattrs, refused);
                     self.report.file_count += 1;
                     self.report.content_bytes += written;
                 }
@@ -296,11 +332,15 @@ impl Extractor {
             });
         }
         self.check_symlinks()?;
+        // Attributes before modes: a directory may be about to become read-only.
+        for (name, dir, xattrs) in std::mem::take(&mut self.dir_xattrs) {
+            self.restore_xattrs(&name, &dir, &xattrs, Vec::new());
+        }
         // Deepest first, so that a read-only parent is made so only after its children.
         for (dir, meta) in self.dirs.iter().rev() {
             self.apply_dir_meta(dir, *meta)?;
         }
-        let root = self.root_meta.unwrap_or(Meta { mode: 0o755, mtime: 0, uid: 0, gid: 0 });
+        let root = self.root_meta.unwrap_or(Meta { mode: 0o755, mtime: 0, nsec: 0, uid: 0, gid: 0 });
         if self.root_meta.is_some() {
             self.apply_dir_meta(&self.staging, root)?;
         } else {
@@ -392,7 +432,7 @@ impl Extractor {
             std::os::unix::fs::fchown(&file, Some(meta.uid as u32), Some(meta.gid as u32)).map_err(&werr)?;
         }
         file.set_permissions(fs::Permissions::from_mode(meta.mode)).map_err(&werr)?;
-        file.set_modified(UNIX_EPOCH + Duration::from_secs(meta.mtime)).map_err(&werr)?;
+        file.set_modified(UNIX_EPOCH + Duration::new(meta.mtime, meta.nsec)).map_err(&werr)?;
         Ok(total)
     }
 
@@ -402,7 +442,7 @@ impl Extractor {
             std::os::unix::fs::lchown(dir, Some(meta.uid as u32), Some(meta.gid as u32)).map_err(&werr)?;
         }
         fs::set_permissions(dir, fs::Permissions::from_mode(meta.mode)).map_err(&werr)?;
-        set_mtime_nofollow(dir, meta.mtime).map_err(&werr)
+        set_mtime_nofollow(dir, meta.mtime, meta.nsec).map_err(&werr)
     }
 
     /// Resolves every symlink inside the finished tree, following chains of links, and refuses
@@ -490,9 +530,9 @@ fn escapes(dir: &[OsString], target: &[u8]) -> bool {
     false
 }
 
-fn set_mtime_nofollow(path: &Path, secs: u64) -> io::Result<()> {
+fn set_mtime_nofollow(path: &Path, secs: u64, nsec: u32) -> io::Result<()> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let t = libc::timespec { tv_sec: secs.min(i64::MAX as u64) as libc::time_t, tv_nsec: 0 };
+    let t = libc::timespec { tv_sec: secs.min(i64::MAX as u64) as libc::time_t, tv_nsec: nsec.into() };
     let times = [t, t];
     // SAFETY: `c` is a valid NUL-terminated path and `times` points to two timespecs.
     let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
@@ -618,5 +658,110 @@ impl Swapped {
         let parent = parent_dir(&self.target);
         fsync_dir(&parent).map_err(swap("sync", &parent))?;
         remove_tree(&discard).map_err(swap("remove", &discard))
+    }
+}
+
+/// Fidelity: PAX records, attributes, fifos and devices (see `pax`, `xattr`, `special`).
+impl Extractor {
+    /// Reads the PAX records in front of entry `name`: the precise mtime goes into `meta`; returns
+    /// the attributes to restore and those refused up front (name, reason).
+    fn extended(
+        &self,
+        name: &str,
+        found: Result<Found, String>,
+        meta: &mut Meta,
+    ) -> Result<(Vec<Xattr>, Vec<(String, String)>), ArchiveError> {
+        let bad = |detail: String| ArchiveError::BadTar { path: self.archive.clone(), detail: format!("entry {name:?}: {detail}") };
+        let data = match found.map_err(bad)? {
+            Found::None => return Ok((Vec::new(), Vec::new())),
+            Found::TooLarge => {
+                return Err(self.refuse(name, format!("has extended headers over {} bytes", crate::pax::MAX_PAX)));
+            }
+            Found::Pax(data) => data,
+        };
+        let records = parse_records(&data).map_err(bad)?;
+        if let Some((secs, nsec)) = records.iter().rev().find(|(k, _)| *k == b"mtime").and_then(|(_, v)| parse_mtime(v))
+        {
+            meta.mtime = secs;
+            meta.nsec = nsec;
+        }
+        Ok(xattr::from_records(&records))
+    }
+
+    fn warn(&mut self, w: ExtractWarning) {
+        if self.report.warnings.len() < MAX_WARNINGS {
+            self.report.warnings.push(w);
+        } else {
+            self.report.warnings_omitted += 1;
+        }
+    }
+
+    /// Sets `xattrs` on `dest`; every refusal (and every `refused` one) becomes a warning.
+    fn restore_xattrs(&mut self, name: &str, dest: &Path, xattrs: &[Xattr], refused: Vec<(String, String)>) {
+        for (attr, reason) in refused {
+            self.warn(ExtractWarning::AttributeNotRestored { entry: name.to_string(), name: attr, reason });
+        }
+        for (attr, value) in xattrs {
+            if let Err(e) = xattr::set(dest, attr, value) {
+                self.warn(ExtractWarning::AttributeNotRestored {
+                    entry: name.to_string(),
+                    name: String::from_utf8_lossy(attr).into_owned(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+
+    /// Keeps a directory's attributes until its contents are written.
+    fn later_xattrs(&mut self, name: &str, dir: &Path, xattrs: Vec<Xattr>, refused: Vec<(String, String)>) {
+        if !refused.is_empty() {
+            self.restore_xattrs(name, dir, &[], refused);
+        }
+        if !xattrs.is_empty() {
+            self.dir_xattrs.push((name.to_string(), dir.to_path_buf(), xattrs));
+        }
+    }
+
+    /// Creates a fifo or (as root) a device node, with its owner, mode, attributes and mtime.
+    #[allow(clippy::too_many_arguments)]
+    fn special(
+        &mut self,
+        name: &str,
+        dest: &Path,
+        kind: EntryType,
+        device: (Option<u32>, Option<u32>),
+        meta: Meta,
+        xattrs: &[Xattr],
+        refused: Vec<(String, String)>,
+    ) -> Result<(), ArchiveError> {
+        let is_device = kind != EntryType::Fifo;
+        if is_device && !self.is_root {
+            self.warn(ExtractWarning::DeviceNotCreated {
+                entry: name.to_string(),
+                reason: "only root can create device nodes; restore as root to get it back".into(),
+            });
+            return Ok(());
+        }
+        let (major, minor) = (device.0.unwrap_or(0), device.1.unwrap_or(0));
+        match crate::special::create(dest, kind, major, minor) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(self.refuse(name, "duplicates an earlier entry"));
+            }
+            Err(e) if is_device && e.raw_os_error() == Some(libc::EPERM) => {
+                self.warn(ExtractWarning::DeviceNotCreated { entry: name.to_string(), reason: e.to_string() });
+                return Ok(());
+            }
+            Err(e) => return Err(Self::werr(dest)(e)),
+        }
+        let werr = Self::werr(dest);
+        if self.preserve_owner {
+            std::os::unix::fs::lchown(dest, Some(meta.uid as u32), Some(meta.gid as u32)).map_err(&werr)?;
+        }
+        fs::set_permissions(dest, fs::Permissions::from_mode(meta.mode)).map_err(&werr)?;
+        self.restore_xattrs(name, dest, xattrs, refused);
+        set_mtime_nofollow(dest, meta.mtime, meta.nsec).map_err(&werr)?;
+        self.report.special_count += 1;
+        Ok(())
     }
 }

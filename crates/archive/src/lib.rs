@@ -45,12 +45,18 @@
 
 mod error;
 mod extract;
+mod links;
+mod notes;
+mod pax;
 mod pgzip;
 mod read;
+mod special;
 mod util;
 mod write;
+mod xattr;
 
 pub use error::ArchiveError;
+pub use notes::{ExtractWarning, Skipped, SkippedKind};
 pub use extract::{ExtractOptions, ExtractReport, Staged, Swapped, extract_to_staging};
 pub use pgzip::ParallelGzEncoder;
 pub use read::{EntryInfo, EntryKind, Expected, VerifyReport, list_entries, read_member, sha256_file, verify_archive};

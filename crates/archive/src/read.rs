@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use tar::EntryType;
 
 use crate::error::ArchiveError;
+use crate::pax::Sniffer;
 use crate::util::hex;
 
 /// The raw file, hashed and counted as it is read.
@@ -35,13 +36,17 @@ type GzFailure = Rc<RefCell<Option<(io::ErrorKind, String)>>>;
 pub(crate) struct GzTap {
     inner: MultiGzDecoder<Source>,
     failed: GzFailure,
+    /// Sees every decompressed byte the tar reader gets, to find PAX headers (see `pax`).
+    sniffer: Rc<RefCell<Sniffer>>,
 }
 
 impl Read for GzTap {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).inspect_err(|e| {
+        let n = self.inner.read(buf).inspect_err(|e| {
             *self.failed.borrow_mut() = Some((e.kind(), e.to_string()));
-        })
+        })?;
+        self.sniffer.borrow_mut().observe(&buf[..n]);
+        Ok(n)
     }
 }
 
@@ -52,6 +57,7 @@ pub(crate) struct Opened {
     hasher: Rc<RefCell<Sha256>>,
     pub pos: Rc<Cell<u64>>,
     gz_failed: GzFailure,
+    pub sniffer: Rc<RefCell<Sniffer>>,
 }
 
 pub(crate) fn open(path: &Path) -> Result<Opened, ArchiveError> {
@@ -60,10 +66,11 @@ pub(crate) fn open(path: &Path) -> Result<Opened, ArchiveError> {
     let pos = Rc::new(Cell::new(0));
     let gz_failed: GzFailure = Rc::new(RefCell::new(None));
     let source = Source { file, hasher: Rc::clone(&hasher), pos: Rc::clone(&pos) };
-    let tap = GzTap { inner: MultiGzDecoder::new(source), failed: Rc::clone(&gz_failed) };
+    let sniffer = Rc::new(RefCell::new(Sniffer::default()));
+    let tap = GzTap { inner: MultiGzDecoder::new(source), failed: Rc::clone(&gz_failed), sniffer: Rc::clone(&sniffer) };
     let mut archive = tar::Archive::new(tap);
     archive.set_ignore_zeros(false);
-    Ok(Opened { path: path.to_path_buf(), archive, hasher, pos, gz_failed })
+    Ok(Opened { path: path.to_path_buf(), archive, hasher, pos, gz_failed, sniffer })
 }
 
 /// Tells gzip failures from tar failures for one open archive.
@@ -102,7 +109,7 @@ impl Opened {
     /// Reads the gzip stream to its end (checking its CRC and length), then the file to its end;
     /// returns the file's sha256 and size. Call after the last tar entry.
     pub fn finish(self) -> Result<(String, u64), ArchiveError> {
-        let Opened { path, archive, hasher, pos, gz_failed } = self;
+        let Opened { path, archive, hasher, pos, gz_failed, .. } = self;
         let mut tap = archive.into_inner();
         if let Err(e) = io::copy(&mut tap, &mut io::sink()) {
             let (kind, msg) = gz_failed.borrow().clone().unwrap_or((e.kind(), e.to_string()));
@@ -151,15 +158,30 @@ pub struct Expected {
     pub content_bytes: Option<u64>,
 }
 
-/// What [`verify_archive`] found: everything matched.
+/// What [`verify_archive`] found: everything matched. The counts are defined as in
+/// [`crate::ArchiveSummary`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
     pub path: PathBuf,
     pub sha256: String,
     pub size_bytes: u64,
     pub entry_count: u64,
+    /// Regular files with content (hard links not included).
     pub file_count: u64,
+    /// Hard-link entries.
+    pub hardlink_count: u64,
+    /// Fifos and device nodes.
+    pub special_count: u64,
     pub content_bytes: u64,
+}
+
+#[derive(Default)]
+struct Counts {
+    entries: u64,
+    files: u64,
+    hardlinks: u64,
+    specials: u64,
+    content: u64,
 }
 
 /// Re-hashes `path` and reads it through: gzip (CRC32 and ISIZE of every member), tar structure,
@@ -196,7 +218,7 @@ pub fn verify_archive(
     };
 
     let mut opened = open(path)?;
-    let mut counts = (0u64, 0u64, 0u64);
+    let mut counts = Counts::default();
     let walked = walk_counts(&mut opened, &mut counts, progress);
     if let Err(e) = walked {
         let err = opened.classify(e);
@@ -216,7 +238,7 @@ pub fn verify_archive(
     if sha256 != expected_sha {
         return Err(mismatch(sha256));
     }
-    let (entry_count, file_count, content_bytes) = counts;
+    let Counts { entries: entry_count, files: file_count, hardlinks, specials, content: content_bytes } = counts;
     let count_err =
         |what, expected, actual| ArchiveError::CountMismatch { path: path.to_path_buf(), what, expected, actual };
     if let Some(n) = expected.entry_count
@@ -229,10 +251,19 @@ pub fn verify_archive(
     {
         return Err(count_err("content bytes", n, content_bytes));
     }
-    Ok(VerifyReport { path: path.to_path_buf(), sha256, size_bytes, entry_count, file_count, content_bytes })
+    Ok(VerifyReport {
+        path: path.to_path_buf(),
+        sha256,
+        size_bytes,
+        entry_count,
+        file_count,
+        hardlink_count: hardlinks,
+        special_count: specials,
+        content_bytes,
+    })
 }
 
-fn walk_counts(opened: &mut Opened, counts: &mut (u64, u64, u64), progress: &mut dyn FnMut(u64)) -> io::Result<()> {
+fn walk_counts(opened: &mut Opened, counts: &mut Counts, progress: &mut dyn FnMut(u64)) -> io::Result<()> {
     let pos = Rc::clone(&opened.pos);
     let mut reported = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
@@ -242,15 +273,20 @@ fn walk_counts(opened: &mut Opened, counts: &mut (u64, u64, u64), progress: &mut
         if kind == EntryType::XGlobalHeader {
             continue;
         }
-        counts.0 += 1;
+        counts.entries += 1;
+        match kind {
+            EntryType::Link => counts.hardlinks += 1,
+            EntryType::Fifo | EntryType::Char | EntryType::Block => counts.specials += 1,
+            _ => {}
+        }
         if is_file_kind(kind) {
-            counts.1 += 1;
+            counts.files += 1;
             loop {
                 let n = entry.read(&mut buf)?;
                 if n == 0 {
                     break;
                 }
-                counts.2 += n as u64;
+                counts.content += n as u64;
                 if pos.get() - reported >= 1 << 20 {
                     reported = pos.get();
                     progress(reported);
@@ -289,7 +325,7 @@ pub enum EntryKind {
     Dir,
     Symlink,
     HardLink,
-    /// Devices, fifos and anything else lifeboat refuses to extract.
+    /// Fifos, device nodes and anything else.
     Other,
 }
 

@@ -11,8 +11,12 @@ use sha2::{Digest, Sha256};
 use tar::{EntryType, Header, HeaderMode};
 
 use crate::error::ArchiveError;
+use crate::links::LinkTable;
+use crate::notes::{Skipped, SkippedKind};
+use crate::pax::{PaxBuf, mtime_value};
 use crate::pgzip::{DEFAULT_BLOCK_SIZE, ParallelGzEncoder};
 use crate::util::{HashWriter, fsync_dir, hex, parent_dir, with_suffix};
+use crate::{special, xattr};
 
 /// One directory tree to archive, and the name it has inside the archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,12 +55,19 @@ pub struct ArchiveSummary {
     pub sha256: String,
     /// Size of the archive file in bytes.
     pub size_bytes: u64,
-    /// Regular files archived.
+    /// Regular files stored with their content (a file with several names under a root once).
     pub file_count: u64,
-    /// Tar entries archived: directories, files and symlinks, roots included.
+    /// Hard-link entries: the second and later names of a file, stored without content.
+    pub hardlink_count: u64,
+    /// Fifos and device nodes.
+    pub special_count: u64,
+    /// Tar entries archived: directories, files, hard links, symlinks, fifos and devices, roots
+    /// included (not the PAX or long-name headers in front of some of them).
     pub entry_count: u64,
-    /// Sum of the sizes of the regular files (uncompressed content).
+    /// Sum of the sizes of the stored regular files (uncompressed content; each file once).
     pub content_bytes: u64,
+    /// Paths left out (sockets), in walk order, for the caller to warn about.
+    pub skipped: Vec<Skipped>,
 }
 
 /// Where [`write_archive`] writes before the final rename: `dest` with `.partial` appended.
@@ -69,6 +80,9 @@ const PROGRESS_STEP: u64 = 1 << 20;
 
 struct Stats<'p> {
     file_count: u64,
+    hardlink_count: u64,
+    special_count: u64,
+    skipped: Vec<Skipped>,
     entry_count: u64,
     content_bytes: u64,
     reported: u64,
@@ -98,10 +112,13 @@ impl Stats<'_> {
 /// overwritten. `dest` itself must not exist. `progress` is called with the number of content
 /// bytes read so far, about once per MiB.
 ///
-/// Kept: directories (also empty), regular files, symlinks (as links, never followed), modes,
-/// numeric uid/gid, mtimes (seconds), long names (GNU long name entries). Hard links are stored as
-/// separate files; sparse files are stored dense (holes as zeros). Sockets, fifos and device nodes
-/// are refused with [`ArchiveError::UnsupportedFileType`].
+/// Kept: directories (also empty), regular files, symlinks (as links, never followed), hard links
+/// within one root (the file once, then hard-link entries), fifos and device nodes (type and
+/// device numbers), modes, numeric uid/gid, mtimes to the nanosecond (a PAX `mtime` record when
+/// there is a fraction), long names (GNU long name entries), and extended attributes and POSIX
+/// ACLs as GNU tar `--xattrs --acls` writes them (PAX `SCHILY.xattr.*` and `SCHILY.acl.*` records;
+/// `user.*`, `trusted.*`, `security.*` but not `security.selinux`). Sparse files are stored dense
+/// (holes as zeros). Sockets are skipped and listed in [`ArchiveSummary::skipped`].
 pub fn write_archive(
     roots: &[Root],
     dest: &Path,
@@ -137,8 +154,17 @@ pub fn write_archive(
     };
 
     let partial = partial_path(dest);
-    let mut stats =
-        Stats { file_count: 0, entry_count: 0, content_bytes: 0, reported: 0, progress, cancel: opts.cancel.clone() };
+    let mut stats = Stats {
+        file_count: 0,
+        hardlink_count: 0,
+        special_count: 0,
+        skipped: Vec::new(),
+        entry_count: 0,
+        content_bytes: 0,
+        reported: 0,
+        progress,
+        cancel: opts.cancel.clone(),
+    };
     let result = write_partial(roots, &names, &root_meta, &partial, opts.level, threads, &mut stats);
     let (sha256, size_bytes) = match result {
         Ok(done) => done,
@@ -160,8 +186,11 @@ pub fn write_archive(
         sha256,
         size_bytes,
         file_count: stats.file_count,
+        hardlink_count: stats.hardlink_count,
+        special_count: stats.special_count,
         entry_count: stats.entry_count,
         content_bytes: stats.content_bytes,
+        skipped: stats.skipped,
     })
 }
 
@@ -180,7 +209,8 @@ fn write_partial(
     let encoder = ParallelGzEncoder::new(hashing, level, threads, DEFAULT_BLOCK_SIZE).map_err(werr)?;
     let mut builder = tar::Builder::new(encoder);
     for ((root, name), meta) in roots.iter().zip(names).zip(root_meta) {
-        let mut w = Walker { builder: &mut builder, partial, stats };
+        // Hard links are matched within one root only, so that each root extracts on its own.
+        let mut w = Walker { builder: &mut builder, partial, stats, links: LinkTable::default() };
         w.entry(&root.source, name, meta)?;
     }
     let encoder = builder.into_inner().map_err(werr)?;
@@ -225,6 +255,7 @@ struct Walker<'a, 'p, W: Write> {
     builder: &'a mut tar::Builder<W>,
     partial: &'a Path,
     stats: &'a mut Stats<'p>,
+    links: LinkTable,
 }
 
 impl<W: Write> Walker<'_, '_, W> {
@@ -237,12 +268,17 @@ impl<W: Write> Walker<'_, '_, W> {
             return Err(ArchiveError::Cancelled);
         }
         let ft = meta.file_type();
+        if ft.is_socket() {
+            self.stats.skipped.push(Skipped { path: src.to_path_buf(), kind: SkippedKind::Socket });
+            return Ok(());
+        }
         let mut header = Header::new_gnu();
         header.set_metadata_in_mode(meta, HeaderMode::Complete);
         header.set_mtime(meta.mtime().max(0) as u64);
         header.set_size(0);
         if ft.is_dir() {
             header.set_entry_type(EntryType::Directory);
+            self.extended(src, meta)?;
             self.builder.append_data(&mut header, name, io::empty()).map_err(|e| self.werr(e))?;
             self.stats.entry_count += 1;
             let rerr = |e| ArchiveError::Read { path: src.to_path_buf(), source: e };
@@ -260,27 +296,47 @@ impl<W: Write> Walker<'_, '_, W> {
             }
             Ok(())
         } else if ft.is_file() {
+            if let Some(first) = self.links.target(meta, name) {
+                // The inode's data, attributes and mtime are in the first entry already.
+                header.set_entry_type(EntryType::Link);
+                self.builder.append_link(&mut header, name, &first).map_err(|e| self.werr(e))?;
+                self.stats.entry_count += 1;
+                self.stats.hardlink_count += 1;
+                return Ok(());
+            }
+            self.extended(src, meta)?;
             self.file(src, name, meta, header)
         } else if ft.is_symlink() {
             let target = fs::read_link(src).map_err(|e| ArchiveError::Read { path: src.to_path_buf(), source: e })?;
             header.set_entry_type(EntryType::Symlink);
+            self.extended(src, meta)?;
             self.builder.append_link(&mut header, name, &target).map_err(|e| self.werr(e))?;
             self.stats.entry_count += 1;
             Ok(())
+        } else if let Some(kind) = special::entry_type(&ft) {
+            special::fill_header(&mut header, kind, meta).map_err(|e| self.werr(e))?;
+            self.extended(src, meta)?;
+            self.builder.append_data(&mut header, name, io::empty()).map_err(|e| self.werr(e))?;
+            self.stats.entry_count += 1;
+            self.stats.special_count += 1;
+            Ok(())
         } else {
-            let kind = if ft.is_socket() {
-                "socket"
-            } else if ft.is_fifo() {
-                "fifo"
-            } else if ft.is_char_device() {
-                "character device"
-            } else if ft.is_block_device() {
-                "block device"
-            } else {
-                "special file"
-            };
-            Err(ArchiveError::UnsupportedFileType { path: src.to_path_buf(), kind })
+            Err(ArchiveError::UnsupportedFileType { path: src.to_path_buf(), kind: "special file" })
         }
+    }
+
+    /// Writes the PAX header that goes in front of an entry, when there is something the plain
+    /// header cannot hold: a sub-second mtime, extended attributes, ACLs.
+    fn extended(&mut self, src: &Path, meta: &Metadata) -> Result<(), ArchiveError> {
+        let mut pax = PaxBuf::default();
+        let secs = meta.mtime().max(0) as u64;
+        let nsec = meta.mtime_nsec().clamp(0, 999_999_999) as u32;
+        if nsec != 0 && meta.mtime() >= 0 {
+            pax.record(b"mtime", mtime_value(secs, nsec).as_bytes());
+        }
+        let xattrs = xattr::read(src).map_err(|e| ArchiveError::Read { path: src.to_path_buf(), source: e })?;
+        xattr::add_records(&xattrs, &mut pax);
+        pax.append(self.builder, secs).map_err(|e| self.werr(e))
     }
 
     fn file(&mut self, src: &Path, name: &Path, meta: &Metadata, mut header: Header) -> Result<(), ArchiveError> {
