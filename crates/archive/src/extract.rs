@@ -15,7 +15,7 @@ use crate::notes::{ExtractWarning, MAX_WARNINGS};
 use crate::pax::{Found, parse_mtime, parse_records};
 use crate::read::{display_name, is_file_kind, open};
 use crate::util::{fsync_dir, parent_dir, unique_tag, with_suffix};
-use crate::xattr::{self, Xattr};
+use crate::xattr::{self, Refused, Xattr};
 
 /// How to extract.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -670,8 +670,11 @@ impl Extractor {
         name: &str,
         found: Result<Found, String>,
         meta: &mut Meta,
-    ) -> Result<(Vec<Xattr>, Vec<(String, String)>), ArchiveError> {
-        let bad = |detail: String| ArchiveError::BadTar { path: self.archive.clone(), detail: format!("entry {name:?}: {detail}") };
+    ) -> Result<(Vec<Xattr>, Refused), ArchiveError> {
+        let bad = |detail: String| ArchiveError::BadTar {
+            path: self.archive.clone(),
+            detail: format!("entry {name:?}: {detail}"),
+        };
         let data = match found.map_err(bad)? {
             Found::None => return Ok((Vec::new(), Vec::new())),
             Found::TooLarge => {
@@ -697,7 +700,7 @@ impl Extractor {
     }
 
     /// Sets `xattrs` on `dest`; every refusal (and every `refused` one) becomes a warning.
-    fn restore_xattrs(&mut self, name: &str, dest: &Path, xattrs: &[Xattr], refused: Vec<(String, String)>) {
+    fn restore_xattrs(&mut self, name: &str, dest: &Path, xattrs: &[Xattr], refused: Refused) {
         for (attr, reason) in refused {
             self.warn(ExtractWarning::AttributeNotRestored { entry: name.to_string(), name: attr, reason });
         }
@@ -713,7 +716,7 @@ impl Extractor {
     }
 
     /// Keeps a directory's attributes until its contents are written.
-    fn later_xattrs(&mut self, name: &str, dir: &Path, xattrs: Vec<Xattr>, refused: Vec<(String, String)>) {
+    fn later_xattrs(&mut self, name: &str, dir: &Path, xattrs: Vec<Xattr>, refused: Refused) {
         if !refused.is_empty() {
             self.restore_xattrs(name, dir, &[], refused);
         }
@@ -732,7 +735,7 @@ impl Extractor {
         device: (Option<u32>, Option<u32>),
         meta: Meta,
         xattrs: &[Xattr],
-        refused: Vec<(String, String)>,
+        refused: Refused,
     ) -> Result<(), ArchiveError> {
         let is_device = kind != EntryType::Fifo;
         if is_device && !self.is_root {

@@ -9,6 +9,12 @@
 //! [`write_archive`] walks the roots, writes tar, gzips it on several threads at once (pigz-style
 //! blocks forming one standard gzip member, see `pgzip`), and hashes the compressed bytes with
 //! sha256 as they go to disk. Memory stays flat (a few blocks in flight) whatever the data size.
+//!
+//! An archive holds what a data volume holds: directories, regular files, symlinks, hard links
+//! (each file once per root, then tar hard-link entries), fifos and device nodes, modes, numeric
+//! owners, nanosecond mtimes, extended attributes, file capabilities and POSIX ACLs, in the form
+//! GNU tar `--xattrs --acls` writes and reads (PAX records in front of the entries that need
+//! them). Sockets are skipped and named in [`ArchiveSummary::skipped`]. See [`write_archive`].
 //! The bytes go to `NAME.partial` ([`partial_path`]), never to `NAME`. Then, in order: the partial
 //! file is fsynced, renamed to `NAME`, and the directory is fsynced.
 //!
@@ -30,8 +36,10 @@
 //! # Extracting
 //!
 //! [`extract_to_staging`] extracts into a fresh staging directory beside the target, refusing
-//! unsafe entries (absolute names, `..`, writes through symlinks, links out of the tree, devices),
-//! reading the whole stream so a corrupt archive is refused before anything moves. A refused
+//! unsafe entries (absolute names, `..`, writes through symlinks, symlinks out of the tree, hard
+//! links to anything but a regular file extracted earlier), reading the whole stream so a corrupt
+//! archive is refused before anything moves. What the system refuses to restore (device nodes
+//! when not root, attributes the filesystem does not take) is a warning in [`ExtractReport`]. A refused
 //! archive leaves nothing behind. [`Staged::swap_in`] then renames the target aside and the
 //! staging directory into place; [`Swapped::commit`] deletes the old copy, [`Swapped::revert`]
 //! puts it back. Nothing is deleted before its replacement is in place and synced.
@@ -56,8 +64,8 @@ mod write;
 mod xattr;
 
 pub use error::ArchiveError;
-pub use notes::{ExtractWarning, Skipped, SkippedKind};
 pub use extract::{ExtractOptions, ExtractReport, Staged, Swapped, extract_to_staging};
+pub use notes::{ExtractWarning, Skipped, SkippedKind};
 pub use pgzip::ParallelGzEncoder;
 pub use read::{EntryInfo, EntryKind, Expected, VerifyReport, list_entries, read_member, sha256_file, verify_archive};
 pub use write::{ArchiveSummary, Root, WriteOptions, partial_path, write_archive};

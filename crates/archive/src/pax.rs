@@ -80,9 +80,12 @@ pub(crate) fn parse_mtime(value: &[u8]) -> Option<(u64, u32)> {
     Some((secs, nsec))
 }
 
+/// One PAX record: key and value.
+pub(crate) type Record<'a> = (&'a [u8], &'a [u8]);
+
 /// Splits PAX data into (key, value) records, honouring each record's length (values may hold
 /// newlines). `Err` names what is malformed.
-pub(crate) fn parse_records(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, String> {
+pub(crate) fn parse_records(data: &[u8]) -> Result<Vec<Record<'_>>, String> {
     let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {

@@ -26,7 +26,7 @@ fn missing_root_names_the_path() {
 }
 
 #[test]
-fn sockets_are_refused_and_the_partial_removed() {
+fn sockets_are_skipped_and_named() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     fs::create_dir(&src).unwrap();
@@ -35,10 +35,16 @@ fn sockets_are_refused_and_the_partial_removed() {
     let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let dest = tmp.path().join("x.tar.gz");
     let roots = [Root { archive_name: "d".into(), source: src }];
-    let err = write_archive(&roots, &dest, &opts(), &mut |_| {}).unwrap_err();
-    let msg = err.to_string();
+    let summary = write_archive(&roots, &dest, &opts(), &mut |_| {}).unwrap();
+    assert_eq!(
+        summary.skipped,
+        vec![lifeboat_archive::Skipped { path: sock.clone(), kind: lifeboat_archive::SkippedKind::Socket }]
+    );
+    let msg = summary.skipped[0].to_string();
     assert!(msg.contains(&sock.display().to_string()) && msg.contains("socket"), "{msg}");
-    assert!(!dest.exists() && !partial_path(&dest).exists());
+    assert_eq!((summary.entry_count, summary.file_count), (2, 1));
+    let names: Vec<String> = lifeboat_archive::list_entries(&dest).unwrap().into_iter().map(|e| e.path).collect();
+    assert_eq!(names, ["d", "d/a"]);
 }
 
 #[test]

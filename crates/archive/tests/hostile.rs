@@ -127,7 +127,38 @@ fn hard_links_out_of_the_tree_are_refused() {
 }
 
 #[test]
-fn devices_and_fifos_are_refused() {
+fn hard_links_to_later_entries_directories_and_symlinks_are_refused() {
+    let w = world();
+    let a = w.root.join("a.tar.gz");
+    let link = |name: &[u8], target: &[u8]| raw_entry(name, EntryType::Link, target, b"");
+    // At an entry that only comes later.
+    gz_archive(&a, &[file(b"ok", b"ok"), link(b"x", b"f"), file(b"f", b"data")]);
+    assert_refused(&w, &a, &ExtractOptions::default(), "not an earlier regular file");
+    // At a directory.
+    gz_archive(&a, &[raw_entry(b"d", EntryType::Directory, b"", b""), link(b"x", b"d")]);
+    assert_refused(&w, &a, &ExtractOptions::default(), "not an earlier regular file");
+    // At a symlink (to a file inside, or to one outside).
+    gz_archive(&a, &[file(b"f", b"data"), raw_entry(b"s", EntryType::Symlink, b"f", b""), link(b"x", b"s")]);
+    assert_refused(&w, &a, &ExtractOptions::default(), "not an earlier regular file");
+    fs::write(w.outside.join("secret"), b"s").unwrap();
+    let out = w.outside.join("secret").as_os_str().as_encoded_bytes().to_vec();
+    gz_archive(&a, &[raw_entry(b"s", EntryType::Symlink, &out, b""), link(b"x", b"s")]);
+    let allow = ExtractOptions { allow_outside_symlinks: true, ..ExtractOptions::default() };
+    let err = extract_to_staging(&a, &w.target, &allow).unwrap_err();
+    assert!(err.is_integrity() && err.to_string().contains("not an earlier regular file"), "{err}");
+    assert_eq!(fs::metadata(w.outside.join("secret")).unwrap().len(), 1);
+    fs::remove_file(w.outside.join("secret")).unwrap();
+    // At itself, and at a name through a file.
+    gz_archive(&a, &[link(b"x", b"x")]);
+    assert_refused(&w, &a, &ExtractOptions::default(), "not an earlier regular file");
+    gz_archive(&a, &[file(b"f", b"data"), link(b"x", b"f/g")]);
+    let err = assert_refused(&w, &a, &ExtractOptions::default(), "not an earlier regular file");
+    assert!(err.is_integrity());
+}
+
+#[test]
+fn fifos_and_devices_are_recreated_only_inside_staging() {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test creates device nodes: run it as root");
     let w = world();
     let a = w.root.join("a.tar.gz");
     let mut dev = tar::Header::new_gnu();
@@ -135,14 +166,48 @@ fn devices_and_fifos_are_refused() {
     dev.set_entry_type(EntryType::Char);
     dev.set_device_major(1).unwrap();
     dev.set_device_minor(3).unwrap();
+    dev.set_mode(0o666);
     dev.set_size(0);
     dev.set_cksum();
-    gz_archive(&a, &[file(b"ok", b"ok"), dev.as_bytes().to_vec()]);
-    assert_refused(&w, &a, &ExtractOptions::default(), "is a character device");
-    gz_archive(&a, &[raw_entry(b"fifo", EntryType::Fifo, b"", b"")]);
-    assert_refused(&w, &a, &ExtractOptions::default(), "is a fifo");
-    gz_archive(&a, &[raw_entry(b"blk", EntryType::Block, b"", b"")]);
-    assert_refused(&w, &a, &ExtractOptions::default(), "is a block device");
+    gz_archive(
+        &a,
+        &[
+            file(b"ok", b"ok"),
+            dev.as_bytes().to_vec(),
+            raw_entry(b"fifo", EntryType::Fifo, b"", b""),
+            raw_entry(b"blk", EntryType::Block, b"", b""),
+        ],
+    );
+    let staged = extract_to_staging(&a, &w.target, &ExtractOptions::default()).unwrap();
+    assert_eq!(staged.report.special_count, 3);
+    assert!(staged.report.warnings.is_empty(), "{:?}", staged.report.warnings);
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let null = fs::symlink_metadata(staged.staging.join("null")).unwrap();
+    assert!(null.file_type().is_char_device());
+    assert_eq!((libc::major(null.rdev()), libc::minor(null.rdev()), null.mode() & 0o7777), (1, 3, 0o666));
+    assert!(fs::symlink_metadata(staged.staging.join("fifo")).unwrap().file_type().is_fifo());
+    assert!(fs::symlink_metadata(staged.staging.join("blk")).unwrap().file_type().is_block_device());
+    staged.discard().unwrap();
+    compare_trees(&w.reference, &w.target).unwrap();
+    // Never through a symlink, never twice.
+    let out = w.outside.as_os_str().as_encoded_bytes().to_vec();
+    gz_archive(&a, &[raw_entry(b"l", EntryType::Symlink, &out, b""), raw_entry(b"l/fifo", EntryType::Fifo, b"", b"")]);
+    let allow = ExtractOptions { allow_outside_symlinks: true, ..ExtractOptions::default() };
+    assert_refused(&w, &a, &allow, "would be written through a symlink");
+    gz_archive(&a, &[file(b"f", b"x"), raw_entry(b"f", EntryType::Fifo, b"", b"")]);
+    assert_refused(&w, &a, &ExtractOptions::default(), "duplicates an earlier entry");
+}
+
+#[test]
+fn oversized_extended_headers_are_refused() {
+    let w = world();
+    let a = w.root.join("a.tar.gz");
+    let mut data = b"9437202 comment=".to_vec();
+    data.resize(9_437_201, b'x');
+    data.push(b'\n');
+    gz_archive(&a, &[raw_entry(b"././@PaxHeader", EntryType::XHeader, b"", &data), file(b"f", b"x")]);
+    let err = assert_refused(&w, &a, &ExtractOptions::default(), "has extended headers over");
+    assert!(err.is_integrity());
 }
 
 #[test]
