@@ -60,6 +60,8 @@ fn build_tree(root: &Path) -> (PathBuf, std::os::unix::net::UnixListener) {
     fs::write(root.join("empty"), b"").unwrap();
     let long = "L".repeat(200);
     fs::write(root.join("c").join(&long), b"a 200-byte name").unwrap();
+    // A link whose target name needs a GNU long-link (or PAX linkpath) record.
+    fs::hard_link(root.join("c").join(&long), root.join("c/deep/long-link")).unwrap();
     fs::write(root.join("c/cap-bin"), b"#!/bin/sh\n").unwrap();
     fs::write(root.join("plain/acl-file"), b"acl").unwrap();
     fs::write(root.join("plain/secret"), b"s").unwrap();
@@ -217,14 +219,14 @@ fn check_summary(s: &ArchiveSummary, sock: &Path) {
     assert_eq!(s.skipped[0].path, sock);
     assert_eq!(s.skipped[0].kind, SkippedKind::Socket);
     assert!(s.skipped[0].to_string().contains("app.sock"));
-    // a/one + b/one-again, a/g1 + b/g2 + c/deep/g3.
-    assert_eq!(s.hardlink_count, 3);
+    // a/one + b/one-again, a/g1 + b/g2 + c/deep/g3, c/LLL... + c/deep/long-link.
+    assert_eq!(s.hardlink_count, 4);
     // fifo, null, loop42.
     assert_eq!(s.special_count, 3);
     // Regular files: one, g1, empty, long, cap-bin, acl-file, secret, sparse.img.
     assert_eq!(s.file_count, 8);
     // Directories: root, a, b, c, c/deep, acl-dir, plain; plus files, links, specials, symlink.
-    assert_eq!(s.entry_count, 7 + 8 + 3 + 3 + 1);
+    assert_eq!(s.entry_count, 7 + 8 + 4 + 3 + 1);
     assert_eq!(s.content_bytes, 50_000 + 70_000 + 15 + 10 + 3 + 1 + (3 << 20));
 }
 
@@ -292,7 +294,7 @@ fn lifeboat_restores_gnu_tar_archives_exactly() {
     let target = tmp.path().join("restored");
     let report = lifeboat_extract(&gnu, &target);
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
-    assert_eq!((report.hardlink_count, report.special_count, report.file_count), (3, 3, 8));
+    assert_eq!((report.hardlink_count, report.special_count, report.file_count), (4, 3, 8));
     compare(&src, &target, &["app.sock"]);
 }
 
@@ -328,7 +330,7 @@ fn lifeboat_round_trip_keeps_everything() {
     let target = parent.join("restored");
     let report = lifeboat_extract(&dest, &target);
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
-    assert_eq!((report.hardlink_count, report.special_count, report.file_count), (3, 3, 8));
+    assert_eq!((report.hardlink_count, report.special_count, report.file_count), (4, 3, 8));
     assert_eq!(report.content_bytes, s.content_bytes);
     compare(&src, &target, &["app.sock"]);
     // The same tree gives the same archive.
@@ -429,4 +431,36 @@ fn devices_are_warnings_when_not_root() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.contains("HELPER-OK"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn gnu_sparse_entries_with_extension_blocks_stay_in_step() {
+    // More than four data islands: GNU tar writes sparse extension blocks after the header, which
+    // the PAX sniffer must walk over like the tar reader does.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let f = fs::OpenOptions::new().create(true).write(true).open(src.join("islands.img")).unwrap();
+    f.set_len(40 << 20).unwrap();
+    for i in 0..30u64 {
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(format!("island {i}").as_bytes(), i * (1 << 20) + 4096 * (i % 3)).unwrap();
+    }
+    drop(f);
+    fs::write(src.join("after"), b"the entry after the sparse one").unwrap();
+    sh(&format!("setfattr -n user.after -v yes {}", q(&src.join("after"))));
+    let a = tmp.path().join("gnu.tar.gz");
+    sh(&format!("tar --format=gnu --sparse -czf {} -C {} .", q(&a), q(&src)));
+    let list = sh(&format!("tar -tvzf {}", q(&a)));
+    assert!(list.contains("islands.img"), "{list}");
+    let target = tmp.path().join("t");
+    extract_to_staging(&a, &target, &ExtractOptions::default()).unwrap().swap_in().unwrap().commit().unwrap();
+    assert_eq!(fs::read(target.join("islands.img")).unwrap(), fs::read(src.join("islands.img")).unwrap());
+    // And in POSIX format with attributes, where an `x` header follows the sparse entry.
+    let b = tmp.path().join("posix.tar.gz");
+    sh(&format!("tar --format=posix --xattrs -czf {} -C {} ./islands.img ./after", q(&b), q(&src)));
+    let target = tmp.path().join("t2");
+    extract_to_staging(&b, &target, &ExtractOptions::default()).unwrap().swap_in().unwrap().commit().unwrap();
+    let v = sh(&format!("getfattr -n user.after --only-values {}", q(&target.join("after"))));
+    assert_eq!(v, "yes");
 }
