@@ -440,7 +440,7 @@ fn gnu_sparse_entries_with_extension_blocks_stay_in_step() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     fs::create_dir(&src).unwrap();
-    let f = fs::OpenOptions::new().create(true).write(true).open(src.join("islands.img")).unwrap();
+    let f = fs::File::create(src.join("islands.img")).unwrap();
     f.set_len(40 << 20).unwrap();
     for i in 0..30u64 {
         use std::os::unix::fs::FileExt;
