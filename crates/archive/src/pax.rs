@@ -294,3 +294,74 @@ impl Sniffer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_lengths_count_their_own_digits() {
+        for n in 0..1200 {
+            let mut pax = PaxBuf::default();
+            let value = vec![b'v'; n];
+            pax.record(b"k", &value);
+            let recs = parse_records(&pax.data).unwrap();
+            assert_eq!(recs, vec![(&b"k"[..], value.as_slice())], "value of {n} bytes");
+        }
+    }
+
+    #[test]
+    fn mtimes_keep_nanoseconds() {
+        assert_eq!(mtime_value(1_700_000_000, 0), "1700000000");
+        assert_eq!(mtime_value(1_700_000_000, 120_000_000), "1700000000.12");
+        assert_eq!(parse_mtime(b"1700000000.12"), Some((1_700_000_000, 120_000_000)));
+        assert_eq!(parse_mtime(b"1796167202.25724433"), Some((1_796_167_202, 257_244_330)));
+        assert_eq!(parse_mtime(b"5.1234567891234"), Some((5, 123_456_789)));
+        for bad in [&b"-1.5"[..], b"", b".5", b"1.x", b"99999999999999999999999"] {
+            assert_eq!(parse_mtime(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_records_are_errors_not_panics() {
+        for bad in [&b"5 a=b"[..], b"x a=b\n", b"3 a\n", b"100 a=b\n", b"1 \n", b"6 ab\n\n", b" ", b"4 =\n"] {
+            let _ = parse_records(bad);
+        }
+        assert!(parse_records(b"6 a=b\n7 c=d\n").is_err());
+        assert_eq!(parse_records(b"6 a=\n\n").unwrap(), vec![(&b"a"[..], &b"\n"[..])]);
+    }
+
+    #[test]
+    fn the_sniffer_follows_any_read_sizes() {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut pax = PaxBuf::default();
+        pax.record(b"SCHILY.xattr.user.x", b"a\nb");
+        pax.append(&mut tar, 0).unwrap();
+        let mut h = Header::new_gnu();
+        h.set_size(700);
+        h.set_entry_type(EntryType::Regular);
+        tar.append_data(&mut h, "f", &[7u8; 700][..]).unwrap();
+        let mut h = Header::new_gnu();
+        h.set_size(0);
+        tar.append_data(&mut h, "g", &[][..]).unwrap();
+        let bytes = tar.into_inner().unwrap();
+        for step in [1, 7, 512, 513] {
+            let mut s = Sniffer::default();
+            let mut seen = Vec::new();
+            for chunk in bytes.chunks(step) {
+                s.observe(chunk);
+                if let Some((pos, _)) = &s.last
+                    && seen.last() != Some(pos)
+                {
+                    seen.push(*pos);
+                }
+            }
+            // `f` after one PAX header (512 + 512), `g` after `f` and its 700 bytes.
+            assert_eq!(seen, vec![1024, 1024 + 512 + 1024], "step {step}");
+        }
+        let mut s = Sniffer::default();
+        s.observe(&bytes[..1024 + 512]);
+        assert!(matches!(s.take_for(1024), Ok(Found::Pax(d)) if d.ends_with(b"a\nb\n")));
+        assert!(s.take_for(1024).is_err());
+    }
+}

@@ -209,8 +209,18 @@ fn write_partial(
     let encoder = ParallelGzEncoder::new(hashing, level, threads, DEFAULT_BLOCK_SIZE).map_err(werr)?;
     let mut builder = tar::Builder::new(encoder);
     for ((root, name), meta) in roots.iter().zip(names).zip(root_meta) {
+        // A root given as a symlink is followed (see `Root::source`), and so for its attributes.
+        let is_link = fs::symlink_metadata(&root.source).is_ok_and(|m| m.file_type().is_symlink());
+        let root_real = if is_link { fs::canonicalize(&root.source).ok() } else { None };
         // Hard links are matched within one root only, so that each root extracts on its own.
-        let mut w = Walker { builder: &mut builder, partial, stats, links: LinkTable::default() };
+        let mut w = Walker {
+            builder: &mut builder,
+            partial,
+            stats,
+            links: LinkTable::default(),
+            root: &root.source,
+            root_real,
+        };
         w.entry(&root.source, name, meta)?;
     }
     let encoder = builder.into_inner().map_err(werr)?;
@@ -256,6 +266,9 @@ struct Walker<'a, 'p, W: Write> {
     partial: &'a Path,
     stats: &'a mut Stats<'p>,
     links: LinkTable,
+    root: &'a Path,
+    /// Where the root leads, when it is a symlink.
+    root_real: Option<PathBuf>,
 }
 
 impl<W: Write> Walker<'_, '_, W> {
@@ -334,7 +347,11 @@ impl<W: Write> Walker<'_, '_, W> {
         if nsec != 0 && meta.mtime() >= 0 {
             pax.record(b"mtime", mtime_value(secs, nsec).as_bytes());
         }
-        let xattrs = xattr::read(src).map_err(|e| ArchiveError::Read { path: src.to_path_buf(), source: e })?;
+        let at = match &self.root_real {
+            Some(real) if src == self.root => real.as_path(),
+            _ => src,
+        };
+        let xattrs = xattr::read(at).map_err(|e| ArchiveError::Read { path: src.to_path_buf(), source: e })?;
         xattr::add_records(&xattrs, &mut pax);
         pax.append(self.builder, secs).map_err(|e| self.werr(e))
     }

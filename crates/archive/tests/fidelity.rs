@@ -464,3 +464,70 @@ fn gnu_sparse_entries_with_extension_blocks_stay_in_step() {
     let v = sh(&format!("getfattr -n user.after --only-values {}", q(&target.join("after"))));
     assert_eq!(v, "yes");
 }
+
+fn lset(path: &Path, name: &str, value: &[u8]) {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    let rc = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    assert_eq!(rc, 0, "setxattr {name} on {}: {}", path.display(), std::io::Error::last_os_error());
+}
+
+#[test]
+fn a_root_given_as_a_symlink_keeps_the_attributes_of_where_it_leads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("real");
+    fs::create_dir(&real).unwrap();
+    fs::write(real.join("f"), b"f").unwrap();
+    lset(&real, "user.root", b"yes");
+    std::os::unix::fs::symlink(&real, tmp.path().join("via")).unwrap();
+    let dest = tmp.path().join("a.tar.gz");
+    write_tree(&tmp.path().join("via"), &dest);
+    let target = tmp.path().join("t");
+    lifeboat_extract(&dest, &target);
+    let v = sh(&format!("getfattr -n user.root --only-values {}", q(&target)));
+    assert_eq!(v, "yes");
+}
+
+mod generated {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn attrs() -> impl Strategy<Value = BTreeMap<String, Vec<u8>>> {
+        prop::collection::btree_map("user\\.[a-z0-9%= .\\-]{1,16}", prop::collection::vec(any::<u8>(), 0..300), 0..5)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Arbitrary attribute names (with `%`, `=`, spaces) and binary values (with newlines),
+        /// and nanosecond mtimes, through lifeboat and back, and through GNU tar.
+        #[test]
+        fn attributes_and_mtimes_round_trip(files in prop::collection::vec((attrs(), 0i64..1_000_000_000), 1..5)) {
+            let tmp = tempfile::tempdir().unwrap();
+            let src = tmp.path().join("src");
+            fs::create_dir(&src).unwrap();
+            for (i, (attrs, nsec)) in files.iter().enumerate() {
+                let f = src.join(format!("f{i}"));
+                fs::write(&f, format!("file {i}")).unwrap();
+                for (name, value) in attrs {
+                    lset(&f, name, value);
+                }
+                set_mtime_ns(&f, 1_700_000_000 + i as i64, *nsec);
+            }
+            set_mtime_ns(&src, 1_700_000_000, 5);
+            let dest = tmp.path().join("a.tar.gz");
+            write_tree(&src, &dest);
+            let mine = tmp.path().join("mine");
+            let report = lifeboat_extract(&dest, &mine);
+            prop_assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+            let gnu = tmp.path().join("gnu");
+            fs::create_dir(&gnu).unwrap();
+            sh(&format!("tar --xattrs --xattrs-include='*' -xpf {} -C {}", q(&dest), q(&gnu)));
+            let expected = attr_dump(&src).0;
+            prop_assert_eq!(&attr_dump(&mine).0, &expected);
+            prop_assert_eq!(&attr_dump(&gnu.join("paths/data")).0, &expected);
+            prop_assert_eq!(facts(&mine), facts(&src));
+            prop_assert_eq!(facts(&gnu.join("paths/data")), facts(&src));
+        }
+    }
+}
