@@ -209,7 +209,7 @@ fn write_partial(
     let encoder = ParallelGzEncoder::new(hashing, level, threads, DEFAULT_BLOCK_SIZE).map_err(werr)?;
     let mut builder = tar::Builder::new(encoder);
     for ((root, name), meta) in roots.iter().zip(names).zip(root_meta) {
-        // A root given as a symlink is followed (see `Root::source`), and so for its attributes.
+        // A root given as a symlink is followed (see `Root::source`), and so are its attributes.
         let is_link = fs::symlink_metadata(&root.source).is_ok_and(|m| m.file_type().is_symlink());
         let root_real = if is_link { fs::canonicalize(&root.source).ok() } else { None };
         // Hard links are matched within one root only, so that each root extracts on its own.
