@@ -183,7 +183,8 @@ pub enum Effect {
     VerifyArchive { backup: BackupRef },
     /// Check preconditions and report which services are running now. Read-only.
     Inspect,
-    /// Stop these services in reverse dependency order. Stopping a stopped service is a no-op.
+    /// Stop these services in reverse dependency order. Stopping a stopped service is a no-op;
+    /// stopping one whose stop is already in progress waits until it has exited.
     StopServices { services: Vec<String> },
     /// Write the archive to `path.partial`, fsync, rename to `path`, fsync the directory. A rerun
     /// overwrites the partial file.
@@ -198,7 +199,9 @@ pub enum Effect {
     /// the old ones aside. A rerun finds the swap done, or redoes it from the staged copy.
     Deploy { package: PackageRef },
     /// Start these services in dependency order with `docker start` and wait until each is
-    /// running and, where it has a healthcheck, healthy. Starting a running service is a no-op.
+    /// running and, where it has a healthcheck, healthy. Starting a running service is a no-op,
+    /// but a container still on its way down from a stop is not running: it is waited out and
+    /// started again.
     StartServices { services: Vec<String> },
     /// Run the compose command's `up -d` for these services (all when `None`) and wait until they
     /// are up. Compose converges, so a rerun is safe.
@@ -262,6 +265,10 @@ pub enum Outcome {
     ArchiveWritten(ArchiveFacts),
     /// The effect failed; `error` says what happened, for the operator.
     Failed { error: String },
+    /// `StartServices` or `ComposeUp` succeeded: these services are up, listed in the order they
+    /// were brought up (dependencies first). Journals written before this outcome existed say
+    /// `Done` for those effects, which is still accepted.
+    Started { services: Vec<String> },
 }
 
 impl Outcome {
@@ -308,6 +315,9 @@ pub enum Event {
     Outcome { at: Timestamp, outcome: Outcome },
     /// `lifeboat recover` took over the interrupted run with this decision.
     Recovering { at: Timestamp, decision: Decision },
+    /// The operator asked the run to stop (`reason` names how, say `SIGINT`) between two effects,
+    /// before its point of no return: the run settles as if its next step had failed.
+    Cancelled { at: Timestamp, reason: String },
 }
 
 impl Event {
@@ -316,17 +326,20 @@ impl Event {
             Event::Started { at, .. }
             | Event::Intent { at, .. }
             | Event::Outcome { at, .. }
-            | Event::Recovering { at, .. } => *at,
+            | Event::Recovering { at, .. }
+            | Event::Cancelled { at, .. } => *at,
         }
     }
 
-    /// A short lowercase name for timelines: `started`, `intent`, `outcome`, `recovering`.
+    /// A short lowercase name for timelines: `started`, `intent`, `outcome`, `recovering`,
+    /// `cancelled`.
     pub fn name(&self) -> &'static str {
         match self {
             Event::Started { .. } => "started",
             Event::Intent { .. } => "intent",
             Event::Outcome { .. } => "outcome",
             Event::Recovering { .. } => "recovering",
+            Event::Cancelled { .. } => "cancelled",
         }
     }
 }
