@@ -79,8 +79,10 @@ pub fn event_detail(event: &Event) -> String {
                 short_sha(&facts.sha256)
             ),
             Outcome::Failed { error } => format!("FAILED: {error}"),
+            Outcome::Started { services } => format!("up, in this order: {}", list(services)),
         },
         Event::Recovering { decision, .. } => format!("recover: {}", decision.as_str().replace('_', " ")),
+        Event::Cancelled { reason, .. } => format!("cancelled by {reason}: settling the run"),
     }
 }
 

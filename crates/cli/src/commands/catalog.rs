@@ -32,12 +32,12 @@ pub fn list(ctx: &Ctx) -> anyhow::Result<()> {
         return ctx.print_json(&json!(backups.iter().map(entry_json).collect::<Vec<_>>()));
     }
     if backups.is_empty() {
-        println!("no backups yet: run 'lifeboat backup'");
+        outln!("no backups yet: run 'lifeboat backup'")?;
         return Ok(());
     }
-    println!("{:>6}  {:<11}  {:<19}  {:>10}  {:>7}  {:<12}  path", "id", "kind", "created", "size", "files", "sha256");
+    outln!("{:>6}  {:<11}  {:<19}  {:>10}  {:>7}  {:<12}  path", "id", "kind", "created", "size", "files", "sha256")?;
     for b in &backups {
-        println!(
+        outln!(
             "{:>6}  {:<11}  {:<19}  {:>10}  {:>7}  {:<12}  {}",
             b.id,
             b.kind.as_str(),
@@ -46,7 +46,7 @@ pub fn list(ctx: &Ctx) -> anyhow::Result<()> {
             b.file_count,
             render::short_sha(&b.sha256),
             b.path
-        );
+        )?;
     }
     Ok(())
 }
@@ -70,9 +70,9 @@ pub fn verify(ctx: &Ctx, backup_id: Option<u64>, all: bool) -> anyhow::Result<()
         let result = super::verify_entry(ctx, entry, Path::new(&entry.path));
         match &result {
             Ok(_) if !ctx.json => {
-                println!("backup {} ok: {} ({})", entry.id, entry.path, render::bytes(entry.size_bytes))
+                outln!("backup {} ok: {} ({})", entry.id, entry.path, render::bytes(entry.size_bytes))?
             }
-            Err(err) if !ctx.json => println!("backup {} BAD: {err}", entry.id),
+            Err(err) if !ctx.json => outln!("backup {} BAD: {err}", entry.id)?,
             _ => {}
         }
         bad += usize::from(result.is_err());
