@@ -43,10 +43,12 @@
 //! **Architecture Invariant:** nothing here panics on hostile input; every failure is an
 //! [`ArchiveError`] naming the file or entry and what to do.
 
+mod create;
 mod error;
 mod extract;
 mod pgzip;
 mod read;
+mod sparse;
 mod util;
 mod write;
 
