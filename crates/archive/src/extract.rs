@@ -406,7 +406,9 @@ impl Extractor {
                 break;
             }
             total += n as u64;
-            if n == buf.len() && buf.iter().all(|b| *b == 0) {
+            // Any all-zero read, not only whole buffers: the tar crate hands out the holes of the
+            // old GNU sparse format in reads that end where its map says.
+            if buf[..n].iter().all(|b| *b == 0) {
                 hole += n as u64;
                 continue;
             }
