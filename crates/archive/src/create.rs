@@ -184,3 +184,61 @@ pub(crate) fn open_source(path: &Path, meta: &Metadata) -> io::Result<Option<Fil
 pub(crate) fn is_real_dir(path: &Path) -> io::Result<bool> {
     Ok(fs::symlink_metadata(path)?.is_dir())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_swapped_for_a_symlink_is_not_opened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (file, secret) = (tmp.path().join("file"), tmp.path().join("secret"));
+        fs::write(&file, b"data").unwrap();
+        fs::write(&secret, b"secret").unwrap();
+        let seen = fs::symlink_metadata(&file).unwrap();
+        assert!(open_source(&file, &seen).unwrap().is_some());
+        fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink(&secret, &file).unwrap();
+        assert!(open_source(&file, &seen).unwrap().is_none());
+        // A fifo swapped in neither hangs nor is read.
+        fs::remove_file(&file).unwrap();
+        let c = CString::new(file.as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(open_source(&file, &seen).unwrap().is_none());
+    }
+
+    #[test]
+    fn making_a_tree_writable_stays_inside_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = tmp.path().join("tree");
+        let outside = tmp.path().join("outside");
+        fs::create_dir_all(tree.join("a/b")).unwrap();
+        fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, tree.join("a/link")).unwrap();
+        for d in [&tree.join("a/b"), &tree.join("a"), &outside] {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o500)).unwrap();
+        }
+        make_tree_writable(&tree);
+        let mode = |p: &Path| fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!((mode(&tree.join("a")), mode(&tree.join("a/b"))), (0o700, 0o700));
+        assert_eq!(mode(&outside), 0o500);
+        // A symlink as the tree itself is not followed either.
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        make_tree_writable(&link);
+        assert_eq!(mode(&outside), 0o500);
+    }
+
+    #[test]
+    fn rename_noreplace_keeps_what_is_there() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        fs::write(&a, b"a").unwrap();
+        fs::write(&b, b"b").unwrap();
+        assert_eq!(rename_noreplace(&a, &b).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&b).unwrap(), b"b");
+        fs::remove_file(&b).unwrap();
+        rename_noreplace(&a, &b).unwrap();
+        assert_eq!(fs::read(&b).unwrap(), b"a");
+    }
+}
