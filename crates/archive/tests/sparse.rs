@@ -166,16 +166,21 @@ fn gnu_tar_and_lifeboat_agree_on_sparse_files() {
     make_sparse(&src.join("tail-data"), 8 * MIB, &[(8 * MIB - 10, b"last bytes".to_vec())]);
     make_sparse(&src.join("all-hole"), 3 * MIB, &[]);
     fs::write(src.join("dense"), noise(100_000, 6)).unwrap();
+    // Too long for the stand-in name in a ustar header: it is shortened, the real name kept.
+    let long = src.join("l".repeat(90)).join("m".repeat(90));
+    fs::create_dir_all(&long).unwrap();
+    make_sparse(&long.join("n".repeat(120)), 2 * MIB, &[(MIB, b"deep".to_vec())]);
     common::set_mtimes(&src, 1_600_000_000);
 
     // lifeboat writes, GNU tar extracts.
     let ours = tmp.path().join("ours.tar.gz");
     let s = common::write_one(&src, "d", &ours, 2);
-    assert_eq!(s.apparent_bytes, 64 * MIB + 8 * MIB + 3 * MIB + 100_000);
+    assert_eq!(s.apparent_bytes, 64 * MIB + 8 * MIB + 3 * MIB + 100_000 + 2 * MIB);
     let out = tmp.path().join("gnu-out");
     fs::create_dir(&out).unwrap();
     sh(&format!("tar -xzf {} -C {}", q(&ours), q(&out)));
-    for f in ["tail-hole", "tail-data", "all-hole", "dense"] {
+    let deep = format!("{}/{}/{}", "l".repeat(90), "m".repeat(90), "n".repeat(120));
+    for f in ["tail-hole", "tail-data", "all-hole", "dense", &deep] {
         sh(&format!("cmp {} {}", q(&src.join(f)), q(&out.join("d").join(f))));
         assert_same_sparse(&src.join(f), &out.join("d").join(f));
     }
@@ -207,7 +212,7 @@ fn gnu_tar_and_lifeboat_agree_on_sparse_files() {
         let target = tmp.path().join(format!("t{i}"));
         let r = extract(&theirs, &target, Some("d"));
         assert_eq!(r.apparent_bytes, s.apparent_bytes, "{flags}");
-        for f in ["tail-hole", "tail-data", "all-hole", "dense"] {
+        for f in ["tail-hole", "tail-data", "all-hole", "dense", &deep] {
             sh(&format!("cmp {} {}", q(&src.join(f)), q(&target.join(f))));
             assert_same_sparse(&src.join(f), &target.join(f));
         }
@@ -221,7 +226,7 @@ fn gnu_tar_and_lifeboat_agree_on_sparse_files() {
         )
         .unwrap();
         assert_eq!(v.apparent_bytes, s.apparent_bytes, "{flags}");
-        assert!(v.stored_bytes < 2 * MIB + 200_000, "{flags}: {}", v.stored_bytes);
+        assert!(v.stored_bytes < 2 * MIB + 300_000, "{flags}: {}", v.stored_bytes);
     }
 }
 
