@@ -165,12 +165,15 @@ impl Sparse {
 }
 
 /// Appends a sparse file: its PAX header, then the entry. `header` is the plain header the file
-/// would have had (size = apparent size); `body` must yield exactly `stored` bytes.
+/// would have had (size = apparent size); `body` must yield exactly `stored` bytes. `extra` holds
+/// more PAX records for the same member (see [`pax_record`]): one member may have only one PAX
+/// header.
 pub(crate) fn append<W: Write>(
     builder: &mut tar::Builder<W>,
     header: &Header,
     name: &Path,
     stored: u64,
+    extra: &[u8],
     body: &mut dyn Read,
 ) -> io::Result<()> {
     let realsize = header.size()?;
@@ -180,6 +183,7 @@ pub(crate) fn append<W: Write>(
     pax_record(&mut records, "GNU.sparse.minor", b"0");
     pax_record(&mut records, "GNU.sparse.name", name);
     pax_record(&mut records, "GNU.sparse.realsize", realsize.to_string().as_bytes());
+    records.extend_from_slice(extra);
     let mut x = stand_in(header, name, "PaxHeaders")?;
     x.set_entry_type(EntryType::XHeader);
     x.set_size(records.len() as u64);
@@ -221,7 +225,7 @@ fn stand_in(header: &Header, name: &[u8], tag: &str) -> io::Result<Header> {
 }
 
 /// One PAX record: `LEN KEY=VALUE\n`, where LEN counts the whole record, itself included.
-fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+pub(crate) fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
     let rest = key.len() + value.len() + 3;
     let mut len = rest + 1;
     while len != rest + len.to_string().len() {

@@ -358,7 +358,7 @@ impl<W: Write> Walker<'_, '_, W> {
         let stored = sparse.as_ref().map_or(size, Sparse::stored_bytes);
         let mut reader = ExactReader { file, remaining: stored, failure: None, stats: self.stats, sparse };
         let appended = if reader.sparse.is_some() {
-            sparse::append(self.builder, &header, name, stored, &mut reader)
+            sparse::append(self.builder, &header, name, stored, &[], &mut reader)
         } else {
             self.builder.append_data(&mut header, name, &mut reader)
         };
