@@ -10,8 +10,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use tar::EntryType;
 
+use crate::create::{is_real_dir, make_tree_writable, private_dir, rename_noreplace};
 use crate::error::ArchiveError;
-use crate::read::{display_name, is_file_kind, open};
+use crate::read::{display_name, is_file_kind, open, open_entry};
+use crate::sparse::{self, RestoreError, SparseMap};
 use crate::util::{fsync_dir, parent_dir, unique_tag, with_suffix};
 
 /// How to extract.
@@ -39,8 +41,12 @@ pub struct ExtractReport {
     pub entry_count: u64,
     /// Regular files (and hard links) extracted.
     pub file_count: u64,
-    /// Bytes of file content extracted.
+    /// Bytes of file content extracted, holes included (equal to `apparent_bytes`).
     pub content_bytes: u64,
+    /// Apparent bytes of the files extracted, holes included.
+    pub apparent_bytes: u64,
+    /// Bytes of file data the archive held for them (the holes of sparse files left out).
+    pub stored_bytes: u64,
 }
 
 /// A complete, durable extraction waiting beside its target. Swap it in, or discard it.
@@ -73,6 +79,11 @@ pub struct Swapped {
 /// duplicate names. The whole gzip stream is read, so a CRC or length mismatch is caught before
 /// anything is staged. On any error the staging directory is removed and nothing else changed.
 /// On success everything staged has been synced to disk (`syncfs`).
+///
+/// The staging directory is created `0700` whatever the umask (a symlink or file planted at its
+/// name is unlinked first, never followed), so nothing staged is reachable by other users until
+/// the end, when it takes the mode of the archived root. Sparse files (GNU tar's PAX formats, and
+/// the old GNU format) come back with their holes.
 pub fn extract_to_staging(archive: &Path, target: &Path, opts: &ExtractOptions) -> Result<Staged, ArchiveError> {
     let staging = match &opts.staging {
         Some(s) => s.clone(),
@@ -82,10 +93,7 @@ pub fn extract_to_staging(archive: &Path, target: &Path, opts: &ExtractOptions) 
         Some(s) => split_subtree(s)?,
         None => Vec::new(),
     };
-    DirBuilder::new()
-        .mode(0o700)
-        .create(&staging)
-        .map_err(|e| ArchiveError::Write { path: staging.clone(), source: e })?;
+    private_dir(&staging).map_err(|e| ArchiveError::Write { path: staging.clone(), source: e })?;
     let preserve_owner = opts.preserve_owner.unwrap_or_else(|| unsafe { libc::geteuid() } == 0);
     let mut ex = Extractor {
         archive: archive.to_path_buf(),
@@ -95,6 +103,7 @@ pub fn extract_to_staging(archive: &Path, target: &Path, opts: &ExtractOptions) 
         allow_outside_symlinks: opts.allow_outside_symlinks,
         report: ExtractReport::default(),
         dirs: Vec::new(),
+        implicit_dirs: Vec::new(),
         symlinks: Vec::new(),
         root_meta: None,
         matched: false,
@@ -151,6 +160,8 @@ struct Extractor {
     report: ExtractReport,
     /// Directories to give their mode and mtime once their contents are written.
     dirs: Vec<(PathBuf, Meta)>,
+    /// Parents without an entry of their own: created `0700`, made `0755` at the end.
+    implicit_dirs: Vec<PathBuf>,
     /// Symlinks created, checked again once the tree is complete.
     symlinks: Vec<Vec<OsString>>,
     root_meta: Option<Meta>,
@@ -185,7 +196,11 @@ impl Extractor {
                 uid: header.uid().unwrap_or(0),
                 gid: header.gid().unwrap_or(0),
             };
-            let raw = entry.path_bytes().into_owned();
+            let (raw, map) = if is_file_kind(kind) {
+                open_entry(&mut entry).map_err(|e| cls.classify(e))?
+            } else {
+                (entry.path_bytes().into_owned(), None)
+            };
             let name = display_name(&raw);
             let comps = safe_components(&raw).map_err(|r| self.refuse(&name, r))?;
             match kind {
@@ -281,9 +296,11 @@ impl Extractor {
                     self.report.file_count += 1;
                 }
                 _ => {
-                    let written = self.write_file(&name, &dest, &mut entry, &mut buf, meta, &cls)?;
+                    let (apparent, stored) = self.write_file(&name, &dest, &mut entry, map, &mut buf, meta, &cls)?;
                     self.report.file_count += 1;
-                    self.report.content_bytes += written;
+                    self.report.content_bytes += apparent;
+                    self.report.apparent_bytes += apparent;
+                    self.report.stored_bytes += stored;
                 }
             }
         }
@@ -296,6 +313,9 @@ impl Extractor {
             });
         }
         self.check_symlinks()?;
+        for dir in &self.implicit_dirs {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(Self::werr(dir))?;
+        }
         // Deepest first, so that a read-only parent is made so only after its children.
         for (dir, meta) in self.dirs.iter().rev() {
             self.apply_dir_meta(dir, *meta)?;
@@ -330,7 +350,8 @@ impl Extractor {
                     }
                     Ok(_) => return Err(self.refuse(name, "would be written under a file")),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        DirBuilder::new().mode(0o755).create(&p).map_err(Self::werr(&p))?;
+                        DirBuilder::new().mode(0o700).create(&p).map_err(Self::werr(&p))?;
+                        self.implicit_dirs.push(p.clone());
                     }
                     Err(e) => return Err(Self::werr(&p)(e)),
                 }
@@ -342,16 +363,18 @@ impl Extractor {
         Ok(parent)
     }
 
+    /// Writes one file; returns its apparent and stored bytes.
     #[allow(clippy::too_many_arguments)]
     fn write_file(
         &self,
         name: &str,
         dest: &Path,
         entry: &mut tar::Entry<'_, crate::read::GzTap>,
+        map: Option<SparseMap>,
         buf: &mut [u8],
         meta: Meta,
         cls: &crate::read::Classifier,
-    ) -> Result<u64, ArchiveError> {
+    ) -> Result<(u64, u64), ArchiveError> {
         let werr = Self::werr(dest);
         let mut file = match OpenOptions::new()
             .write(true)
@@ -366,7 +389,15 @@ impl Extractor {
             }
             Err(e) => return Err(werr(e)),
         };
-        // Runs of zeros become holes, so sparse files stay sparse.
+        if let Some(map) = map {
+            sparse::restore(&map, entry, &file, buf).map_err(|e| match e {
+                RestoreError::Read(e) => cls.classify(e),
+                RestoreError::Write(e) => werr(e),
+            })?;
+            self.finish_file(&file, meta, &werr)?;
+            return Ok((map.realsize, map.data));
+        }
+        // Runs of zeros become holes, so files stored dense by other tools stay sparse.
         let mut total = 0u64;
         let mut hole = 0u64;
         loop {
@@ -375,7 +406,9 @@ impl Extractor {
                 break;
             }
             total += n as u64;
-            if n == buf.len() && buf.iter().all(|b| *b == 0) {
+            // Any all-zero read, not only whole buffers: the tar crate hands out the holes of the
+            // old GNU sparse format in reads that end where its map says.
+            if buf[..n].iter().all(|b| *b == 0) {
                 hole += n as u64;
                 continue;
             }
@@ -388,12 +421,27 @@ impl Extractor {
         if hole > 0 {
             file.set_len(total).map_err(&werr)?;
         }
+        self.finish_file(&file, meta, &werr)?;
+        let stored = if entry.header().entry_type() == EntryType::GNUSparse {
+            entry.header().entry_size().unwrap_or(total)
+        } else {
+            total
+        };
+        Ok((total, stored))
+    }
+
+    /// Gives a written file its owner, mode and mtime.
+    fn finish_file(
+        &self,
+        file: &File,
+        meta: Meta,
+        werr: &dyn Fn(io::Error) -> ArchiveError,
+    ) -> Result<(), ArchiveError> {
         if self.preserve_owner {
-            std::os::unix::fs::fchown(&file, Some(meta.uid as u32), Some(meta.gid as u32)).map_err(&werr)?;
+            std::os::unix::fs::fchown(file, Some(meta.uid as u32), Some(meta.gid as u32)).map_err(werr)?;
         }
-        file.set_permissions(fs::Permissions::from_mode(meta.mode)).map_err(&werr)?;
-        file.set_modified(UNIX_EPOCH + Duration::from_secs(meta.mtime)).map_err(&werr)?;
-        Ok(total)
+        file.set_permissions(fs::Permissions::from_mode(meta.mode)).map_err(werr)?;
+        file.set_modified(UNIX_EPOCH + Duration::from_secs(meta.mtime)).map_err(werr)
     }
 
     fn apply_dir_meta(&self, dir: &Path, meta: Meta) -> Result<(), ArchiveError> {
@@ -515,22 +563,12 @@ fn remove_tree(path: &Path) -> io::Result<()> {
         Ok(m) if !m.is_dir() => return fs::remove_file(path),
         _ => {}
     }
+    // remove_dir_all never follows a symlink inside the tree (a container's planted links).
     if fs::remove_dir_all(path).is_ok() {
         return Ok(());
     }
-    make_writable(path);
+    make_tree_writable(path);
     fs::remove_dir_all(path)
-}
-
-fn make_writable(dir: &Path) {
-    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                make_writable(&e.path());
-            }
-        }
-    }
 }
 
 impl Staged {
@@ -544,20 +582,34 @@ impl Staged {
     /// Moves the target (if any) to `aside`, then the staging directory to the target, then fsyncs
     /// the parent directory: when this returns `Ok` the swap is durable. If the second rename
     /// fails, the first is undone. Both renames stay on one filesystem, so neither copies data.
+    ///
+    /// Renames move names and never follow them: a target that is a symlink is moved aside as a
+    /// link. The staging directory must still be the real directory extraction made (not a
+    /// symlink put in its place), and neither rename replaces anything already at its destination.
     pub fn swap_in_with_aside(self, aside: PathBuf) -> Result<Swapped, ArchiveError> {
+        match is_real_dir(&self.staging) {
+            Ok(true) => {}
+            Ok(false) => {
+                let e = io::Error::other(
+                    "it is no longer the directory lifeboat extracted into (a symlink or file is in its place)",
+                );
+                return Err(ArchiveError::Swap { action: "move into place", path: self.staging, source: e });
+            }
+            Err(e) => return Err(ArchiveError::Swap { action: "inspect", path: self.staging, source: e }),
+        }
         let had_old = match fs::symlink_metadata(&self.target) {
             Ok(_) => true,
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(e) => return Err(ArchiveError::Swap { action: "inspect", path: self.target, source: e }),
         };
         if had_old {
-            fs::rename(&self.target, &aside).map_err(|e| ArchiveError::Swap {
+            rename_noreplace(&self.target, &aside).map_err(|e| ArchiveError::Swap {
                 action: "move aside",
                 path: self.target.clone(),
                 source: e,
             })?;
         }
-        if let Err(e) = fs::rename(&self.staging, &self.target) {
+        if let Err(e) = rename_noreplace(&self.staging, &self.target) {
             if had_old {
                 let _ = fs::rename(&aside, &self.target);
             }

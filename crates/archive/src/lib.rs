@@ -22,17 +22,36 @@
 //!   again only a `.partial`, which is the "not written" case. The caller records the archive in
 //!   its catalog only after `Ok`, with the returned sha256, size and counts.
 //!
+//! # Safe by default
+//!
+//! lifeboat runs as root beside directories that containers and other users write to
+//! (docs/security.md). So:
+//!
+//! - The archive is private: `0600`, or `0640` with [`WriteOptions::group`], whatever the umask.
+//! - Nothing is written through a name someone else could have prepared: `NAME.partial` is
+//!   unlinked if present (a stale partial, a planted link) and created new with
+//!   `O_EXCL|O_NOFOLLOW`; the rename to `NAME` never replaces anything. Staging directories are
+//!   created the same way, `0700`; the swap renames names and never follows them.
+//! - Sparse files are stored sparse (holes found with `SEEK_DATA`/`SEEK_HOLE`, GNU tar's PAX
+//!   sparse format 1.0), so time and size follow the data: a `truncate -s 1P` in a volume costs
+//!   nothing. Counts give both [`ArchiveSummary::apparent_bytes`] and `stored_bytes`;
+//!   `content_bytes`, the one the catalog records and verification checks, is the apparent size.
+//! - [`WriteOptions::max_bytes`] and [`WriteOptions::max_files`] bound what a hostile volume can
+//!   make a backup cost ([`ArchiveError::LimitExceeded`]).
+//!
 //! # Verifying
 //!
 //! [`verify_archive`] re-hashes the file and reads it through (gzip CRC32 and length, tar
-//! structure, every entry), then compares with what was recorded ([`Expected`]).
+//! structure, every entry, every sparse map), then compares with what was recorded
+//! ([`Expected`]). The holes of sparse files are not expanded, so they cost nothing to verify.
 //!
 //! # Extracting
 //!
 //! [`extract_to_staging`] extracts into a fresh staging directory beside the target, refusing
 //! unsafe entries (absolute names, `..`, writes through symlinks, links out of the tree, devices),
 //! reading the whole stream so a corrupt archive is refused before anything moves. A refused
-//! archive leaves nothing behind. [`Staged::swap_in`] then renames the target aside and the
+//! archive leaves nothing behind. Sparse files (GNU tar's PAX formats 0.0, 0.1 and 1.0, and the
+//! old GNU format) come back with their holes; a sparse map that does not fit its entry is refused. [`Staged::swap_in`] then renames the target aside and the
 //! staging directory into place; [`Swapped::commit`] deletes the old copy, [`Swapped::revert`]
 //! puts it back. Nothing is deleted before its replacement is in place and synced.
 //! [`ExtractOptions::subtree`] extracts one root of a multi-root backup into its own target.
@@ -43,10 +62,12 @@
 //! **Architecture Invariant:** nothing here panics on hostile input; every failure is an
 //! [`ArchiveError`] naming the file or entry and what to do.
 
+mod create;
 mod error;
 mod extract;
 mod pgzip;
 mod read;
+mod sparse;
 mod util;
 mod write;
 

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use tar::EntryType;
 
 use crate::error::ArchiveError;
+use crate::sparse::{self, Expand, MapError, SparseMap};
 use crate::util::hex;
 
 /// The raw file, hashed and counted as it is read.
@@ -138,6 +139,21 @@ pub(crate) fn display_name(raw: &[u8]) -> String {
     String::from_utf8_lossy(raw).into_owned()
 }
 
+/// An entry's real name and, for a PAX sparse file, its checked map (the entry then stands at its
+/// first data region). The errors name the entry; [`Classifier::classify`] makes them `BadTar`.
+pub(crate) fn open_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<(Vec<u8>, Option<SparseMap>)> {
+    let stored = entry.path_bytes().into_owned();
+    let bad = |reason: String| io::Error::other(format!("entry {:?} {reason}", display_name(&stored)));
+    let Some(hdr) = sparse::detect(entry).map_err(bad)? else { return Ok((stored, None)) };
+    let name = hdr.name.clone().unwrap_or_else(|| stored.clone());
+    let size = entry.size();
+    match sparse::read_map(hdr, entry, size) {
+        Ok(map) => Ok((name, Some(map))),
+        Err(MapError::Read(e)) => Err(e),
+        Err(MapError::Invalid(reason)) => Err(bad(reason)),
+    }
+}
+
 /// What the archive is expected to be, from the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expected {
@@ -147,7 +163,8 @@ pub struct Expected {
     pub size_bytes: u64,
     /// Tar entries, if recorded.
     pub entry_count: Option<u64>,
-    /// Uncompressed bytes of regular files, if recorded.
+    /// Uncompressed bytes of regular files (apparent sizes, holes included:
+    /// [`crate::ArchiveSummary::content_bytes`]), if recorded.
     pub content_bytes: Option<u64>,
 }
 
@@ -159,11 +176,27 @@ pub struct VerifyReport {
     pub size_bytes: u64,
     pub entry_count: u64,
     pub file_count: u64,
+    /// Apparent bytes of the regular files, holes included (equal to `apparent_bytes`).
     pub content_bytes: u64,
+    /// Apparent bytes of the regular files, holes included.
+    pub apparent_bytes: u64,
+    /// Bytes of file data stored in the archive (the holes of sparse files left out).
+    pub stored_bytes: u64,
+}
+
+/// What [`verify_archive`] counts while it reads.
+#[derive(Default)]
+struct Counts {
+    entries: u64,
+    files: u64,
+    apparent: u64,
+    stored: u64,
 }
 
 /// Re-hashes `path` and reads it through: gzip (CRC32 and ISIZE of every member), tar structure,
-/// every entry's data; then compares sha256, size and the recorded counts with `expected`.
+/// every entry's data; then compares sha256, size and the recorded counts with `expected`. The
+/// data regions of sparse files are read, their holes are not expanded, so a file of a petabyte
+/// of holes costs no more than its data; its sparse map is checked against the entry.
 ///
 /// `progress` is called with the number of archive bytes read so far, about once per MiB. The file
 /// is only read. A flipped byte is reported as [`ArchiveError::ChecksumMismatch`] (the clearest
@@ -196,7 +229,7 @@ pub fn verify_archive(
     };
 
     let mut opened = open(path)?;
-    let mut counts = (0u64, 0u64, 0u64);
+    let mut counts = Counts::default();
     let walked = walk_counts(&mut opened, &mut counts, progress);
     if let Err(e) = walked {
         let err = opened.classify(e);
@@ -216,7 +249,7 @@ pub fn verify_archive(
     if sha256 != expected_sha {
         return Err(mismatch(sha256));
     }
-    let (entry_count, file_count, content_bytes) = counts;
+    let Counts { entries: entry_count, files: file_count, apparent: content_bytes, stored: stored_bytes } = counts;
     let count_err =
         |what, expected, actual| ArchiveError::CountMismatch { path: path.to_path_buf(), what, expected, actual };
     if let Some(n) = expected.entry_count
@@ -229,10 +262,19 @@ pub fn verify_archive(
     {
         return Err(count_err("content bytes", n, content_bytes));
     }
-    Ok(VerifyReport { path: path.to_path_buf(), sha256, size_bytes, entry_count, file_count, content_bytes })
+    Ok(VerifyReport {
+        path: path.to_path_buf(),
+        sha256,
+        size_bytes,
+        entry_count,
+        file_count,
+        content_bytes,
+        apparent_bytes: content_bytes,
+        stored_bytes,
+    })
 }
 
-fn walk_counts(opened: &mut Opened, counts: &mut (u64, u64, u64), progress: &mut dyn FnMut(u64)) -> io::Result<()> {
+fn walk_counts(opened: &mut Opened, counts: &mut Counts, progress: &mut dyn FnMut(u64)) -> io::Result<()> {
     let pos = Rc::clone(&opened.pos);
     let mut reported = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
@@ -242,18 +284,31 @@ fn walk_counts(opened: &mut Opened, counts: &mut (u64, u64, u64), progress: &mut
         if kind == EntryType::XGlobalHeader {
             continue;
         }
-        counts.0 += 1;
+        counts.entries += 1;
         if is_file_kind(kind) {
-            counts.1 += 1;
+            counts.files += 1;
+            let (_, map) = open_entry(&mut entry)?;
+            let mut read = 0u64;
             loop {
                 let n = entry.read(&mut buf)?;
                 if n == 0 {
                     break;
                 }
-                counts.2 += n as u64;
+                read += n as u64;
                 if pos.get() - reported >= 1 << 20 {
                     reported = pos.get();
                     progress(reported);
+                }
+            }
+            match map {
+                Some(map) => {
+                    counts.apparent += map.realsize;
+                    counts.stored += map.data;
+                }
+                None => {
+                    counts.apparent += read;
+                    // An old GNU sparse entry (type `S`) comes expanded; its header has the size stored.
+                    counts.stored += if kind == EntryType::GNUSparse { entry.header().entry_size()? } else { read };
                 }
             }
         }
@@ -333,13 +388,19 @@ fn list_into(opened: &mut Opened, out: &mut Vec<EntryInfo>) -> io::Result<()> {
         }
         let mode = header.mode().unwrap_or(0);
         let mtime = header.mtime().unwrap_or(0);
-        let name = normalize_name(&entry.path_bytes());
+        let (raw, map) =
+            if is_file_kind(kind) { open_entry(&mut entry)? } else { (entry.path_bytes().into_owned(), None) };
+        let name = normalize_name(&raw);
         let link_target = entry.link_name_bytes().map(|l| display_name(&l));
         let (kind, size, sha256) = if is_file_kind(kind) {
             let mut hasher = Sha256::new();
             let mut size = 0u64;
+            let mut content: Box<dyn Read + '_> = match map {
+                Some(map) => Box::new(Expand::new(map, &mut entry)),
+                None => Box::new(&mut entry),
+            };
             loop {
-                let n = entry.read(&mut buf)?;
+                let n = content.read(&mut buf)?;
                 if n == 0 {
                     break;
                 }
@@ -379,15 +440,23 @@ pub fn read_member(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>, Archi
     let found = (|| -> io::Result<Option<Result<Vec<u8>, u64>>> {
         for entry in opened.archive.entries()? {
             let mut entry = entry?;
-            if !is_file_kind(entry.header().entry_type()) || normalize_name(&entry.path_bytes()) != wanted {
+            if !is_file_kind(entry.header().entry_type()) {
                 continue;
             }
-            let size = entry.size();
+            let (raw, map) = open_entry(&mut entry)?;
+            if normalize_name(&raw) != wanted {
+                continue;
+            }
+            let size = map.as_ref().map_or(entry.size(), |m| m.realsize);
             if size > limit {
                 return Ok(Some(Err(size)));
             }
             let mut data = Vec::with_capacity(size as usize);
-            (&mut entry).take(limit + 1).read_to_end(&mut data)?;
+            let mut content: Box<dyn Read + '_> = match map {
+                Some(map) => Box::new(Expand::new(map, &mut entry)),
+                None => Box::new(&mut entry),
+            };
+            (&mut content).take(limit + 1).read_to_end(&mut data)?;
             if data.len() as u64 > limit {
                 return Ok(Some(Err(data.len() as u64)));
             }
