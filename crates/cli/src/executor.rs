@@ -226,6 +226,7 @@ impl Executor<'_> {
             level: self.project.config.backup.compression_level,
             threads: 0,
             cancel: signals::cancel_flag(),
+            ..WriteOptions::default()
         };
         let bar = crate::progress::bar(self.progress, "archiving", None);
         let summary = tokio::task::spawn_blocking({
