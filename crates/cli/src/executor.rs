@@ -13,7 +13,9 @@ use crate::signals;
 use anyhow::Context;
 use lifeboat_archive::{Root, WriteOptions};
 use lifeboat_journal::{BackupEntry, Journal};
-use lifeboat_machine::{ArchiveFacts, BackupKind, BackupRef, Effect, Event, Outcome, Run, RunKind, RunSpec};
+use lifeboat_machine::{
+    ArchiveDetails, ArchiveFacts, BackupKind, BackupRef, Effect, Event, Outcome, Run, RunKind, RunSpec,
+};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -97,7 +99,10 @@ impl Executor<'_> {
         let rollback = run.kind() == RunKind::Rollback;
         match effect {
             Effect::Inspect => return Ok(Outcome::Inspected { running: self.inspect().await? }),
-            Effect::WriteArchive { path } => return Ok(Outcome::ArchiveWritten(self.write_archive(run, path).await?)),
+            Effect::WriteArchive { path } => {
+                let (facts, details) = self.write_archive(run, path).await?;
+                return Ok(Outcome::Archived { facts, details });
+            }
             Effect::StopServices { services } => self.stop_services(services).await?,
             Effect::RecordBackup { archive, backup_kind, note } => {
                 self.record_backup(run, archive, *backup_kind, note.clone())?
@@ -214,7 +219,7 @@ impl Executor<'_> {
         Ok(roots.into_iter().map(|root| Root { archive_name: root.archive_name, source: root.target }).collect())
     }
 
-    async fn write_archive(&self, run: &Run, path: &str) -> anyhow::Result<ArchiveFacts> {
+    async fn write_archive(&self, run: &Run, path: &str) -> anyhow::Result<(ArchiveFacts, ArchiveDetails)> {
         let mut roots = self.archive_roots().await?;
         // A pre-upgrade backup also keeps the deployment files the package replaces.
         roots.extend(crate::deploy::deployment_roots(self.project, run.spec())?);
@@ -236,14 +241,20 @@ impl Executor<'_> {
         .await
         .context("the archive writer panicked")??;
         bar.finish_and_clear();
-        Ok(ArchiveFacts {
+        let details = ArchiveDetails {
+            apparent_bytes: summary.apparent_bytes,
+            stored_bytes: summary.stored_bytes,
+            skipped: Vec::new(),
+        };
+        let facts = ArchiveFacts {
             path: path.to_owned(),
             sha256: summary.sha256,
             size_bytes: summary.size_bytes,
             file_count: summary.file_count,
             entry_count: summary.entry_count,
             content_bytes: summary.content_bytes,
-        })
+        };
+        Ok((facts, details))
     }
 
     /// Checks the archive is still there, whole, then catalogs it under the run's id.
@@ -263,7 +274,7 @@ impl Executor<'_> {
             RunSpec::Upgrade { .. } => self.journal.settings()?.deployed_version,
             _ => None,
         };
-        self.journal.record_backup(&BackupEntry {
+        let entry = BackupEntry {
             id: run.id(),
             run_id: run.id(),
             kind,
@@ -276,7 +287,8 @@ impl Executor<'_> {
             sha256: archive.sha256.clone(),
             note,
             protects_version,
-        })?;
+        };
+        self.journal.record_backup_with(&entry, run.archive_details())?;
         Ok(())
     }
 

@@ -14,8 +14,8 @@
 
 use crate::codec::{decode_event, encode_event};
 use lifeboat_machine::{
-    ArchiveFacts, BackupKind, BackupRef, Effect, Event, Outcome, PackageRef, Run, RunId, RunSpec, Timestamp, recover,
-    replay,
+    ArchiveDetails, ArchiveFacts, BackupKind, BackupRef, Effect, Event, Outcome, PackageRef, Run, RunId, RunSpec,
+    SkippedPath, Timestamp, recover, replay,
 };
 
 /// The prefix of a `recover` input made of journal-encoded frames.
@@ -99,7 +99,14 @@ fn check_recovers_to(journal: &[Event], ends_as: lifeboat_machine::State) {
 fn success(effect: &Effect, run: &Run) -> Outcome {
     match effect {
         Effect::Inspect => Outcome::Inspected { running: run.running().map(<[String]>::to_vec).unwrap_or_default() },
-        Effect::WriteArchive { path } => Outcome::ArchiveWritten(facts(path)),
+        Effect::WriteArchive { path } => Outcome::Archived {
+            facts: facts(path),
+            details: ArchiveDetails {
+                apparent_bytes: 10_000,
+                stored_bytes: 9_000,
+                skipped: vec![SkippedPath { path: "data/app.sock".into(), kind: "socket".into() }],
+            },
+        },
         Effect::StartServices { services } => Outcome::Started { services: services.iter().rev().cloned().collect() },
         _ => Outcome::Done,
     }

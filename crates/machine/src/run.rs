@@ -101,6 +101,7 @@ pub struct Run {
     retried: bool,
     running: Option<Vec<String>>,
     archive: Option<ArchiveFacts>,
+    archive_details: Option<ArchiveDetails>,
     failures: Vec<Failure>,
     /// Why the operator cancelled the run, if they did (see [`Run::handle_cancel`]).
     cancelled: Option<String>,
@@ -128,6 +129,7 @@ impl Run {
             retried: false,
             running: None,
             archive: None,
+            archive_details: None,
             failures: Vec::new(),
             cancelled: None,
         };
@@ -178,6 +180,12 @@ impl Run {
     /// What the archive write reported, once it succeeded.
     pub fn archive(&self) -> Option<&ArchiveFacts> {
         self.archive.as_ref()
+    }
+
+    /// The details the archive write reported, once it succeeded; `None` also for a journal
+    /// written before writes reported them.
+    pub fn archive_details(&self) -> Option<&ArchiveDetails> {
+        self.archive_details.as_ref()
     }
 
     /// The failed effects, oldest first. A run ends `Failed` after a second failure.
@@ -330,6 +338,10 @@ impl Run {
         match outcome {
             Outcome::Inspected { running } => self.running = Some(running.clone()),
             Outcome::ArchiveWritten(facts) => self.archive = Some(facts.clone()),
+            Outcome::Archived { facts, details } => {
+                self.archive = Some(facts.clone());
+                self.archive_details = Some(details.clone());
+            }
             Outcome::Done | Outcome::Started { .. } | Outcome::Failed { .. } => {}
         }
         self.cursor += 1;
@@ -420,7 +432,9 @@ fn check_outcome_shape(effect: &Effect, outcome: &Outcome) -> Result<(), Machine
     let fits = match (effect, outcome) {
         (_, Outcome::Failed { .. }) => true,
         (Effect::Inspect, Outcome::Inspected { .. }) => true,
-        (Effect::WriteArchive { path }, Outcome::ArchiveWritten(facts)) => &facts.path == path,
+        (Effect::WriteArchive { path }, Outcome::ArchiveWritten(facts) | Outcome::Archived { facts, .. }) => {
+            &facts.path == path
+        }
         (Effect::Inspect | Effect::WriteArchive { .. }, _) => false,
         (Effect::StartServices { .. } | Effect::ComposeUp { .. }, Outcome::Started { .. }) => true,
         (_, Outcome::Done) => true,

@@ -173,6 +173,28 @@ pub struct ArchiveFacts {
     pub content_bytes: u64,
 }
 
+/// What a completed archive write reports beyond [`ArchiveFacts`]: how much the files hold and
+/// how much of it was stored, and what was left out. It came after the first journal format, so
+/// it travels in its own outcome ([`Outcome::Archived`]) and journals written before it lack it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct ArchiveDetails {
+    /// The regular files' sizes added up, holes of sparse files included.
+    pub apparent_bytes: u64,
+    /// The file data actually stored: holes left out.
+    pub stored_bytes: u64,
+    /// Paths under the roots that were not archived (sockets), with why.
+    pub skipped: Vec<SkippedPath>,
+}
+
+/// A path a backup left out, and why (`socket`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct SkippedPath {
+    pub path: String,
+    pub kind: String,
+}
+
 /// A side effect the machine asks the executor to carry out. Every effect is idempotent or
 /// checkable, so carrying it out again after a crash is safe; the doc line of each variant says how.
 #[must_use = "an effect does nothing until the executor carries it out"]
@@ -261,7 +283,8 @@ pub enum Outcome {
     Done,
     /// `Inspect` succeeded: these services were running, in stop order.
     Inspected { running: Vec<String> },
-    /// `WriteArchive` succeeded: the archive is complete, fsynced and renamed into place.
+    /// `WriteArchive` succeeded: the archive is complete, fsynced and renamed into place. What
+    /// journals written before [`Outcome::Archived`] existed hold; still accepted.
     ArchiveWritten(ArchiveFacts),
     /// The effect failed; `error` says what happened, for the operator.
     Failed { error: String },
@@ -269,6 +292,8 @@ pub enum Outcome {
     /// were brought up (dependencies first). Journals written before this outcome existed say
     /// `Done` for those effects, which is still accepted.
     Started { services: Vec<String> },
+    /// `WriteArchive` succeeded, with what the archive holds beyond its facts.
+    Archived { facts: ArchiveFacts, details: ArchiveDetails },
 }
 
 impl Outcome {

@@ -911,3 +911,26 @@ fn the_start_reports_the_order_the_services_came_up_in() {
     let j = Journal::new(backup()).ok(1).begin();
     assert_eq!(j.run.handle_outcome(up, Timestamp(9)), Err(MachineError::OutcomeMismatch { effect: "stop_services" }));
 }
+
+#[test]
+fn an_archive_write_reports_its_details_and_older_journals_without_them_replay() {
+    let details = ArchiveDetails {
+        apparent_bytes: 20 << 30,
+        stored_bytes: 10 << 20,
+        skipped: vec![SkippedPath { path: "paths/data/app.sock".into(), kind: "socket".into() }],
+    };
+    let j =
+        Journal::new(backup()).ok(2).begin().outcome(Outcome::Archived { facts: facts(), details: details.clone() });
+    assert_eq!((j.run.archive(), j.run.archive_details()), (Some(&facts()), Some(&details)));
+    assert_eq!(replay(ID, &j.events).unwrap(), j.run, "replay == live");
+    // Written somewhere else than asked: refused, as the older outcome is.
+    let elsewhere = ArchiveFacts { path: "backups/other.tar.gz".into(), ..facts() };
+    let j = Journal::new(backup()).ok(2).begin();
+    assert_eq!(
+        j.run.handle_outcome(Outcome::Archived { facts: elsewhere, details }, Timestamp(9)),
+        Err(MachineError::OutcomeMismatch { effect: "write_archive" })
+    );
+    // A journal from before details: the facts alone.
+    let j = Journal::new(backup()).ok(3);
+    assert_eq!((j.run.archive(), j.run.archive_details()), (Some(&facts()), None));
+}

@@ -6,7 +6,7 @@ use crate::exit::Exit;
 use crate::project::Project;
 use crate::render;
 use lifeboat_journal::Journal;
-use lifeboat_machine::{BackupKind, Effect, Event, Outcome, Run, RunSpec, State};
+use lifeboat_machine::{BackupKind, Effect, Event, Outcome, Run, RunSpec, SkippedPath, State};
 
 /// What a finished backup reports, in the JSON shape of the brief (§5).
 #[derive(Debug, serde::Serialize)]
@@ -20,6 +20,12 @@ pub struct BackupReport {
     pub stopped: Vec<String>,
     pub restarted: Vec<String>,
     pub downtime_ms: i64,
+    /// The files' sizes added up, holes of sparse files included.
+    pub apparent_bytes: u64,
+    /// The file data stored: holes left out.
+    pub stored_bytes: u64,
+    /// Paths left out (sockets), each with why.
+    pub skipped: Vec<SkippedPath>,
 }
 
 pub async fn run(ctx: &Ctx, note: Option<String>) -> anyhow::Result<()> {
@@ -80,6 +86,7 @@ fn report(run: &Run, events: &[Event]) -> anyhow::Result<BackupReport> {
     let facts =
         run.archive().cloned().ok_or_else(|| anyhow::anyhow!("run {} completed without an archive", run.id()))?;
     let stopped = run.running().map(<[String]>::to_vec).unwrap_or_default();
+    let details = run.archive_details().cloned().unwrap_or_default();
     Ok(BackupReport {
         run_id: run.id(),
         backup_id: run.id(),
@@ -90,6 +97,9 @@ fn report(run: &Run, events: &[Event]) -> anyhow::Result<BackupReport> {
         restarted: restarted(events).unwrap_or_else(|| stopped.iter().rev().cloned().collect()),
         stopped,
         downtime_ms: downtime_ms(events).unwrap_or(0),
+        apparent_bytes: details.apparent_bytes,
+        stored_bytes: details.stored_bytes,
+        skipped: details.skipped,
     })
 }
 
@@ -157,7 +167,16 @@ fn print_report(ctx: &Ctx, report: &BackupReport) -> anyhow::Result<()> {
     }
     outln!("backup {} completed", report.backup_id)?;
     outln!("  archive    {}", report.path)?;
-    outln!("  size       {} ({} files)", render::bytes(report.size_bytes), report.file_count)?;
+    outln!(
+        "  size       {} ({} files, {} of content, {} stored)",
+        render::bytes(report.size_bytes),
+        report.file_count,
+        render::bytes(report.apparent_bytes),
+        render::bytes(report.stored_bytes)
+    )?;
+    for skipped in &report.skipped {
+        outln!("  skipped    {} ({}: not archived)", skipped.path, skipped.kind)?;
+    }
     outln!("  sha256     {}", report.sha256)?;
     outln!("  stopped    {}", render::list(&report.stopped))?;
     outln!("  restarted  {}", render::list(&report.restarted))?;
