@@ -162,12 +162,12 @@ async fn stop_then_start_brings_back_exactly_the_running_services() {
     assert_eq!(project.assert_records_intact(), records, "the writer still writes after its stop");
 
     for container in docker::start_order(&running).unwrap() {
-        assert_eq!(docker.start(&container.id).await.unwrap(), StartOutcome::Started);
+        assert_eq!(docker.start(&container.id, Duration::from_secs(10)).await.unwrap(), StartOutcome::Started);
         let up = docker.wait_up(&container.id, START_TIMEOUT).await.unwrap();
         assert!(up.is_up(), "{up:?}");
     }
     for container in &running {
-        assert_eq!(docker.start(&container.id).await.unwrap(), StartOutcome::AlreadyRunning);
+        assert_eq!(docker.start(&container.id, Duration::from_secs(10)).await.unwrap(), StartOutcome::AlreadyRunning);
     }
     let states = project.service_states();
     assert_eq!(states["db"], (State::Running, Health::Healthy));
@@ -233,7 +233,7 @@ async fn a_missing_container_is_named_in_the_error() {
     let name = "lifeboat-test-no-such-container";
     for err in [
         docker.stop(name, STOP_TIMEOUT).await.unwrap_err(),
-        docker.start(name).await.unwrap_err(),
+        docker.start(name, Duration::from_secs(10)).await.unwrap_err(),
         docker.wait_up(name, START_TIMEOUT).await.unwrap_err(),
     ] {
         assert!(matches!(&err, DockerError::NoSuchContainer { container } if container == name), "{err:?}");

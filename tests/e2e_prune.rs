@@ -56,7 +56,7 @@ fn a_prune_crashed_between_catalog_and_file_is_finished_by_recover() {
 }
 
 #[test]
-fn sigterm_during_a_scheduled_backup_lets_it_finish_with_services_running() {
+fn sigterm_during_a_scheduled_backup_settles_it_with_services_running() {
     let Some((project, before)) = started_project() else { return };
     run_expect(&project, &["auto-backup", "schedule", "* * * * *"], 0);
     run_expect(&project, &["auto-backup", "enable"], 0);
@@ -84,8 +84,11 @@ fn sigterm_during_a_scheduled_backup_lets_it_finish_with_services_running() {
     let output = daemon.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(0), "the daemon stops cleanly: {}", describe(&output));
     assert_invariants(&project, &before);
-    let list = run_json(&project, &["list"]);
-    assert_eq!(list.as_array().unwrap().len(), 1, "the backup in progress finished: {list}");
-    assert_eq!(list[0]["kind"], "auto");
+    // The backup in progress was cancelled at its next safe point and rolled back.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cancelled by SIGTERM"), "{stderr}");
+    assert_eq!(run_json(&project, &["list"]), serde_json::json!([]));
+    let runs = run_json(&project, &["journal", "list"]);
+    assert_eq!(runs.as_array().unwrap().last().unwrap()["outcome"], "rolled_back", "{runs}");
     assert!(run_expect(&project, &["recover"], 0).contains("nothing to recover"));
 }

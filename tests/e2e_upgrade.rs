@@ -66,9 +66,14 @@ services:
       - db
   db:
     image: @BASE@
-    command: ["sh", "-c", "trap 'exit 0' TERM INT; while true; do date > /var/lib/db/heartbeat; sleep 1 & wait $$!; done"]
+    command: ["sh", "-c", "trap 'sleep ${DB_STOP_SECS:-0}; exit 0' TERM INT; while true; do date > /var/lib/db/heartbeat; sleep 1 & wait $$!; done"]
     volumes:
       - dbdata:/var/lib/db
+    healthcheck:
+      test: ["CMD", "test", "-f", "/var/lib/db/heartbeat"]
+      interval: 1s
+      timeout: 2s
+      retries: 30
 volumes:
   appvol: {}
   dbdata: {}
@@ -115,26 +120,44 @@ fn ensure_app_image(version: &str, script: &str) -> String {
 
 /// A project running v1 of the stack, configured for lifeboat.
 fn start_v1() -> Project {
+    start_v1_with(&[])
+}
+
+/// [`start_v1`] with extra `.env` lines (`DB_STOP_SECS=3`: `db` takes 3 s to exit on a stop).
+fn start_v1_with(env: &[&str]) -> Project {
     let image = ensure_app_image("v1", APP_OK);
     let project = Project::new();
-    write_deployment(project.dir(), &image, "one", "alpha");
+    write_deployment(project.dir(), &image, "one", "alpha", env);
     project.up();
     configure(&project);
     project
 }
 
-fn write_deployment(dir: &Path, image: &str, mode: &str, flavour: &str) {
+fn write_deployment(dir: &Path, image: &str, mode: &str, flavour: &str, env: &[&str]) {
     let compose =
         COMPOSE.replace("@IMAGE@", image).replace("@BASE@", support::TEST_IMAGE).replace("@FLAVOUR@", flavour);
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("docker-compose.yml"), compose).unwrap();
-    std::fs::write(dir.join(".env"), format!("APP_MODE={mode}\n")).unwrap();
+    let extra: String = env.iter().map(|line| format!("{line}\n")).collect();
+    std::fs::write(dir.join(".env"), format!("APP_MODE={mode}\n{extra}")).unwrap();
 }
 
 /// Builds a package deploying `image` (saved into the package under a tag unique to the project,
 /// then untagged, so only the package's `images/app.tar` can bring it back) or, with
 /// `ship_image` false, naming an image the daemon already has.
 fn build_package(project: &Project, version: &str, image: &str, mode: &str, ship_image: bool) -> PathBuf {
+    build_package_with(project, version, image, mode, ship_image, &[])
+}
+
+/// [`build_package`] with extra `.env` lines in the package's deployment files.
+fn build_package_with(
+    project: &Project,
+    version: &str,
+    image: &str,
+    mode: &str,
+    ship_image: bool,
+    env: &[&str],
+) -> PathBuf {
     let dir = project.dir().join(format!("pkg-src-{version}"));
     let deployed_image = if ship_image {
         let unique = format!("lbtest-app:{version}-{}", project.name());
@@ -161,7 +184,7 @@ fn build_package(project: &Project, version: &str, image: &str, mode: &str, ship
     } else {
         image.to_owned()
     };
-    write_deployment(&dir.join("deploy"), &deployed_image, mode, version);
+    write_deployment(&dir.join("deploy"), &deployed_image, mode, version, env);
     let pkg = project.dir().join(format!("app-{version}.tar.gz"));
     let pkg_arg = pkg.to_string_lossy().into_owned();
     run_expect(project, &["package", "build", &dir.to_string_lossy(), "-o", &pkg_arg, "--version", version], 0);
@@ -471,7 +494,7 @@ fn hostile_and_broken_packages_are_refused_and_change_nothing() {
     // No Docker needed: packages are refused before the daemon is asked anything.
     let dir = tempfile::tempdir().unwrap();
     let project_dir = dir.path().join("proj");
-    write_deployment(&project_dir, "lbtest-app:v1", "one", "alpha");
+    write_deployment(&project_dir, "lbtest-app:v1", "one", "alpha", &[]);
     std::fs::create_dir_all(project_dir.join("data")).unwrap();
     std::fs::write(
         project_dir.join("lifeboat.toml"),
@@ -636,4 +659,78 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// The last run of `kind` in the journal list.
+fn last_run_of(project: &Project, kind: &str) -> serde_json::Value {
+    let runs = run_json(project, &["journal", "list"]);
+    runs.as_array().unwrap().iter().rev().find(|r| r["kind"] == kind).unwrap().clone()
+}
+
+#[test]
+fn kills_while_db_stops_during_an_upgrade_and_a_rollback_then_recover_at_once() {
+    if !support::docker_available() {
+        return;
+    }
+    // db takes 3 s to exit on a stop, in v1 and in v2, and reports running and healthy until then.
+    let slow = ["DB_STOP_SECS=3"];
+    let project = start_v1_with(&slow);
+    let v2 = ensure_app_image("v2", APP_OK);
+    let pkg = build_package_with(&project, "2", &v2, "two", true, &slow);
+    let pkg = pkg.to_str().unwrap();
+    let v1_files = deployment(&project);
+    wait_app_records(&project, 5);
+
+    // The upgrade, killed while db stops for the pre-upgrade backup: v1 comes back.
+    let db = project.container("db").id;
+    let output = signal_when_stopping(&project, &["upgrade", pkg, "--yes"], &db, libc::SIGKILL);
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&output.status), Some(libc::SIGKILL));
+    recover_at_once_and_check(&project, &["app".to_owned(), "db".to_owned()], "upgrade killed while db stops");
+    assert_eq!(last_run_of(&project, "upgrade")["outcome"], "rolled_back");
+    assert_v1_back(&project, &v1_files, "upgrade killed while db stops");
+
+    // The rollback of a good upgrade, killed while db stops: v2 stays.
+    run_json(&project, &["upgrade", pkg, "--yes"]);
+    assert_v2_up(&project, "after the upgrade");
+    let db = project.container("db").id;
+    let output = signal_when_stopping(&project, &["rollback", "--yes"], &db, libc::SIGKILL);
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&output.status), Some(libc::SIGKILL));
+    recover_at_once_and_check(&project, &["app".to_owned(), "db".to_owned()], "rollback killed while db stops");
+    assert_eq!(last_run_of(&project, "rollback")["outcome"], "rolled_back");
+    assert_v2_up(&project, "rollback killed while db stops");
+    check_app_records(&project);
+}
+
+#[test]
+fn signals_before_and_after_the_point_of_no_return_of_an_upgrade() {
+    if !support::docker_available() {
+        return;
+    }
+    let project = start_v1();
+    let v2 = ensure_app_image("v2", APP_OK);
+    let pkg = build_package(&project, "2", &v2, "two", true);
+    let pkg = pkg.to_str().unwrap();
+    let v1_files = deployment(&project);
+    wait_app_records(&project, 5);
+
+    // Deployed, not yet up: SIGINT rolls the upgrade back, no recover needed.
+    let output = command(&project, &["upgrade", pkg, "--yes"])
+        .env("FAILPOINTS", "intent:compose_up=return(SIGINT)")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", describe(&output));
+    assert_eq!(last_run_of(&project, "upgrade")["outcome"], "rolled_back");
+    assert!(run_expect(&project, &["recover"], 0).contains("nothing to recover"));
+    assert_v1_back(&project, &v1_files, "SIGINT before the point of no return");
+
+    // Verified healthy: SIGTERM lets the upgrade finish.
+    let output = command(&project, &["upgrade", pkg, "--yes"])
+        .env("FAILPOINTS", "intent:commit_deploy=return(SIGTERM)")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(last_run_of(&project, "upgrade")["outcome"], "completed");
+    assert!(run_expect(&project, &["recover"], 0).contains("nothing to recover"));
+    assert_v2_up(&project, "SIGTERM after the point of no return");
+    check_app_records(&project);
 }

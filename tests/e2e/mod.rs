@@ -143,3 +143,50 @@ pub fn crash_at(project: &Project, args: &[&str], point: &str) {
         describe(&output)
     );
 }
+
+/// Spawns `lifeboat ARGS` and sends it `signal` the moment Docker reports that the container
+/// `container_id` was sent a stop signal (its `kill` event): synchronised on `docker events`, not
+/// on a sleep, so the signal lands while that container is on its way down. Returns lifeboat's
+/// output; panics if the event does not come within a minute.
+pub fn signal_when_stopping(project: &Project, args: &[&str], container_id: &str, signal: i32) -> Output {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let mut events = Command::new("docker")
+        .args(["events", "--since", &format!("{}.{:09}", since.as_secs(), since.subsec_nanos())])
+        .args(["--filter", &format!("container={container_id}"), "--filter", "event=kill"])
+        .args(["--format", "{{.Action}} {{.Actor.Attributes.signal}}"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run docker events");
+    let stdout = events.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut first);
+        let _ = tx.send(first);
+    });
+    let child = command(project, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run lifeboat");
+    let event = rx.recv_timeout(std::time::Duration::from_secs(60));
+    let _ = events.kill();
+    let _ = events.wait();
+    let event =
+        event.unwrap_or_else(|_| panic!("no kill event for {container_id} while 'lifeboat {}' ran", args.join(" ")));
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let output = child.wait_with_output().expect("wait for lifeboat");
+    eprintln!("signal {signal} sent on '{}' of {container_id}", event.trim());
+    output
+}
+
+/// `lifeboat recover` at once, then, once a service stopping slowly (3 s) would have exited, the
+/// invariants; and a second `recover` that finds nothing to do.
+pub fn recover_at_once_and_check(project: &Project, running_before: &[String], context: &str) {
+    let output = run(project, &["recover"]);
+    assert_eq!(output.status.code(), Some(0), "{context}: recover: {}", describe(&output));
+    // A recovery that left a container on its way down would show here: it exits within 3 s.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert_invariants(project, running_before);
+    let again = run_expect(project, &["recover"], 0);
+    assert!(again.contains("nothing to recover"), "{context}: a second recover changes nothing: {again}");
+}

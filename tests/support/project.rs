@@ -35,6 +35,8 @@ const UP_TIMEOUT: Duration = Duration::from_secs(90);
 /// - `slow`: its healthcheck first runs after 60 s, so it stays `starting`; logs `slow-marker`.
 /// - `crasher`: logs `crash-marker` and exits with code 3.
 /// - `stubborn`: ignores SIGTERM, so a stop has to kill it; stop grace period 1 s.
+/// - `slowstop`: healthy about a second after start; on SIGTERM it takes 3 s to exit (as a
+///   database flushing its buffers would), reporting running and healthy until then.
 const COMPOSE_FILE: &str = r#"version: "2.4"
 services:
   writer:
@@ -113,6 +115,15 @@ services:
     profiles: ["faulty"]
     command: ["sh", "-c", "trap '' TERM; echo stubborn-marker; while true; do sleep 1; done"]
     stop_grace_period: 1s
+  slowstop:
+    image: @IMAGE@
+    profiles: ["faulty"]
+    command: ["sh", "-c", "trap 'echo slowstop-stopping; sleep 3; exit 0' TERM INT; echo slowstop-marker; touch /tmp/ready; while true; do sleep 1 & wait $$!; done"]
+    healthcheck:
+      test: ["CMD", "test", "-f", "/tmp/ready"]
+      interval: 1s
+      timeout: 2s
+      retries: 30
 volumes:
   dbdata: {}
 "#;

@@ -20,7 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = std::fs::remove_file(&dest);
     let roots = [Root { archive_name: "tree".into(), source: src }];
     let start = Instant::now();
-    let summary = write_archive(&roots, &dest, &WriteOptions { level, threads, cancel: None }, &mut |_| {})?;
+    let summary =
+        write_archive(&roots, &dest, &WriteOptions { level, threads, ..WriteOptions::default() }, &mut |_| {})?;
     let secs = start.elapsed().as_secs_f64();
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let hwm = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: 0 kB");

@@ -68,6 +68,11 @@ pub enum ArchiveError {
     /// Moving a directory into place, aside, or back failed.
     #[error("cannot {action} {path}: {source}; the directories named here may need to be moved by hand")]
     Swap { action: &'static str, path: PathBuf, source: io::Error },
+    /// A `WriteOptions::max_bytes` or `max_files` limit would be passed; the partial file is gone.
+    #[error(
+        "archiving {path} would pass the limit of {limit} {what} per archive: nothing was written; find out what grew there, or raise the limit"
+    )]
+    LimitExceeded { path: PathBuf, what: &'static str, limit: u64 },
     /// The caller asked the writer to stop (see `WriteOptions::cancel`); the partial file is gone.
     #[error("archiving was cancelled")]
     Cancelled,

@@ -10,10 +10,12 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use tar::EntryType;
 
+use crate::create::{chmod_nofollow, is_real_dir, make_tree_writable, private_dir, rename_noreplace};
 use crate::error::ArchiveError;
 use crate::notes::{ExtractWarning, MAX_WARNINGS};
-use crate::pax::{Found, parse_mtime, parse_records};
-use crate::read::{display_name, is_file_kind, open};
+use crate::pax::{Found, Record, parse_mtime, parse_records};
+use crate::read::{display_name, is_file_kind, open, open_entry};
+use crate::sparse::{self, RestoreError, SparseMap};
 use crate::util::{fsync_dir, parent_dir, unique_tag, with_suffix};
 use crate::xattr::{self, Refused, Xattr};
 
@@ -46,8 +48,12 @@ pub struct ExtractReport {
     pub hardlink_count: u64,
     /// Fifos and device nodes created.
     pub special_count: u64,
-    /// Bytes of file content extracted.
+    /// Bytes of file content extracted, holes included (equal to `apparent_bytes`).
     pub content_bytes: u64,
+    /// Apparent bytes of the files extracted, holes included.
+    pub apparent_bytes: u64,
+    /// Bytes of file data the archive held for them (the holes of sparse files left out).
+    pub stored_bytes: u64,
     /// What was not restored: device nodes when not root, attributes the filesystem refused.
     /// At most 100; the rest are counted in `warnings_omitted`.
     pub warnings: Vec<ExtractWarning>,
@@ -81,13 +87,20 @@ pub struct Swapped {
 ///
 /// Refused, with [`ArchiveError::UnsafeEntry`]: absolute names, `..` parts, entries under a symlink
 /// (the "symlink, then a file through it" trick), hard links out of the extracted tree or to
-/// anything but a regular file extracted earlier, symlinks out of the tree (unless allowed),
-/// unknown kinds, and duplicate names. Fifos are recreated; device nodes only when running as
+/// anything but a regular file extracted earlier, symlinks that resolve out of the tree, also
+/// through other links (unless allowed), symlink loops, unknown kinds, PAX headers over 8 MiB,
+/// and duplicate names. A malformed PAX header or sparse map is
+/// [`ArchiveError::BadTar`]. Fifos are recreated; device nodes only when running as
 /// root (otherwise a warning in [`ExtractReport::warnings`]). Extended attributes and ACLs are
 /// restored where the filesystem allows, each refusal a warning; mtimes to the nanosecond when
 /// the archive has them. The whole gzip stream is read, so a CRC or length mismatch is caught before
 /// anything is staged. On any error the staging directory is removed and nothing else changed.
 /// On success everything staged has been synced to disk (`syncfs`).
+///
+/// The staging directory is created `0700` whatever the umask (a symlink or file planted at its
+/// name is unlinked first, never followed), so nothing staged is reachable by other users until
+/// the end, when it takes the mode of the archived root. Sparse files (GNU tar's PAX formats, and
+/// the old GNU format) come back with their holes.
 pub fn extract_to_staging(archive: &Path, target: &Path, opts: &ExtractOptions) -> Result<Staged, ArchiveError> {
     let staging = match &opts.staging {
         Some(s) => s.clone(),
@@ -97,10 +110,7 @@ pub fn extract_to_staging(archive: &Path, target: &Path, opts: &ExtractOptions) 
         Some(s) => split_subtree(s)?,
         None => Vec::new(),
     };
-    DirBuilder::new()
-        .mode(0o700)
-        .create(&staging)
-        .map_err(|e| ArchiveError::Write { path: staging.clone(), source: e })?;
+    private_dir(&staging).map_err(|e| ArchiveError::Write { path: staging.clone(), source: e })?;
     xattr::strip_inherited_acls(&staging);
     let preserve_owner = opts.preserve_owner.unwrap_or_else(|| unsafe { libc::geteuid() } == 0);
     let mut ex = Extractor {
@@ -111,6 +121,7 @@ pub fn extract_to_staging(archive: &Path, target: &Path, opts: &ExtractOptions) 
         allow_outside_symlinks: opts.allow_outside_symlinks,
         report: ExtractReport::default(),
         dirs: Vec::new(),
+        implicit_dirs: Vec::new(),
         symlinks: Vec::new(),
         root_meta: None,
         matched: false,
@@ -171,6 +182,8 @@ struct Extractor {
     report: ExtractReport,
     /// Directories to give their mode and mtime once their contents are written.
     dirs: Vec<(PathBuf, Meta)>,
+    /// Parents without an entry of their own: created `0700`, made `0755` at the end.
+    implicit_dirs: Vec<PathBuf>,
     /// Symlinks created, checked again once the tree is complete.
     symlinks: Vec<Vec<OsString>>,
     root_meta: Option<Meta>,
@@ -212,10 +225,17 @@ impl Extractor {
                 gid: header.gid().unwrap_or(0),
             };
             let device = (header.device_major().ok().flatten(), header.device_minor().ok().flatten());
-            let raw = entry.path_bytes().into_owned();
-            let name = display_name(&raw);
+            // The PAX records, read raw (see `pax`), before anything else: they say whether this
+            // is a sparse file and what its real name is.
             let found = sniffer.borrow_mut().take_for(entry.raw_header_position());
-            let (xattrs, refused) = self.extended(&name, found, &mut meta)?;
+            let data = self.pax_data(&display_name(&entry.path_bytes()), found)?;
+            let records = parse_records(&data).map_err(|detail| ArchiveError::BadTar {
+                path: self.archive.clone(),
+                detail: format!("entry {:?}: {detail}", display_name(&entry.path_bytes())),
+            })?;
+            let (raw, map) = open_entry(&mut entry, &records).map_err(|e| cls.classify(e))?;
+            let name = display_name(&raw);
+            let (xattrs, refused) = extended(&records, &mut meta);
             let comps = safe_components(&raw).map_err(|r| self.refuse(&name, r))?;
             match kind {
                 EntryType::Directory | EntryType::Symlink | EntryType::Link => {}
@@ -316,10 +336,12 @@ impl Extractor {
                     self.special(&name, &dest, kind, device, meta, &xattrs, refused)?;
                 }
                 _ => {
-                    let written = self.write_file(&name, &dest, &mut entry, &mut buf, meta, &cls)?;
+                    let (apparent, stored) = self.write_file(&name, &dest, &mut entry, map, &mut buf, meta, &cls)?;
                     self.restore_xattrs(&name, &dest, &xattrs, refused);
                     self.report.file_count += 1;
-                    self.report.content_bytes += written;
+                    self.report.content_bytes += apparent;
+                    self.report.apparent_bytes += apparent;
+                    self.report.stored_bytes += stored;
                 }
             }
         }
@@ -332,6 +354,9 @@ impl Extractor {
             });
         }
         self.check_symlinks()?;
+        for dir in &self.implicit_dirs {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(Self::werr(dir))?;
+        }
         // Attributes before modes: a directory may be about to become read-only.
         for (name, dir, xattrs) in std::mem::take(&mut self.dir_xattrs) {
             self.restore_xattrs(&name, &dir, &xattrs, Vec::new());
@@ -370,7 +395,8 @@ impl Extractor {
                     }
                     Ok(_) => return Err(self.refuse(name, "would be written under a file")),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        DirBuilder::new().mode(0o755).create(&p).map_err(Self::werr(&p))?;
+                        DirBuilder::new().mode(0o700).create(&p).map_err(Self::werr(&p))?;
+                        self.implicit_dirs.push(p.clone());
                     }
                     Err(e) => return Err(Self::werr(&p)(e)),
                 }
@@ -382,16 +408,18 @@ impl Extractor {
         Ok(parent)
     }
 
+    /// Writes one file; returns its apparent and stored bytes.
     #[allow(clippy::too_many_arguments)]
     fn write_file(
         &self,
         name: &str,
         dest: &Path,
         entry: &mut tar::Entry<'_, crate::read::GzTap>,
+        map: Option<SparseMap>,
         buf: &mut [u8],
         meta: Meta,
         cls: &crate::read::Classifier,
-    ) -> Result<u64, ArchiveError> {
+    ) -> Result<(u64, u64), ArchiveError> {
         let werr = Self::werr(dest);
         let mut file = match OpenOptions::new()
             .write(true)
@@ -406,7 +434,15 @@ impl Extractor {
             }
             Err(e) => return Err(werr(e)),
         };
-        // Runs of zeros become holes, so sparse files stay sparse.
+        if let Some(map) = map {
+            sparse::restore(&map, entry, &file, buf).map_err(|e| match e {
+                RestoreError::Read(e) => cls.classify(e),
+                RestoreError::Write(e) => werr(e),
+            })?;
+            self.finish_file(&file, meta, &werr)?;
+            return Ok((map.realsize, map.data));
+        }
+        // Runs of zeros become holes, so files stored dense by other tools stay sparse.
         let mut total = 0u64;
         let mut hole = 0u64;
         loop {
@@ -415,7 +451,9 @@ impl Extractor {
                 break;
             }
             total += n as u64;
-            if n == buf.len() && buf.iter().all(|b| *b == 0) {
+            // Any all-zero read, not only whole buffers: the tar crate hands out the holes of the
+            // old GNU sparse format in reads that end where its map says.
+            if buf[..n].iter().all(|b| *b == 0) {
                 hole += n as u64;
                 continue;
             }
@@ -428,12 +466,27 @@ impl Extractor {
         if hole > 0 {
             file.set_len(total).map_err(&werr)?;
         }
+        self.finish_file(&file, meta, &werr)?;
+        let stored = if entry.header().entry_type() == EntryType::GNUSparse {
+            entry.header().entry_size().unwrap_or(total)
+        } else {
+            total
+        };
+        Ok((total, stored))
+    }
+
+    /// Gives a written file its owner, mode and mtime.
+    fn finish_file(
+        &self,
+        file: &File,
+        meta: Meta,
+        werr: &dyn Fn(io::Error) -> ArchiveError,
+    ) -> Result<(), ArchiveError> {
         if self.preserve_owner {
-            std::os::unix::fs::fchown(&file, Some(meta.uid as u32), Some(meta.gid as u32)).map_err(&werr)?;
+            std::os::unix::fs::fchown(file, Some(meta.uid as u32), Some(meta.gid as u32)).map_err(werr)?;
         }
-        file.set_permissions(fs::Permissions::from_mode(meta.mode)).map_err(&werr)?;
-        file.set_modified(UNIX_EPOCH + Duration::new(meta.mtime, meta.nsec)).map_err(&werr)?;
-        Ok(total)
+        file.set_permissions(fs::Permissions::from_mode(meta.mode)).map_err(werr)?;
+        file.set_modified(UNIX_EPOCH + Duration::new(meta.mtime, meta.nsec)).map_err(werr)
     }
 
     fn apply_dir_meta(&self, dir: &Path, meta: Meta) -> Result<(), ArchiveError> {
@@ -486,6 +539,16 @@ impl Extractor {
         }
         Ok(())
     }
+}
+
+/// What an entry's PAX `records` say beyond the tar header: the precise mtime goes into `meta`;
+/// returns the attributes to restore and those refused up front (name, reason).
+fn extended(records: &[Record<'_>], meta: &mut Meta) -> (Vec<Xattr>, Refused) {
+    if let Some((secs, nsec)) = records.iter().rev().find(|(k, _)| *k == b"mtime").and_then(|(_, v)| parse_mtime(v)) {
+        meta.mtime = secs;
+        meta.nsec = nsec;
+    }
+    xattr::from_records(records)
 }
 
 fn swap(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ArchiveError {
@@ -555,22 +618,12 @@ fn remove_tree(path: &Path) -> io::Result<()> {
         Ok(m) if !m.is_dir() => return fs::remove_file(path),
         _ => {}
     }
+    // remove_dir_all never follows a symlink inside the tree (a container's planted links).
     if fs::remove_dir_all(path).is_ok() {
         return Ok(());
     }
-    make_writable(path);
+    make_tree_writable(path);
     fs::remove_dir_all(path)
-}
-
-fn make_writable(dir: &Path) {
-    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                make_writable(&e.path());
-            }
-        }
-    }
 }
 
 impl Staged {
@@ -584,20 +637,34 @@ impl Staged {
     /// Moves the target (if any) to `aside`, then the staging directory to the target, then fsyncs
     /// the parent directory: when this returns `Ok` the swap is durable. If the second rename
     /// fails, the first is undone. Both renames stay on one filesystem, so neither copies data.
+    ///
+    /// Renames move names and never follow them: a target that is a symlink is moved aside as a
+    /// link. The staging directory must still be the real directory extraction made (not a
+    /// symlink put in its place), and neither rename replaces anything already at its destination.
     pub fn swap_in_with_aside(self, aside: PathBuf) -> Result<Swapped, ArchiveError> {
+        match is_real_dir(&self.staging) {
+            Ok(true) => {}
+            Ok(false) => {
+                let e = io::Error::other(
+                    "it is no longer the directory lifeboat extracted into (a symlink or file is in its place)",
+                );
+                return Err(ArchiveError::Swap { action: "move into place", path: self.staging, source: e });
+            }
+            Err(e) => return Err(ArchiveError::Swap { action: "inspect", path: self.staging, source: e }),
+        }
         let had_old = match fs::symlink_metadata(&self.target) {
             Ok(_) => true,
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(e) => return Err(ArchiveError::Swap { action: "inspect", path: self.target, source: e }),
         };
         if had_old {
-            fs::rename(&self.target, &aside).map_err(|e| ArchiveError::Swap {
+            rename_noreplace(&self.target, &aside).map_err(|e| ArchiveError::Swap {
                 action: "move aside",
                 path: self.target.clone(),
                 source: e,
             })?;
         }
-        if let Err(e) = fs::rename(&self.staging, &self.target) {
+        if let Err(e) = rename_noreplace(&self.staging, &self.target) {
             if had_old {
                 let _ = fs::rename(&aside, &self.target);
             }
@@ -663,32 +730,18 @@ impl Swapped {
 
 /// Fidelity: PAX records, attributes, fifos and devices (see `pax`, `xattr`, `special`).
 impl Extractor {
-    /// Reads the PAX records in front of entry `name`: the precise mtime goes into `meta`; returns
-    /// the attributes to restore and those refused up front (name, reason).
-    fn extended(
-        &self,
-        name: &str,
-        found: Result<Found, String>,
-        meta: &mut Meta,
-    ) -> Result<(Vec<Xattr>, Refused), ArchiveError> {
-        let bad = |detail: String| ArchiveError::BadTar {
-            path: self.archive.clone(),
-            detail: format!("entry {name:?}: {detail}"),
-        };
-        let data = match found.map_err(bad)? {
-            Found::None => return Ok((Vec::new(), Vec::new())),
-            Found::TooLarge => {
-                return Err(self.refuse(name, format!("has extended headers over {} bytes", crate::pax::MAX_PAX)));
+    /// The raw PAX data in front of entry `name` (empty when there is none).
+    fn pax_data(&self, name: &str, found: Result<Found, String>) -> Result<Vec<u8>, ArchiveError> {
+        match found {
+            Ok(Found::None) => Ok(Vec::new()),
+            Ok(Found::Pax(data)) => Ok(data),
+            Ok(Found::TooLarge) => {
+                Err(self.refuse(name, format!("has extended headers over {} bytes", crate::pax::MAX_PAX)))
             }
-            Found::Pax(data) => data,
-        };
-        let records = parse_records(&data).map_err(bad)?;
-        if let Some((secs, nsec)) = records.iter().rev().find(|(k, _)| *k == b"mtime").and_then(|(_, v)| parse_mtime(v))
-        {
-            meta.mtime = secs;
-            meta.nsec = nsec;
+            Err(detail) => {
+                Err(ArchiveError::BadTar { path: self.archive.clone(), detail: format!("entry {name:?}: {detail}") })
+            }
         }
-        Ok(xattr::from_records(&records))
     }
 
     fn warn(&mut self, w: ExtractWarning) {
@@ -761,7 +814,7 @@ impl Extractor {
         if self.preserve_owner {
             std::os::unix::fs::lchown(dest, Some(meta.uid as u32), Some(meta.gid as u32)).map_err(&werr)?;
         }
-        fs::set_permissions(dest, fs::Permissions::from_mode(meta.mode)).map_err(&werr)?;
+        chmod_nofollow(dest, meta.mode).map_err(&werr)?;
         self.restore_xattrs(name, dest, xattrs, refused);
         set_mtime_nofollow(dest, meta.mtime, meta.nsec).map_err(&werr)?;
         self.report.special_count += 1;

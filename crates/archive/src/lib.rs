@@ -10,11 +10,13 @@
 //! blocks forming one standard gzip member, see `pgzip`), and hashes the compressed bytes with
 //! sha256 as they go to disk. Memory stays flat (a few blocks in flight) whatever the data size.
 //!
-//! An archive holds what a data volume holds: directories, regular files, symlinks, hard links
-//! (each file once per root, then tar hard-link entries), fifos and device nodes, modes, numeric
-//! owners, nanosecond mtimes, extended attributes, file capabilities and POSIX ACLs, in the form
-//! GNU tar `--xattrs --acls` writes and reads (PAX records in front of the entries that need
-//! them). Sockets are skipped and named in [`ArchiveSummary::skipped`]. See [`write_archive`].
+//! An archive holds what a data volume holds: directories, regular files (sparse ones with their
+//! holes), symlinks, hard links (each file once per root, then tar hard-link entries), fifos and
+//! device nodes, modes, numeric owners, nanosecond mtimes, extended attributes, file capabilities
+//! and POSIX ACLs, in the form GNU tar `--xattrs --acls --sparse --format=posix` writes and reads
+//! (PAX records in front of the entries that need them; a sparse file has one PAX header holding
+//! its sparse keys and its other records). Sockets are skipped and named in
+//! [`ArchiveSummary::skipped`]. See [`write_archive`].
 //! The bytes go to `NAME.partial` ([`partial_path`]), never to `NAME`. Then, in order: the partial
 //! file is fsynced, renamed to `NAME`, and the directory is fsynced.
 //!
@@ -28,19 +30,40 @@
 //!   again only a `.partial`, which is the "not written" case. The caller records the archive in
 //!   its catalog only after `Ok`, with the returned sha256, size and counts.
 //!
+//! # Safe by default
+//!
+//! lifeboat runs as root beside directories that containers and other users write to
+//! (docs/security.md). So:
+//!
+//! - The archive is private: `0600`, or `0640` with [`WriteOptions::group`], whatever the umask.
+//! - Nothing is written through a name someone else could have prepared: `NAME.partial` is
+//!   unlinked if present (a stale partial, a planted link) and created new with
+//!   `O_EXCL|O_NOFOLLOW`; the rename to `NAME` never replaces anything. Staging directories are
+//!   created the same way, `0700`; the swap renames names and never follows them.
+//! - Sparse files are stored sparse (holes found with `SEEK_DATA`/`SEEK_HOLE`, GNU tar's PAX
+//!   sparse format 1.0), so time and size follow the data: a `truncate -s 1P` in a volume costs
+//!   nothing. Counts give both [`ArchiveSummary::apparent_bytes`] and `stored_bytes`;
+//!   `content_bytes`, the one the catalog records and verification checks, is the apparent size.
+//! - [`WriteOptions::max_bytes`] and [`WriteOptions::max_files`] bound what a hostile volume can
+//!   make a backup cost ([`ArchiveError::LimitExceeded`]).
+//!
 //! # Verifying
 //!
 //! [`verify_archive`] re-hashes the file and reads it through (gzip CRC32 and length, tar
-//! structure, every entry), then compares with what was recorded ([`Expected`]).
+//! structure, every entry, every sparse map), then compares with what was recorded
+//! ([`Expected`]). The holes of sparse files are not expanded, so they cost nothing to verify.
 //!
 //! # Extracting
 //!
 //! [`extract_to_staging`] extracts into a fresh staging directory beside the target, refusing
-//! unsafe entries (absolute names, `..`, writes through symlinks, symlinks out of the tree, hard
-//! links to anything but a regular file extracted earlier), reading the whole stream so a corrupt
-//! archive is refused before anything moves. What the system refuses to restore (device nodes
-//! when not root, attributes the filesystem does not take) is a warning in [`ExtractReport`]. A refused
-//! archive leaves nothing behind. [`Staged::swap_in`] then renames the target aside and the
+//! unsafe entries (absolute names, `..`, writes through symlinks, symlinks that resolve out of
+//! the tree, hard links to anything but a regular file extracted earlier, unknown entry types),
+//! reading the whole stream so a corrupt archive is refused before anything moves. Fifos are
+//! recreated, and device nodes when running as root; what the system refuses to restore (device
+//! nodes when not root, attributes the filesystem does not take) is a warning in
+//! [`ExtractReport`]. Sparse files (GNU tar's PAX formats 0.0, 0.1 and 1.0, and the old GNU
+//! format) come back with their holes; a sparse map that does not fit its entry is refused. A
+//! refused archive leaves nothing behind. [`Staged::swap_in`] then renames the target aside and the
 //! staging directory into place; [`Swapped::commit`] deletes the old copy, [`Swapped::revert`]
 //! puts it back. Nothing is deleted before its replacement is in place and synced.
 //! [`ExtractOptions::subtree`] extracts one root of a multi-root backup into its own target.
@@ -51,6 +74,7 @@
 //! **Architecture Invariant:** nothing here panics on hostile input; every failure is an
 //! [`ArchiveError`] naming the file or entry and what to do.
 
+mod create;
 mod error;
 mod extract;
 mod links;
@@ -58,6 +82,7 @@ mod notes;
 mod pax;
 mod pgzip;
 mod read;
+mod sparse;
 mod special;
 mod util;
 mod write;

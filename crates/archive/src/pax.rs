@@ -35,6 +35,11 @@ impl PaxBuf {
         self.data.push(b'\n');
     }
 
+    /// The records, `LEN KEY=VALUE\n` each, as they go in a PAX header's data.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.data
+    }
+
     /// Appends the records as a PAX `x` entry (nothing if there are none).
     pub fn append<W: Write>(&self, builder: &mut tar::Builder<W>, mtime: u64) -> io::Result<()> {
         if self.data.is_empty() {

@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 use tar::EntryType;
 
 use crate::error::ArchiveError;
-use crate::pax::Sniffer;
+use crate::pax::{Found, MAX_PAX, Record, Sniffer, parse_records};
+use crate::sparse::{self, Expand, MapError, SparseMap};
 use crate::util::hex;
 
 /// The raw file, hashed and counted as it is read.
@@ -145,6 +146,51 @@ pub(crate) fn display_name(raw: &[u8]) -> String {
     String::from_utf8_lossy(raw).into_owned()
 }
 
+/// The raw PAX data in front of `entry`, as [`Sniffer`] found it in the tar stream (empty when
+/// there is none). Errors name the entry; [`Classifier::classify`] makes them `BadTar`.
+pub(crate) fn pax_data<R: Read>(sniffer: &RefCell<Sniffer>, entry: &tar::Entry<'_, R>) -> io::Result<Vec<u8>> {
+    let bad = |reason: String| io::Error::other(format!("entry {:?} {reason}", display_name(&entry.path_bytes())));
+    match sniffer.borrow_mut().take_for(entry.raw_header_position()) {
+        Ok(Found::None) => Ok(Vec::new()),
+        Ok(Found::Pax(data)) => Ok(data),
+        Ok(Found::TooLarge) => Err(bad(format!("has extended headers over {MAX_PAX} bytes"))),
+        Err(detail) => Err(bad(format!("is unreadable: {detail}"))),
+    }
+}
+
+/// [`open_entry`] with the PAX records taken from `sniffer`, for reading (not extracting).
+pub(crate) fn open_entry_sniffed<R: Read>(
+    sniffer: &RefCell<Sniffer>,
+    entry: &mut tar::Entry<'_, R>,
+) -> io::Result<(Vec<u8>, Option<SparseMap>)> {
+    let data = pax_data(sniffer, entry)?;
+    let records = parse_records(&data)
+        .map_err(|e| io::Error::other(format!("entry {:?} {e}", display_name(&entry.path_bytes()))))?;
+    open_entry(entry, &records)
+}
+
+/// An entry's real name and, for a PAX sparse file, its checked map (the entry then stands at its
+/// first data region). `records` are the entry's PAX records, read raw (see `pax`): the tar
+/// crate's own parser loses every record after a value holding a newline, such as an ACL written
+/// after the sparse keys. The errors name the entry; [`Classifier::classify`] makes them `BadTar`.
+pub(crate) fn open_entry<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    records: &[Record<'_>],
+) -> io::Result<(Vec<u8>, Option<SparseMap>)> {
+    let stored = entry.path_bytes().into_owned();
+    let bad = |reason: String| io::Error::other(format!("entry {:?} {reason}", display_name(&stored)));
+    let Some(hdr) = sparse::detect(entry.header().entry_type(), records).map_err(bad)? else {
+        return Ok((stored, None));
+    };
+    let name = hdr.name.clone().unwrap_or_else(|| stored.clone());
+    let size = entry.size();
+    match sparse::read_map(hdr, entry, size) {
+        Ok(map) => Ok((name, Some(map))),
+        Err(MapError::Read(e)) => Err(e),
+        Err(MapError::Invalid(reason)) => Err(bad(reason)),
+    }
+}
+
 /// What the archive is expected to be, from the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expected {
@@ -154,7 +200,8 @@ pub struct Expected {
     pub size_bytes: u64,
     /// Tar entries, if recorded.
     pub entry_count: Option<u64>,
-    /// Uncompressed bytes of regular files, if recorded.
+    /// Uncompressed bytes of regular files (apparent sizes, holes included:
+    /// [`crate::ArchiveSummary::content_bytes`]), if recorded.
     pub content_bytes: Option<u64>,
 }
 
@@ -172,20 +219,29 @@ pub struct VerifyReport {
     pub hardlink_count: u64,
     /// Fifos and device nodes.
     pub special_count: u64,
+    /// Apparent bytes of the regular files, holes included (equal to `apparent_bytes`).
     pub content_bytes: u64,
+    /// Apparent bytes of the regular files, holes included.
+    pub apparent_bytes: u64,
+    /// Bytes of file data stored in the archive (the holes of sparse files left out).
+    pub stored_bytes: u64,
 }
 
+/// What [`verify_archive`] counts while it reads.
 #[derive(Default)]
 struct Counts {
     entries: u64,
     files: u64,
     hardlinks: u64,
     specials: u64,
-    content: u64,
+    apparent: u64,
+    stored: u64,
 }
 
 /// Re-hashes `path` and reads it through: gzip (CRC32 and ISIZE of every member), tar structure,
-/// every entry's data; then compares sha256, size and the recorded counts with `expected`.
+/// every entry's data; then compares sha256, size and the recorded counts with `expected`. The
+/// data regions of sparse files are read, their holes are not expanded, so a file of a petabyte
+/// of holes costs no more than its data; its sparse map is checked against the entry.
 ///
 /// `progress` is called with the number of archive bytes read so far, about once per MiB. The file
 /// is only read. A flipped byte is reported as [`ArchiveError::ChecksumMismatch`] (the clearest
@@ -238,7 +294,14 @@ pub fn verify_archive(
     if sha256 != expected_sha {
         return Err(mismatch(sha256));
     }
-    let Counts { entries: entry_count, files: file_count, hardlinks, specials, content: content_bytes } = counts;
+    let Counts {
+        entries: entry_count,
+        files: file_count,
+        hardlinks,
+        specials,
+        apparent: content_bytes,
+        stored: stored_bytes,
+    } = counts;
     let count_err =
         |what, expected, actual| ArchiveError::CountMismatch { path: path.to_path_buf(), what, expected, actual };
     if let Some(n) = expected.entry_count
@@ -260,11 +323,14 @@ pub fn verify_archive(
         hardlink_count: hardlinks,
         special_count: specials,
         content_bytes,
+        apparent_bytes: content_bytes,
+        stored_bytes,
     })
 }
 
 fn walk_counts(opened: &mut Opened, counts: &mut Counts, progress: &mut dyn FnMut(u64)) -> io::Result<()> {
     let pos = Rc::clone(&opened.pos);
+    let sniffer = Rc::clone(&opened.sniffer);
     let mut reported = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
     for entry in opened.archive.entries()? {
@@ -279,17 +345,32 @@ fn walk_counts(opened: &mut Opened, counts: &mut Counts, progress: &mut dyn FnMu
             EntryType::Fifo | EntryType::Char | EntryType::Block => counts.specials += 1,
             _ => {}
         }
+        // Every entry's PAX records are read, so that what extraction would refuse as malformed
+        // fails verification too.
+        let (_, map) = open_entry_sniffed(&sniffer, &mut entry)?;
         if is_file_kind(kind) {
             counts.files += 1;
+            let mut read = 0u64;
             loop {
                 let n = entry.read(&mut buf)?;
                 if n == 0 {
                     break;
                 }
-                counts.content += n as u64;
+                read += n as u64;
                 if pos.get() - reported >= 1 << 20 {
                     reported = pos.get();
                     progress(reported);
+                }
+            }
+            match map {
+                Some(map) => {
+                    counts.apparent += map.realsize;
+                    counts.stored += map.data;
+                }
+                None => {
+                    counts.apparent += read;
+                    // An old GNU sparse entry (type `S`) comes expanded; its header has the size stored.
+                    counts.stored += if kind == EntryType::GNUSparse { entry.header().entry_size()? } else { read };
                 }
             }
         }
@@ -359,6 +440,7 @@ pub fn list_entries(path: &Path) -> Result<Vec<EntryInfo>, ArchiveError> {
 }
 
 fn list_into(opened: &mut Opened, out: &mut Vec<EntryInfo>) -> io::Result<()> {
+    let sniffer = Rc::clone(&opened.sniffer);
     let mut buf = vec![0u8; 64 * 1024];
     for entry in opened.archive.entries()? {
         let mut entry = entry?;
@@ -369,13 +451,18 @@ fn list_into(opened: &mut Opened, out: &mut Vec<EntryInfo>) -> io::Result<()> {
         }
         let mode = header.mode().unwrap_or(0);
         let mtime = header.mtime().unwrap_or(0);
-        let name = normalize_name(&entry.path_bytes());
+        let (raw, map) = open_entry_sniffed(&sniffer, &mut entry)?;
+        let name = normalize_name(&raw);
         let link_target = entry.link_name_bytes().map(|l| display_name(&l));
         let (kind, size, sha256) = if is_file_kind(kind) {
             let mut hasher = Sha256::new();
             let mut size = 0u64;
+            let mut content: Box<dyn Read + '_> = match map {
+                Some(map) => Box::new(Expand::new(map, &mut entry)),
+                None => Box::new(&mut entry),
+            };
             loop {
-                let n = entry.read(&mut buf)?;
+                let n = content.read(&mut buf)?;
                 if n == 0 {
                     break;
                 }
@@ -412,18 +499,27 @@ pub(crate) fn normalize_name(raw: &[u8]) -> String {
 pub fn read_member(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>, ArchiveError> {
     let wanted = normalize_name(name.as_bytes());
     let mut opened = open(path)?;
+    let sniffer = Rc::clone(&opened.sniffer);
     let found = (|| -> io::Result<Option<Result<Vec<u8>, u64>>> {
         for entry in opened.archive.entries()? {
             let mut entry = entry?;
-            if !is_file_kind(entry.header().entry_type()) || normalize_name(&entry.path_bytes()) != wanted {
+            if !is_file_kind(entry.header().entry_type()) {
                 continue;
             }
-            let size = entry.size();
+            let (raw, map) = open_entry_sniffed(&sniffer, &mut entry)?;
+            if normalize_name(&raw) != wanted {
+                continue;
+            }
+            let size = map.as_ref().map_or(entry.size(), |m| m.realsize);
             if size > limit {
                 return Ok(Some(Err(size)));
             }
             let mut data = Vec::with_capacity(size as usize);
-            (&mut entry).take(limit + 1).read_to_end(&mut data)?;
+            let mut content: Box<dyn Read + '_> = match map {
+                Some(map) => Box::new(Expand::new(map, &mut entry)),
+                None => Box::new(&mut entry),
+            };
+            (&mut content).take(limit + 1).read_to_end(&mut data)?;
             if data.len() as u64 > limit {
                 return Ok(Some(Err(data.len() as u64)));
             }

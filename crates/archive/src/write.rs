@@ -10,11 +10,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header, HeaderMode};
 
+use crate::create::{open_source, private_file, rename_noreplace};
 use crate::error::ArchiveError;
 use crate::links::LinkTable;
 use crate::notes::{Skipped, SkippedKind};
 use crate::pax::{PaxBuf, mtime_value};
 use crate::pgzip::{DEFAULT_BLOCK_SIZE, ParallelGzEncoder};
+use crate::sparse::{self, Sparse};
 use crate::util::{HashWriter, fsync_dir, hex, parent_dir, with_suffix};
 use crate::{special, xattr};
 
@@ -28,7 +30,7 @@ pub struct Root {
     pub source: PathBuf,
 }
 
-/// How to compress.
+/// How to compress, who may read the result, and how much a write may take.
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
     /// gzip level, 0 to 9 (default 6).
@@ -38,11 +40,21 @@ pub struct WriteOptions {
     /// When set and it turns true, the writer stops at the next entry or read (within about a
     /// megabyte), removes the partial file and returns [`ArchiveError::Cancelled`].
     pub cancel: Option<Arc<AtomicBool>>,
+    /// The archive is `0600`, owned by the writer; with a gid here it is `0640` with that group,
+    /// so that group may read it (the writer must be root or a member).
+    pub group: Option<u32>,
+    /// Most bytes of file data to store (holes of sparse files not counted), `None` for no
+    /// limit. A file that would pass it is not read: the write fails with
+    /// [`ArchiveError::LimitExceeded`] naming it, and the partial file is removed.
+    pub max_bytes: Option<u64>,
+    /// Most entries to store (files, directories and links alike, roots included), `None` for no
+    /// limit; checked before each entry and before a directory's children are looked at.
+    pub max_files: Option<u64>,
 }
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { level: 6, threads: 0, cancel: None }
+        WriteOptions { level: 6, threads: 0, cancel: None, group: None, max_bytes: None, max_files: None }
     }
 }
 
@@ -64,8 +76,16 @@ pub struct ArchiveSummary {
     /// Tar entries archived: directories, files, hard links, symlinks, fifos and devices, roots
     /// included (not the PAX or long-name headers in front of some of them).
     pub entry_count: u64,
-    /// Sum of the sizes of the stored regular files (uncompressed content; each file once).
+    /// Sum of the sizes of the regular files (uncompressed content; each file once, however many
+    /// names it has), holes included: always equal to `apparent_bytes`. This is what
+    /// [`crate::Expected::content_bytes`] is checked against, and what the progress callback
+    /// counts to.
     pub content_bytes: u64,
+    /// Sum of the apparent sizes of the regular files (what `ls -l` shows), each file once.
+    pub apparent_bytes: u64,
+    /// Bytes of file data actually read and stored: the holes of sparse files left out (and
+    /// their sparse maps, which are not data), each file once.
+    pub stored_bytes: u64,
     /// Paths left out (sockets), in walk order, for the caller to warn about.
     pub skipped: Vec<Skipped>,
 }
@@ -84,13 +104,37 @@ struct Stats<'p> {
     special_count: u64,
     skipped: Vec<Skipped>,
     entry_count: u64,
+    /// Apparent bytes: data read plus holes skipped.
     content_bytes: u64,
+    stored_bytes: u64,
     reported: u64,
     progress: &'p mut dyn FnMut(u64),
     cancel: Option<Arc<AtomicBool>>,
+    max_bytes: Option<u64>,
+    max_files: Option<u64>,
 }
 
 impl Stats<'_> {
+    /// Fails if `more` further entries, the first at `path`, would pass `max_files`.
+    fn admit_entries(&self, path: &Path, more: u64) -> Result<(), ArchiveError> {
+        match self.max_files {
+            Some(limit) if self.entry_count.saturating_add(more) > limit => {
+                Err(ArchiveError::LimitExceeded { path: path.to_path_buf(), what: "entries", limit })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Fails if storing `more` data bytes of `path` would pass `max_bytes`.
+    fn admit_bytes(&self, path: &Path, more: u64) -> Result<(), ArchiveError> {
+        match self.max_bytes {
+            Some(limit) if self.stored_bytes.saturating_add(more) > limit => {
+                Err(ArchiveError::LimitExceeded { path: path.to_path_buf(), what: "bytes of data", limit })
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn add_content(&mut self, n: u64) {
         self.content_bytes += n;
         if self.content_bytes - self.reported >= PROGRESS_STEP {
@@ -108,17 +152,27 @@ impl Stats<'_> {
 ///
 /// The archive is streamed to [`partial_path`]`(dest)`, fsynced, renamed to `dest`, and the
 /// directory is fsynced: when this returns `Ok`, `dest` is complete and durable. On any error the
-/// partial file is removed and `dest` does not exist. A stale partial file from an earlier crash is
-/// overwritten. `dest` itself must not exist. `progress` is called with the number of content
-/// bytes read so far, about once per MiB.
+/// partial file is removed and `dest` does not exist. A stale partial file from an earlier crash
+/// (or anything else at that name, such as a planted symlink) is unlinked, and the partial file is
+/// created new with `O_EXCL|O_NOFOLLOW`, `0600` (`0640` with [`WriteOptions::group`]) whatever the
+/// umask. `dest` itself must not exist, and the rename never replaces it. `progress` is called
+/// with the number of content bytes (apparent, holes included) done so far, about once per MiB.
 ///
 /// Kept: directories (also empty), regular files, symlinks (as links, never followed), hard links
 /// within one root (the file once, then hard-link entries), fifos and device nodes (type and
 /// device numbers), modes, numeric uid/gid, mtimes to the nanosecond (a PAX `mtime` record when
 /// there is a fraction), long names (GNU long name entries), and extended attributes and POSIX
 /// ACLs as GNU tar `--xattrs --acls` writes them (PAX `SCHILY.xattr.*` and `SCHILY.acl.*` records;
-/// `user.*`, `trusted.*`, `security.*` but not `security.selinux`). Sparse files are stored dense
-/// (holes as zeros). Sockets are skipped and listed in [`ArchiveSummary::skipped`].
+/// `user.*`, `trusted.*`, `security.*` but not `security.selinux`). Sparse files are stored
+/// sparse (holes found with `SEEK_DATA`/`SEEK_HOLE`, GNU tar's PAX sparse format 1.0): time and
+/// size follow the data, not the apparent size; a sparse file's mtime and attribute records go in
+/// the same PAX header as its sparse keys (a member has only one). Sockets are skipped and listed
+/// in [`ArchiveSummary::skipped`]. Anything else (a kind of file the kernel knows and lifeboat
+/// does not) fails with [`ArchiveError::UnsupportedFileType`]. A file replaced between listing
+/// and reading (say by a symlink) fails with [`ArchiveError::FileChanged`].
+///
+/// [`WriteOptions::max_files`] counts entries of every kind (a hard link or fifo too),
+/// [`WriteOptions::max_bytes`] the data stored (holes and hard links add nothing).
 pub fn write_archive(
     roots: &[Root],
     dest: &Path,
@@ -161,11 +215,14 @@ pub fn write_archive(
         skipped: Vec::new(),
         entry_count: 0,
         content_bytes: 0,
+        stored_bytes: 0,
         reported: 0,
         progress,
         cancel: opts.cancel.clone(),
+        max_bytes: opts.max_bytes,
+        max_files: opts.max_files,
     };
-    let result = write_partial(roots, &names, &root_meta, &partial, opts.level, threads, &mut stats);
+    let result = write_partial(roots, &names, &root_meta, &partial, opts, threads, &mut stats);
     let (sha256, size_bytes) = match result {
         Ok(done) => done,
         Err(e) => {
@@ -173,8 +230,11 @@ pub fn write_archive(
             return Err(e);
         }
     };
-    if let Err(e) = fs::rename(&partial, dest) {
+    if let Err(e) = rename_noreplace(&partial, dest) {
         let _ = fs::remove_file(&partial);
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            return Err(ArchiveError::DestinationExists { path: dest.to_path_buf() });
+        }
         return Err(ArchiveError::Write { path: dest.to_path_buf(), source: e });
     }
     // After this fsync the rename is durable: a crash can no longer bring back the partial name.
@@ -190,6 +250,8 @@ pub fn write_archive(
         special_count: stats.special_count,
         entry_count: stats.entry_count,
         content_bytes: stats.content_bytes,
+        apparent_bytes: stats.content_bytes,
+        stored_bytes: stats.stored_bytes,
         skipped: stats.skipped,
     })
 }
@@ -199,14 +261,14 @@ fn write_partial(
     names: &[PathBuf],
     root_meta: &[Metadata],
     partial: &Path,
-    level: u32,
+    opts: &WriteOptions,
     threads: usize,
     stats: &mut Stats<'_>,
 ) -> Result<(String, u64), ArchiveError> {
     let werr = |e: io::Error| ArchiveError::Write { path: partial.to_path_buf(), source: e };
-    let file = File::create(partial).map_err(werr)?;
+    let file = private_file(partial, opts.group).map_err(werr)?;
     let hashing = HashWriter { inner: file, hasher: Sha256::new(), count: 0 };
-    let encoder = ParallelGzEncoder::new(hashing, level, threads, DEFAULT_BLOCK_SIZE).map_err(werr)?;
+    let encoder = ParallelGzEncoder::new(hashing, opts.level, threads, DEFAULT_BLOCK_SIZE).map_err(werr)?;
     let mut builder = tar::Builder::new(encoder);
     for ((root, name), meta) in roots.iter().zip(names).zip(root_meta) {
         // A root given as a symlink is followed (see `Root::source`), and so are its attributes.
@@ -280,6 +342,7 @@ impl<W: Write> Walker<'_, '_, W> {
         if self.stats.cancelled() {
             return Err(ArchiveError::Cancelled);
         }
+        self.stats.admit_entries(src, 1)?;
         let ft = meta.file_type();
         if ft.is_socket() {
             self.stats.skipped.push(Skipped { path: src.to_path_buf(), kind: SkippedKind::Socket });
@@ -287,17 +350,20 @@ impl<W: Write> Walker<'_, '_, W> {
         }
         let mut header = Header::new_gnu();
         header.set_metadata_in_mode(meta, HeaderMode::Complete);
-        header.set_mtime(meta.mtime().max(0) as u64);
+        let secs = meta.mtime().max(0) as u64;
+        header.set_mtime(secs);
         header.set_size(0);
         if ft.is_dir() {
             header.set_entry_type(EntryType::Directory);
-            self.extended(src, meta)?;
+            let pax = self.extended(src, meta)?;
+            pax.append(self.builder, secs).map_err(|e| self.werr(e))?;
             self.builder.append_data(&mut header, name, io::empty()).map_err(|e| self.werr(e))?;
             self.stats.entry_count += 1;
             let rerr = |e| ArchiveError::Read { path: src.to_path_buf(), source: e };
             let mut children = Vec::new();
             for child in fs::read_dir(src).map_err(rerr)? {
                 children.push(child.map_err(rerr)?.file_name());
+                self.stats.admit_entries(src, children.len() as u64)?;
             }
             // Sorted, so that the same tree always gives the same archive.
             children.sort();
@@ -310,25 +376,28 @@ impl<W: Write> Walker<'_, '_, W> {
             Ok(())
         } else if ft.is_file() {
             if let Some(first) = self.links.target(meta, name) {
-                // The inode's data, attributes and mtime are in the first entry already.
+                // The inode's data, attributes and mtime are in the first entry already (sparse or
+                // not); a hard link adds an entry and no bytes.
                 header.set_entry_type(EntryType::Link);
                 self.builder.append_link(&mut header, name, &first).map_err(|e| self.werr(e))?;
                 self.stats.entry_count += 1;
                 self.stats.hardlink_count += 1;
                 return Ok(());
             }
-            self.extended(src, meta)?;
-            self.file(src, name, meta, header)
+            let pax = self.extended(src, meta)?;
+            self.file(src, name, meta, header, pax)
         } else if ft.is_symlink() {
             let target = fs::read_link(src).map_err(|e| ArchiveError::Read { path: src.to_path_buf(), source: e })?;
             header.set_entry_type(EntryType::Symlink);
-            self.extended(src, meta)?;
+            let pax = self.extended(src, meta)?;
+            pax.append(self.builder, secs).map_err(|e| self.werr(e))?;
             self.builder.append_link(&mut header, name, &target).map_err(|e| self.werr(e))?;
             self.stats.entry_count += 1;
             Ok(())
         } else if let Some(kind) = special::entry_type(&ft) {
             special::fill_header(&mut header, kind, meta).map_err(|e| self.werr(e))?;
-            self.extended(src, meta)?;
+            let pax = self.extended(src, meta)?;
+            pax.append(self.builder, secs).map_err(|e| self.werr(e))?;
             self.builder.append_data(&mut header, name, io::empty()).map_err(|e| self.werr(e))?;
             self.stats.entry_count += 1;
             self.stats.special_count += 1;
@@ -338,9 +407,9 @@ impl<W: Write> Walker<'_, '_, W> {
         }
     }
 
-    /// Writes the PAX header that goes in front of an entry, when there is something the plain
-    /// header cannot hold: a sub-second mtime, extended attributes, ACLs.
-    fn extended(&mut self, src: &Path, meta: &Metadata) -> Result<(), ArchiveError> {
+    /// The PAX records that go in front of an entry, when there is something the plain header
+    /// cannot hold: a sub-second mtime, extended attributes, ACLs. Empty when there is none.
+    fn extended(&self, src: &Path, meta: &Metadata) -> Result<PaxBuf, ArchiveError> {
         let mut pax = PaxBuf::default();
         let secs = meta.mtime().max(0) as u64;
         let nsec = meta.mtime_nsec().clamp(0, 999_999_999) as u32;
@@ -353,17 +422,36 @@ impl<W: Write> Walker<'_, '_, W> {
         };
         let xattrs = xattr::read(at).map_err(|e| ArchiveError::Read { path: src.to_path_buf(), source: e })?;
         xattr::add_records(&xattrs, &mut pax);
-        pax.append(self.builder, secs).map_err(|e| self.werr(e))
+        Ok(pax)
     }
 
-    fn file(&mut self, src: &Path, name: &Path, meta: &Metadata, mut header: Header) -> Result<(), ArchiveError> {
+    /// Appends a regular file: `pax` (its extended records) as its own PAX header, or, for a
+    /// sparse file, inside the one PAX header that also holds the sparse keys.
+    fn file(
+        &mut self,
+        src: &Path,
+        name: &Path,
+        meta: &Metadata,
+        mut header: Header,
+        pax: PaxBuf,
+    ) -> Result<(), ArchiveError> {
         let rerr = |e| ArchiveError::Read { path: src.to_path_buf(), source: e };
-        let file = File::open(src).map_err(rerr)?;
         let size = meta.len();
+        let changed = || ArchiveError::FileChanged { path: src.to_path_buf(), expected: size };
+        let file = open_source(src, meta).map_err(rerr)?.ok_or_else(changed)?;
+        let sparse = sparse::scan(&file, size).map_err(rerr)?;
+        let data = sparse.as_ref().map_or(size, Sparse::data_bytes);
+        self.stats.admit_bytes(src, data)?;
         header.set_entry_type(EntryType::Regular);
         header.set_size(size);
-        let mut reader = ExactReader { file, remaining: size, failure: None, stats: self.stats };
-        let appended = self.builder.append_data(&mut header, name, &mut reader);
+        let stored = sparse.as_ref().map_or(size, Sparse::stored_bytes);
+        let mut reader = ExactReader { file, remaining: stored, failure: None, stats: self.stats, sparse };
+        let appended = if reader.sparse.is_some() {
+            sparse::append(self.builder, &header, name, stored, pax.as_bytes(), &mut reader)
+        } else {
+            let secs = header.mtime().unwrap_or(0);
+            pax.append(self.builder, secs).and_then(|()| self.builder.append_data(&mut header, name, &mut reader))
+        };
         if let Some(failure) = reader.failure.take() {
             return Err(match failure {
                 Failure::Read(e) => rerr(e),
@@ -377,6 +465,12 @@ impl<W: Write> Walker<'_, '_, W> {
         if now.len() != size {
             return Err(ArchiveError::FileChanged { path: src.to_path_buf(), expected: size });
         }
+        if let Some(s) = &reader.sparse {
+            // The holes after the last data, for the progress count.
+            let tail = size.saturating_sub(s.apparent());
+            self.stats.add_content(tail);
+        }
+        self.stats.stored_bytes += data;
         self.stats.entry_count += 1;
         self.stats.file_count += 1;
         Ok(())
@@ -396,6 +490,8 @@ struct ExactReader<'s, 'p> {
     remaining: u64,
     failure: Option<Failure>,
     stats: &'s mut Stats<'p>,
+    /// For a file with holes: the map and data regions to yield instead of the plain content.
+    sparse: Option<Sparse>,
 }
 
 impl Read for ExactReader<'_, '_> {
@@ -408,14 +504,18 @@ impl Read for ExactReader<'_, '_> {
             return Err(io::Error::other("cancelled"));
         }
         let max = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
-        match self.file.read(&mut buf[..max]) {
-            Ok(0) => {
+        let read = match &mut self.sparse {
+            Some(s) => s.read(&self.file, &mut buf[..max]),
+            None => self.file.read(&mut buf[..max]).map(|n| (n, n as u64)),
+        };
+        match read {
+            Ok((0, _)) => {
                 self.failure = Some(Failure::Shrunk);
                 Err(io::Error::other("file shrank while being read"))
             }
-            Ok(n) => {
+            Ok((n, advanced)) => {
                 self.remaining -= n as u64;
-                self.stats.add_content(n as u64);
+                self.stats.add_content(advanced);
                 Ok(n)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),

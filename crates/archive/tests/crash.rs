@@ -34,7 +34,7 @@ fn child_writer() {
     let dest = PathBuf::from(std::env::var_os("DEST").unwrap());
     let ready = PathBuf::from(std::env::var_os("READY").unwrap());
     let roots = [Root { archive_name: "paths/data".into(), source: src }];
-    let opts = WriteOptions { level: 6, threads: 2, cancel: None };
+    let opts = WriteOptions { level: 6, threads: 2, ..WriteOptions::default() };
     let result = write_archive(&roots, &dest, &opts, &mut |n| {
         if n >= 4 << 20 && !ready.exists() {
             fs::write(&ready, b"").unwrap();

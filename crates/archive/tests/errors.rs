@@ -71,7 +71,8 @@ fn existing_destination_and_bad_names_are_refused() {
         assert!(err.to_string().contains(needle), "{err}");
     }
     let err =
-        write_archive(&roots, &dest2, &WriteOptions { level: 10, threads: 1, cancel: None }, &mut |_| {}).unwrap_err();
+        write_archive(&roots, &dest2, &WriteOptions { level: 10, threads: 1, ..WriteOptions::default() }, &mut |_| {})
+            .unwrap_err();
     assert!(matches!(err, ArchiveError::InvalidOptions(_)));
 }
 

@@ -143,7 +143,7 @@ proptest! {
             Root { archive_name: "volumes/vol".into(), source: vol.clone() },
         ];
         let mut last_progress = 0;
-        let summary = write_archive(&roots, &dest, &WriteOptions { level: 6, threads, cancel: None }, &mut |n| last_progress = n).unwrap();
+        let summary = write_archive(&roots, &dest, &WriteOptions { level: 6, threads, ..WriteOptions::default() }, &mut |n| last_progress = n).unwrap();
         prop_assert_eq!(last_progress, summary.content_bytes);
         prop_assert!(!lifeboat_archive::partial_path(&dest).exists());
 

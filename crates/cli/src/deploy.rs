@@ -325,14 +325,15 @@ impl Executor<'_> {
     }
 
     /// `ComposeUp`: `up -d` with the configured compose command, then waits until the services'
-    /// containers are up (running, and healthy where they have a healthcheck).
-    pub(crate) async fn compose_up(&self, services: Option<&[String]>) -> anyhow::Result<()> {
+    /// containers are up (running, and healthy where they have a healthcheck). Returns the
+    /// services in the order they were found up (dependencies first).
+    pub(crate) async fn compose_up(&self, services: Option<&[String]>) -> anyhow::Result<Vec<String>> {
         let config = &self.project.config.project;
         let compose = Compose::new(&config.compose_command, &config.name, &config.compose_file, &self.project.dir)?;
         if services.is_some_and(<[String]>::is_empty) {
             // "No service", not compose's "every service" for an empty list: a rollback of a
             // stack where nothing was running must leave everything stopped.
-            return Ok(());
+            return Ok(Vec::new());
         }
         compose.up(services.unwrap_or_default()).await?;
         let wanted = match services {
@@ -350,12 +351,16 @@ impl Executor<'_> {
                 );
             }
         }
+        let mut order = Vec::new();
         for container in docker::start_order(&containers)? {
             if wanted.contains(&container.service) {
                 self.docker()?.wait_up(&container.name, timeout).await?;
+                if !order.contains(&container.service) {
+                    order.push(container.service.clone());
+                }
             }
         }
-        Ok(())
+        Ok(order)
     }
 
     /// The deployment half of a rollback's `RestoreData { deployment: true }`: the archive's

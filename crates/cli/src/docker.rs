@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use bollard::errors::Error as ApiError;
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum};
 use bollard::query_parameters::{
-    ImportImageOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    EventsOptionsBuilder, ImportImageOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::{StreamExt, TryStreamExt};
 
@@ -224,6 +224,10 @@ pub struct Container {
     pub exit_code: Option<i64>,
     /// Services this one depends on: the compose file's `depends_on` and the compose v2 label.
     pub depends_on: BTreeSet<String>,
+    /// When the container last started, as Docker reports it (RFC 3339).
+    pub started_at: Option<String>,
+    /// The signal `docker stop` sends it (`SIGQUIT`, `15`...); `None` means SIGTERM.
+    pub stop_signal: Option<String>,
 }
 
 impl Container {
@@ -247,6 +251,7 @@ impl Container {
         let has_healthcheck =
             config.healthcheck.and_then(|h| h.test).is_some_and(|test| test.first().is_some_and(|kind| kind != "NONE"));
         let name = inspect.name.unwrap_or_default();
+        let stop_signal = config.stop_signal.clone();
         Container {
             id: inspect.id.unwrap_or_default(),
             name: name.strip_prefix('/').unwrap_or(&name).to_owned(),
@@ -256,8 +261,39 @@ impl Container {
             has_healthcheck,
             exit_code: state.exit_code,
             depends_on: labels.get(DEPENDS_ON_LABEL).map(|label| parse_depends_on_label(label)).unwrap_or_default(),
+            started_at: state.started_at,
+            stop_signal,
         }
     }
+
+    /// Whether `signal` (a number, as Docker's `kill` events give it) ends this container when a
+    /// stop sends it: its stop signal, SIGTERM (Docker's default) or SIGKILL (a stop's last resort).
+    fn is_stop_signal(&self, signal: i32) -> bool {
+        signal == libc::SIGTERM
+            || signal == libc::SIGKILL
+            || self.stop_signal.as_deref().and_then(signal_number) == Some(signal)
+    }
+}
+
+/// The number of a signal named as Docker accepts it: `SIGQUIT`, `QUIT` or `3`.
+fn signal_number(name: &str) -> Option<i32> {
+    let name = name.trim();
+    if let Ok(number) = name.parse() {
+        return Some(number);
+    }
+    let name = name.strip_prefix("SIG").unwrap_or(name);
+    Some(match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "PWR" => libc::SIGPWR,
+        "WINCH" => libc::SIGWINCH,
+        _ => return None,
+    })
 }
 
 /// Parses compose v2's `com.docker.compose.depends_on` label: `db:service_healthy:false,cache:...`.
@@ -458,10 +494,17 @@ impl Docker {
         }
     }
 
-    /// Starts a container. Idempotent: a running container is left alone (`AlreadyRunning`).
+    /// Starts a container. Idempotent: a running container is left alone (`AlreadyRunning`), but
+    /// one whose stop is in progress ([`Docker::stop_in_progress`]) is first stopped for good
+    /// (giving it `stop_timeout`, as a stop would) and then started: left alone, it would exit.
     /// This does not wait for it to be up: see [`Docker::wait_up`].
-    pub async fn start(&self, container: &str) -> Result<StartOutcome, DockerError> {
-        let current = self.inspect(container).await?;
+    pub async fn start(&self, container: &str, stop_timeout: Duration) -> Result<StartOutcome, DockerError> {
+        let mut current = self.inspect(container).await?;
+        if current.state == State::Running && self.stop_in_progress(&current).await? {
+            tracing::info!("{} is on its way down from a stop: waiting for it to exit first", current.name);
+            let _ = self.stop(container, stop_timeout).await?;
+            current = self.inspect(container).await?;
+        }
         if current.state == State::Running || current.state == State::Restarting {
             return Ok(StartOutcome::AlreadyRunning);
         }
@@ -487,7 +530,8 @@ impl Docker {
         let deadline = Instant::now() + timeout;
         loop {
             let current = self.inspect(container).await?;
-            if current.is_up() {
+            // A container on its way down from a stop looks up until it exits: keep watching it.
+            if current.is_up() && !self.stop_in_progress(&current).await? {
                 return Ok(current);
             }
             match (current.state, current.health) {
@@ -518,6 +562,41 @@ impl Docker {
             }
             tokio::time::sleep(POLL_INTERVAL.min(deadline.saturating_duration_since(Instant::now()))).await;
         }
+    }
+
+    /// Whether a stop of this running container is under way: since it last started, it was sent
+    /// its stop signal (or SIGTERM, or SIGKILL). Docker reports such a container "running", and
+    /// healthy, until its process exits (for a database under load that takes seconds, up to the
+    /// stop timeout), so only its `kill` events tell. Other signals (a SIGHUP to reload) do not
+    /// count.
+    ///
+    /// The daemon keeps only its recent events, so this is a safeguard, not the mechanism that
+    /// recovery relies on: a stop that lifeboat began and did not finish is finished before
+    /// anything starts (see "Recovery rules" in ARCHITECTURE.md).
+    pub async fn stop_in_progress(&self, container: &Container) -> Result<bool, DockerError> {
+        if container.state != State::Running {
+            return Ok(false);
+        }
+        let Some(since) = container.started_at.as_deref().and_then(unix_timestamp) else {
+            return Ok(false);
+        };
+        let until = unix_timestamp(&chrono::Utc::now().to_rfc3339()).unwrap_or_else(|| since.clone());
+        let filters = HashMap::from([
+            ("type", vec!["container".to_owned()]),
+            ("container", vec![container.id.clone()]),
+            ("event", vec!["kill".to_owned()]),
+        ]);
+        let options = EventsOptionsBuilder::default().since(&since).until(&until).filters(&filters).build();
+        let events: Vec<_> = self
+            .api
+            .events(Some(options))
+            .try_collect()
+            .await
+            .map_err(|source| container_error("read the events of container", &container.name, source))?;
+        Ok(events.iter().any(|event| {
+            let signal = event.actor.as_ref().and_then(|a| a.attributes.as_ref()).and_then(|a| a.get("signal"));
+            signal.and_then(|s| s.parse().ok()).is_some_and(|s| container.is_stop_signal(s))
+        }))
     }
 
     /// The last `n` lines the container wrote to stdout and stderr, oldest first.
@@ -606,6 +685,12 @@ impl Docker {
         }
         Ok(loaded)
     }
+}
+
+/// An RFC 3339 time as the `seconds.nanoseconds` the events API takes.
+fn unix_timestamp(rfc3339: &str) -> Option<String> {
+    let time = chrono::DateTime::parse_from_rfc3339(rfc3339).ok()?;
+    Some(format!("{}.{:09}", time.timestamp(), time.timestamp_subsec_nanos()))
 }
 
 /// An error and its causes, `: `-separated: hyper's "client error (Connect)" alone hides the
@@ -751,6 +836,20 @@ mod tests {
     }
 
     #[test]
+    fn stop_signals_are_read_as_docker_names_them() {
+        assert_eq!(signal_number("SIGQUIT"), Some(libc::SIGQUIT));
+        assert_eq!(signal_number("INT"), Some(libc::SIGINT));
+        assert_eq!(signal_number("3"), Some(3));
+        assert_eq!(signal_number("SIGBOGUS"), None);
+        let mut db = container("db", "p_db_1", &[]);
+        assert!(db.is_stop_signal(libc::SIGTERM) && db.is_stop_signal(libc::SIGKILL));
+        assert!(!db.is_stop_signal(libc::SIGHUP), "a reload is no stop");
+        db.stop_signal = Some("SIGINT".into());
+        assert!(db.is_stop_signal(libc::SIGINT));
+        assert_eq!(unix_timestamp("2026-12-01T23:01:55.5Z").as_deref(), Some("1796166115.500000000"));
+    }
+
+    #[test]
     fn depends_on_label_of_compose_v2_is_parsed() {
         assert_eq!(
             parse_depends_on_label("db:service_healthy:false,cache:service_started:true"),
@@ -776,6 +875,8 @@ mod tests {
             has_healthcheck: false,
             exit_code: None,
             depends_on: needs.iter().map(|n| (*n).to_owned()).collect(),
+            started_at: None,
+            stop_signal: None,
         }
     }
 

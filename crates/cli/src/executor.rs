@@ -9,10 +9,13 @@
 use crate::docker::{self, Docker};
 use crate::project::Project;
 use crate::render::{self, now};
+use crate::signals;
 use anyhow::Context;
 use lifeboat_archive::{Root, WriteOptions};
 use lifeboat_journal::{BackupEntry, Journal};
-use lifeboat_machine::{ArchiveFacts, BackupKind, BackupRef, Effect, Event, Outcome, Run, RunKind, RunSpec};
+use lifeboat_machine::{
+    ArchiveDetails, ArchiveFacts, BackupKind, BackupRef, Effect, Event, Outcome, Run, RunKind, RunSpec,
+};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,6 +31,8 @@ pub struct Executor<'a> {
 impl Executor<'_> {
     /// Journals a new run and drives it to its end.
     pub async fn start(&self, spec: RunSpec) -> anyhow::Result<Run> {
+        // From here a signal cancels the run rather than ending the process (`crate::signals`).
+        let _in_run = signals::RunGuard::new();
         let started = Run::start(spec, now());
         let id = self.journal.begin_run(&started).context("cannot journal the start of the run")?;
         let run = Run::from_started(id, &started)?;
@@ -35,9 +40,19 @@ impl Executor<'_> {
         self.drive(run).await
     }
 
-    /// Carries out a run's effects until it ends.
+    /// Carries out a run's effects until it ends. Between two effects, a signal received (see
+    /// `crate::signals`) is journaled as a `Cancelled` event if the run accepts one: it then
+    /// settles as if its next step had failed.
     pub async fn drive(&self, mut run: Run) -> anyhow::Result<Run> {
-        while let Some(effect) = run.poll_effect() {
+        let _in_run = signals::RunGuard::new();
+        loop {
+            if let Some(signal) = signals::requested()
+                && let Some(cancel) = run.handle_cancel(signal, now())
+            {
+                tracing::warn!(run = run.id(), state = %run.state(), "cancelled by {signal}: settling the run");
+                self.record(&mut run, cancel).await?;
+            }
+            let Some(effect) = run.poll_effect() else { break };
             let intent = run.handle_begin(now())?;
             self.record(&mut run, intent).await?;
             crash_point(&format!("intent:{}", effect.name()));
@@ -84,13 +99,18 @@ impl Executor<'_> {
         let rollback = run.kind() == RunKind::Rollback;
         match effect {
             Effect::Inspect => return Ok(Outcome::Inspected { running: self.inspect().await? }),
-            Effect::WriteArchive { path } => return Ok(Outcome::ArchiveWritten(self.write_archive(run, path).await?)),
+            Effect::WriteArchive { path } => {
+                let (facts, details) = self.write_archive(run, path).await?;
+                return Ok(Outcome::Archived { facts, details });
+            }
             Effect::StopServices { services } => self.stop_services(services).await?,
             Effect::RecordBackup { archive, backup_kind, note } => {
                 self.record_backup(run, archive, *backup_kind, note.clone())?
             }
             Effect::DiscardArchive { path } => self.discard_archive(run, path)?,
-            Effect::StartServices { services } => self.start_services(services).await?,
+            Effect::StartServices { services } => {
+                return Ok(Outcome::Started { services: self.start_services(services).await? });
+            }
             // The restore effects live in `crate::restore`, with the states they check; a rollback
             // also swaps the deployment files (`crate::deploy`), data first.
             Effect::VerifyArchive { backup } => self.verify_backup_archive(backup).await?,
@@ -118,7 +138,9 @@ impl Executor<'_> {
             Effect::Deploy { package } => self.deploy(run.id(), package).await?,
             Effect::RestoreDeployment => self.restore_deployment(run.id()).await?,
             Effect::CommitDeploy { version } => self.commit_deploy(run.id(), version)?,
-            Effect::ComposeUp { services } => self.compose_up(services.as_deref()).await?,
+            Effect::ComposeUp { services } => {
+                return Ok(Outcome::Started { services: self.compose_up(services.as_deref()).await? });
+            }
             Effect::DeleteBackup { backup } => self.delete_backup(backup)?,
         }
         Ok(Outcome::Done)
@@ -169,18 +191,25 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// Starts the containers of `services`, dependencies first, waiting until each is up.
-    pub async fn start_services(&self, services: &[String]) -> anyhow::Result<()> {
+    /// Starts the containers of `services`, dependencies first, waiting until each is up (a
+    /// container on its way down from a stop is waited out and started again). Returns the
+    /// services in the order they came up.
+    pub async fn start_services(&self, services: &[String]) -> anyhow::Result<Vec<String>> {
         let timeout = Duration::from_secs(self.project.config.services.start_timeout_secs);
+        let stop_timeout = Duration::from_secs(self.project.config.services.stop_timeout_secs);
         let containers = self.containers().await?;
+        let mut order = Vec::new();
         for container in docker::start_order(&containers)? {
             if !services.contains(&container.service) {
                 continue;
             }
-            let _ = self.docker()?.start(&container.name).await?;
+            let _ = self.docker()?.start(&container.name, stop_timeout).await?;
             self.docker()?.wait_up(&container.name, timeout).await?;
+            if !order.contains(&container.service) {
+                order.push(container.service.clone());
+            }
         }
-        Ok(())
+        Ok(order)
     }
 
     /// The trees a backup archives: each data path, then each named volume (the same roots a
@@ -190,7 +219,7 @@ impl Executor<'_> {
         Ok(roots.into_iter().map(|root| Root { archive_name: root.archive_name, source: root.target }).collect())
     }
 
-    async fn write_archive(&self, run: &Run, path: &str) -> anyhow::Result<ArchiveFacts> {
+    async fn write_archive(&self, run: &Run, path: &str) -> anyhow::Result<(ArchiveFacts, ArchiveDetails)> {
         let mut roots = self.archive_roots().await?;
         // A pre-upgrade backup also keeps the deployment files the package replaces.
         roots.extend(crate::deploy::deployment_roots(self.project, run.spec())?);
@@ -198,7 +227,12 @@ impl Executor<'_> {
         if let Some(dir) = dest.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create the backup dir {}", dir.display()))?;
         }
-        let options = WriteOptions { level: self.project.config.backup.compression_level, threads: 0 };
+        let options = WriteOptions {
+            level: self.project.config.backup.compression_level,
+            threads: 0,
+            cancel: signals::cancel_flag(),
+            ..WriteOptions::default()
+        };
         let bar = crate::progress::bar(self.progress, "archiving", None);
         let summary = tokio::task::spawn_blocking({
             let bar = bar.clone();
@@ -207,14 +241,20 @@ impl Executor<'_> {
         .await
         .context("the archive writer panicked")??;
         bar.finish_and_clear();
-        Ok(ArchiveFacts {
+        let details = ArchiveDetails {
+            apparent_bytes: summary.apparent_bytes,
+            stored_bytes: summary.stored_bytes,
+            skipped: Vec::new(),
+        };
+        let facts = ArchiveFacts {
             path: path.to_owned(),
             sha256: summary.sha256,
             size_bytes: summary.size_bytes,
             file_count: summary.file_count,
             entry_count: summary.entry_count,
             content_bytes: summary.content_bytes,
-        })
+        };
+        Ok((facts, details))
     }
 
     /// Checks the archive is still there, whole, then catalogs it under the run's id.
@@ -234,7 +274,7 @@ impl Executor<'_> {
             RunSpec::Upgrade { .. } => self.journal.settings()?.deployed_version,
             _ => None,
         };
-        self.journal.record_backup(&BackupEntry {
+        let entry = BackupEntry {
             id: run.id(),
             run_id: run.id(),
             kind,
@@ -247,7 +287,8 @@ impl Executor<'_> {
             sha256: archive.sha256.clone(),
             note,
             protects_version,
-        })?;
+        };
+        self.journal.record_backup_with(&entry, run.archive_details())?;
         Ok(())
     }
 
@@ -297,12 +338,20 @@ impl Executor<'_> {
 
 /// A fail point: with the `failpoints` feature and `FAILPOINTS=<name>=return`, the process kills
 /// itself here with SIGKILL, exactly as a crash would (no unwinding, no destructors, no flush).
+///
+/// `FAILPOINTS=<name>=return(SIGINT)` (or `SIGTERM`) sends that signal instead and carries on, as
+/// an operator's Ctrl-C or a service manager's stop landing exactly there would.
 pub fn crash_point(name: &str) {
     #[cfg(feature = "failpoints")]
-    fail::fail_point!(name, |_| {
+    fail::fail_point!(name, |signal: Option<String>| {
+        let signal = match signal.as_deref() {
+            Some("SIGINT") => libc::SIGINT,
+            Some("SIGTERM") => libc::SIGTERM,
+            _ => libc::SIGKILL,
+        };
         // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
         unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
+            libc::kill(libc::getpid(), signal);
         }
     });
     let _ = name;

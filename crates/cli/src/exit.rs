@@ -20,12 +20,31 @@ pub enum Exit {
     NeedsRecovery = 4,
     /// 5: integrity error: checksum mismatch, corrupt journal or archive.
     Integrity = 5,
+    /// 130 (128 + SIGINT): interrupted by SIGINT (Ctrl-C); a run in progress was rolled back, so
+    /// the services are as before.
+    Interrupted = 130,
+    /// 143 (128 + SIGTERM): as `Interrupted`, for SIGTERM (a service manager's stop).
+    Terminated = 143,
 }
 
 impl Exit {
     /// Attaches this exit code to an error.
     pub fn wrap(self, error: impl Into<anyhow::Error>) -> anyhow::Error {
         anyhow::Error::new(Coded { code: self, error: error.into() })
+    }
+
+    /// The exit code of a run that did not complete: 130 or 143 when the operator's signal
+    /// cancelled it (see `crate::signals`), else `Failed`. Integrity errors are the caller's to
+    /// tell apart.
+    pub fn of_unfinished_run(run: &lifeboat_machine::Run) -> Exit {
+        if run.state() != lifeboat_machine::State::RolledBack {
+            return Exit::Failed;
+        }
+        match crate::signals::cancelled_by(run) {
+            Some("SIGTERM") => Exit::Terminated,
+            Some(_) => Exit::Interrupted,
+            None => Exit::Failed,
+        }
     }
 
     /// The exit code an error asks for: the outermost [`Coded`] in its chain, else `Failed`.

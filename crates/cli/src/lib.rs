@@ -5,6 +5,17 @@
 //! **Architecture invariant**: this crate is the only one that performs I/O. The state machine
 //! decides; the executor here carries its effects out and journals them.
 
+/// `println!` that returns the write's `io::Result` instead of panicking, so that a closed
+/// stdout (`lifeboat list | head -1`) ends the command quietly (see [`main_entry`]). Use it with
+/// `?` for everything a command prints on stdout.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 pub mod args;
 pub mod commands;
 pub mod compose;
@@ -21,6 +32,7 @@ pub mod render;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
+pub mod signals;
 
 use args::{AutoBackupCommand, Cli, Command, JournalCommand, PackageCommand};
 use clap::Parser;
@@ -50,11 +62,21 @@ pub fn main_entry() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => Exit::Success.into(),
+        // The reader of our output went away (`| head`): what it wanted, it has. Say nothing
+        // more, as git and ripgrep do; a run this command made is complete and journaled.
+        Err(err) if is_broken_pipe(&err) => Exit::Success.into(),
         Err(err) => {
-            eprintln!("error: {err:#}");
+            use std::io::Write as _;
+            // stderr may be closed too: never panic over an error message.
+            let _ = writeln!(std::io::stderr(), "error: {err:#}");
             Exit::of(&err).into()
         }
     }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain()
+        .any(|cause| cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -72,6 +94,19 @@ fn init_logging(verbose: u8, quiet: bool) {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Ctx { dir: cli.dir, json: cli.json, progress: progress::wanted(cli.json, cli.quiet) };
+    // Commands that change something settle a run on SIGINT/SIGTERM instead of dying midway; the
+    // daemon stops its own loop and only needs the run in progress settled (`signals`).
+    match &cli.command {
+        Command::Backup(_)
+        | Command::AutoBackup(AutoBackupCommand::Run)
+        | Command::Restore(_)
+        | Command::Rollback(_)
+        | Command::Upgrade(_)
+        | Command::Prune(_)
+        | Command::Recover => signals::install(true)?,
+        Command::AutoBackup(AutoBackupCommand::Daemon) => signals::install(false)?,
+        _ => {}
+    }
     match cli.command {
         Command::Init(args) => commands::init::run(&ctx, &args),
         Command::Status => commands::status::run(&ctx).await,

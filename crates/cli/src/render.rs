@@ -79,8 +79,26 @@ pub fn event_detail(event: &Event) -> String {
                 short_sha(&facts.sha256)
             ),
             Outcome::Failed { error } => format!("FAILED: {error}"),
+            Outcome::Started { services } => format!("up, in this order: {}", list(services)),
+            Outcome::Archived { facts, details } => {
+                let sparse = if details.stored_bytes < details.apparent_bytes {
+                    format!(" ({} apparent, {} stored)", bytes(details.apparent_bytes), bytes(details.stored_bytes))
+                } else {
+                    String::new()
+                };
+                let skipped: Vec<String> = details.skipped.iter().map(|s| format!("{} ({})", s.path, s.kind)).collect();
+                let skipped =
+                    if skipped.is_empty() { String::new() } else { format!(", skipped {}", skipped.join(", ")) };
+                format!(
+                    "archive written: {}, {} files{sparse}{skipped}, sha256 {}",
+                    bytes(facts.size_bytes),
+                    facts.file_count,
+                    short_sha(&facts.sha256)
+                )
+            }
         },
         Event::Recovering { decision, .. } => format!("recover: {}", decision.as_str().replace('_', " ")),
+        Event::Cancelled { reason, .. } => format!("cancelled by {reason}: settling the run"),
     }
 }
 

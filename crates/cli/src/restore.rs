@@ -353,7 +353,7 @@ mod tests {
         lifeboat_archive::write_archive(
             &sources,
             &archive,
-            &WriteOptions { level: 1, threads: 1, cancel: None },
+            &WriteOptions { level: 1, threads: 1, ..WriteOptions::default() },
             &mut |_| {},
         )
         .unwrap();

@@ -24,8 +24,9 @@
 //! follow the monotonic clock, which stops while the host is suspended: the cap bounds how late a
 //! run due during a suspend starts after the resume.
 //!
-//! Shutdown (SIGTERM, SIGINT) stops the loop from taking new runs. A run in progress is never
-//! cancelled: it finishes (services restarted, run journaled) and then the loop returns.
+//! Shutdown (SIGTERM, SIGINT) stops the loop from taking new runs. The loop never drops a run in
+//! progress: it awaits its end (the run itself settles on the signal, see `crate::signals`:
+//! services restarted, run journaled) and then returns.
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use croner::Cron;
@@ -165,7 +166,7 @@ pub async fn run_loop<C: Clock, J: Job, Tz: TimeZone>(
                         () = &mut run => break,
                         () = &mut shutdown, if !stopping => {
                             stopping = true;
-                            tracing::warn!("shutdown requested: finishing the backup in progress first");
+                            tracing::warn!("shutdown requested: settling the backup in progress first");
                         }
                     }
                 }

@@ -14,8 +14,8 @@
 
 use crate::codec::{decode_event, encode_event};
 use lifeboat_machine::{
-    ArchiveFacts, BackupKind, BackupRef, Effect, Event, Outcome, PackageRef, Run, RunId, RunSpec, Timestamp, recover,
-    replay,
+    ArchiveDetails, ArchiveFacts, BackupKind, BackupRef, Effect, Event, Outcome, PackageRef, Run, RunId, RunSpec,
+    SkippedPath, Timestamp, recover, replay,
 };
 
 /// The prefix of a `recover` input made of journal-encoded frames.
@@ -99,7 +99,15 @@ fn check_recovers_to(journal: &[Event], ends_as: lifeboat_machine::State) {
 fn success(effect: &Effect, run: &Run) -> Outcome {
     match effect {
         Effect::Inspect => Outcome::Inspected { running: run.running().map(<[String]>::to_vec).unwrap_or_default() },
-        Effect::WriteArchive { path } => Outcome::ArchiveWritten(facts(path)),
+        Effect::WriteArchive { path } => Outcome::Archived {
+            facts: facts(path),
+            details: ArchiveDetails {
+                apparent_bytes: 10_000,
+                stored_bytes: 9_000,
+                skipped: vec![SkippedPath { path: "data/app.sock".into(), kind: "socket".into() }],
+            },
+        },
+        Effect::StartServices { services } => Outcome::Started { services: services.iter().rev().cloned().collect() },
         _ => Outcome::Done,
     }
 }
@@ -149,7 +157,8 @@ fn unframe_events(mut data: &[u8]) -> Option<Vec<Event>> {
 ///
 /// Byte 0 picks the kind (backup, upgrade, restore, rollback). Each later byte steers one step:
 /// `b % 8 == 7` crashes before the next intent, `6` crashes after it (the effect in flight),
-/// `5` makes the effect fail, anything else succeeds. After a crash, if `b & 8` is set and bytes
+/// `5` makes the effect fail, `4` cancels the run first (an operator's signal) where it accepts
+/// a cancel and otherwise succeeds, anything else succeeds. After a crash, if `b & 8` is set and bytes
 /// remain, recovery takes over (its `Recovering` event is journaled) and the script goes on;
 /// otherwise the run stops there. `Inspect` reports the first `b / 16 % 5` of four services.
 /// A missing byte is 0: an exhausted script drives the run to its end.
@@ -177,6 +186,12 @@ pub fn scripted_run(id: RunId, script: &[u8]) -> (Vec<Event>, Run) {
         let b = bytes.next().unwrap_or(0);
         let crash = match b % 8 {
             7 => true,
+            4 if run.handle_cancel("SIGINT", Timestamp(at)).is_some() => {
+                let cancel = run.handle_cancel("SIGINT", Timestamp(at)).expect("accepted just above");
+                run.apply(&cancel).expect("the machine's own cancel applies");
+                events.push(cancel);
+                false
+            }
             6 => {
                 if run.poll_effect().is_none() {
                     break;

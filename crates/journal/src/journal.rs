@@ -3,10 +3,10 @@
 use crate::codec::{self, DecodeError, decode_event, encode_event};
 use crate::error::JournalError;
 use crate::records::{BackupEntry, Settings};
-use lifeboat_machine::{Event, RunId, replay};
+use lifeboat_machine::{ArchiveDetails, Event, RunId, replay};
 use redb::{
     Builder, Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, ReadableTable, StorageBackend,
-    StorageError, TableDefinition, TableHandle, WriteTransaction,
+    StorageError, TableDefinition, TableError, TableHandle, WriteTransaction,
 };
 use std::io::ErrorKind;
 use std::path::Path;
@@ -23,6 +23,9 @@ pub(crate) const RUNS: TableDefinition<u64, u64> = TableDefinition::new("lifeboa
 pub(crate) const EVENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("lifeboat_events");
 pub(crate) const BACKUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("lifeboat_backups");
 pub(crate) const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("lifeboat_settings");
+/// What a catalogued archive holds beyond its entry (`ArchiveDetails`), by backup id. Added after
+/// the first format: a journal may lack the table, and entries recorded before it lack a row.
+pub(crate) const BACKUP_DETAILS: TableDefinition<u64, &[u8]> = TableDefinition::new("lifeboat_backup_details");
 
 const MAGIC_KEY: &str = "magic";
 const FORMAT_KEY: &str = "format";
@@ -306,6 +309,16 @@ impl Journal {
     ///
     /// The entry's `id` must equal its `run_id`, and the run must be in the journal.
     pub fn record_backup(&self, entry: &BackupEntry) -> Result<bool, JournalError> {
+        self.record_backup_with(entry, None)
+    }
+
+    /// [`Journal::record_backup`], with what the archive holds beyond the entry, in the same
+    /// transaction. Recording the same entry again keeps the details first recorded.
+    pub fn record_backup_with(
+        &self,
+        entry: &BackupEntry,
+        details: Option<&ArchiveDetails>,
+    ) -> Result<bool, JournalError> {
         self.contain(|| {
             if entry.id != entry.run_id {
                 return Err(JournalError::BackupIdMismatch { id: entry.id, run_id: entry.run_id });
@@ -333,6 +346,12 @@ impl Journal {
                     };
                 }
                 backups.insert(entry.id, bytes.as_slice()).map_err(|e| self.storage(e))?;
+                if let Some(details) = details {
+                    let bytes = codec::encode(details)
+                        .map_err(|source| JournalError::Encode { path: self.path.clone(), source })?;
+                    let mut table = txn.open_table(BACKUP_DETAILS).map_err(|e| self.storage(e))?;
+                    table.insert(entry.id, bytes.as_slice()).map_err(|e| self.storage(e))?;
+                }
             }
             self.commit(txn)?;
             Ok(true)
@@ -350,6 +369,27 @@ impl Journal {
             codec::decode(bytes.value()).map(Some).map_err(|source| JournalError::Undecodable {
                 path: self.path.clone(),
                 what: format!("backup {id}"),
+                source,
+            })
+        })
+    }
+
+    /// What the archive of backup `id` holds beyond its catalog entry; `None` when it was recorded
+    /// before lifeboat kept such details (or there is no such backup).
+    pub fn backup_details(&self, id: u64) -> Result<Option<ArchiveDetails>, JournalError> {
+        self.contain(|| {
+            let txn = self.read()?;
+            let table = match txn.open_table(BACKUP_DETAILS) {
+                Ok(table) => table,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(self.storage(e)),
+            };
+            let Some(bytes) = table.get(id).map_err(|e| self.storage(e))? else {
+                return Ok(None);
+            };
+            codec::decode(bytes.value()).map(Some).map_err(|source| JournalError::Undecodable {
+                path: self.path.clone(),
+                what: format!("details of backup {id}"),
                 source,
             })
         })
@@ -380,6 +420,8 @@ impl Journal {
             let txn = self.write()?;
             let removed = {
                 let mut backups = txn.open_table(BACKUPS).map_err(|e| self.storage(e))?;
+                let mut details = txn.open_table(BACKUP_DETAILS).map_err(|e| self.storage(e))?;
+                details.remove(id).map_err(|e| self.storage(e))?;
                 backups.remove(id).map_err(|e| self.storage(e))?.is_some()
             };
             self.commit(txn)?;

@@ -82,6 +82,7 @@ fn write_decode_seeds() {
                     format!("outcome-{}", format!("{outcome:?}").split([' ', '(']).next().unwrap().to_lowercase())
                 }
                 Event::Recovering { decision, .. } => format!("recovering-{}", decision.as_str()),
+                Event::Cancelled { .. } => "cancelled".to_owned(),
             };
             if seen.insert(shape.clone()) {
                 fs::write(dir.join(format!("event-{shape}")), encode_event(&event).unwrap()).unwrap();

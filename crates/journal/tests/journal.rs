@@ -109,6 +109,31 @@ fn settings_round_trip() {
 }
 
 #[test]
+fn archive_details_travel_with_the_catalog_entry_and_older_entries_have_none() {
+    use lifeboat_machine::{ArchiveDetails, SkippedPath};
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    let journal = Journal::open(&path).unwrap();
+    let ids = write_runs(&journal, &[backup_run(), backup_run()]);
+    // A journal that never recorded details has no table for them: no details, no error.
+    assert_eq!(journal.backup_details(ids[0]).unwrap(), None);
+    let details = ArchiveDetails {
+        apparent_bytes: 20 << 30,
+        stored_bytes: 10 << 20,
+        skipped: vec![SkippedPath { path: "paths/data/app.sock".into(), kind: "socket".into() }],
+    };
+    assert!(journal.record_backup(&entry(ids[0])).unwrap());
+    assert!(journal.record_backup_with(&entry(ids[1]), Some(&details)).unwrap());
+    drop(journal);
+    let journal = Journal::open(&path).unwrap();
+    assert_eq!(journal.backup_details(ids[0]).unwrap(), None, "recorded without details");
+    assert_eq!(journal.backup_details(ids[1]).unwrap(), Some(details));
+    assert!(journal.remove_backup(ids[1]).unwrap());
+    assert_eq!(journal.backup_details(ids[1]).unwrap(), None, "the details go with the entry");
+    assert!(journal.verify().is_clean());
+}
+
+#[test]
 fn catalog_insert_is_idempotent_and_conflicts_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = journal_path(&dir);

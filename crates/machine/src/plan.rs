@@ -123,7 +123,7 @@ pub(crate) fn settle(run: &Run, begun: usize, done: usize) -> Result<(Vec<Effect
                 steps.push(Effect::DiscardArchive { path: archive_path.clone() });
             }
             if begun > step::STOP {
-                steps.push(Effect::StartServices { services: running(run)? });
+                steps.extend(start_again(run, done > step::STOP)?);
             }
         }
         RunSpec::Upgrade { archive_path, .. } if begun <= step::DEPLOY => {
@@ -133,7 +133,7 @@ pub(crate) fn settle(run: &Run, begun: usize, done: usize) -> Result<(Vec<Effect
                 steps.push(Effect::DiscardArchive { path: archive_path.clone() });
             }
             if begun > step::STOP {
-                steps.push(Effect::StartServices { services: running(run)? });
+                steps.extend(start_again(run, done > step::STOP)?);
             }
         }
         RunSpec::Upgrade { .. } => {
@@ -171,11 +171,29 @@ pub(crate) fn settle(run: &Run, begun: usize, done: usize) -> Result<(Vec<Effect
                 steps.push(start_effect(rollback, running.clone()));
                 steps.push(Effect::VerifyServices { services: Some(running) });
             } else if begun > step::RESTORE_STOP {
-                steps.push(Effect::StartServices { services: running(run)? });
+                steps.extend(start_again(run, done > step::RESTORE_STOP)?);
             }
         }
     }
     Ok((steps, State::RolledBack))
+}
+
+/// The steps that start the services a run stopped (or began to stop) again.
+///
+/// A stop step that began and did not succeed (interrupted by a crash, or failed midway) may have
+/// left a container on its way down: Docker carries on with a stop that lifeboat asked for even
+/// after lifeboat died or lost the connection, and the container reports "running" until it
+/// exits, so a start would find it running and leave it to exit. The stop is therefore finished
+/// first (stopping again waits for a stop in progress and is a no-op on a stopped container), and
+/// only then are the services started. See "Recovery rules" in ARCHITECTURE.md.
+fn start_again(run: &Run, stop_finished: bool) -> Result<Vec<Effect>, MachineError> {
+    let services = running(run)?;
+    let mut steps = Vec::with_capacity(2);
+    if !stop_finished {
+        steps.push(Effect::StopServices { services: services.clone() });
+    }
+    steps.push(Effect::StartServices { services });
+    Ok(steps)
 }
 
 fn running(run: &Run) -> Result<Vec<String>, MachineError> {

@@ -49,6 +49,9 @@ pub enum MachineError {
     WrongDecision { expected: Decision, got: Decision },
     /// A step needs a fact that an earlier outcome should have reported.
     MissingFact(&'static str),
+    /// A `Cancelled` event where a cancel changes nothing: an effect in flight, the run settling
+    /// already, or past its point of no return.
+    CancelNotAccepted,
 }
 
 impl fmt::Display for MachineError {
@@ -71,6 +74,9 @@ impl fmt::Display for MachineError {
                 write!(f, "recovery decision {} where the rules give {}", got.as_str(), expected.as_str())
             }
             MachineError::MissingFact(fact) => write!(f, "a step needs {fact}, which no outcome reported"),
+            MachineError::CancelNotAccepted => {
+                write!(f, "a cancel while an effect is in flight, the run settles or is past its point of no return")
+            }
         }
     }
 }
@@ -95,7 +101,10 @@ pub struct Run {
     retried: bool,
     running: Option<Vec<String>>,
     archive: Option<ArchiveFacts>,
+    archive_details: Option<ArchiveDetails>,
     failures: Vec<Failure>,
+    /// Why the operator cancelled the run, if they did (see [`Run::handle_cancel`]).
+    cancelled: Option<String>,
 }
 
 impl Run {
@@ -120,7 +129,9 @@ impl Run {
             retried: false,
             running: None,
             archive: None,
+            archive_details: None,
             failures: Vec::new(),
+            cancelled: None,
         };
         // A run with no step at all (a prune with nothing to delete) ends as it starts.
         run.end_if_done()?;
@@ -171,9 +182,20 @@ impl Run {
         self.archive.as_ref()
     }
 
+    /// The details the archive write reported, once it succeeded; `None` also for a journal
+    /// written before writes reported them.
+    pub fn archive_details(&self) -> Option<&ArchiveDetails> {
+        self.archive_details.as_ref()
+    }
+
     /// The failed effects, oldest first. A run ends `Failed` after a second failure.
     pub fn failures(&self) -> &[Failure] {
         &self.failures
+    }
+
+    /// How the operator cancelled the run (`SIGINT`, say), if a cancel was journaled.
+    pub fn cancelled(&self) -> Option<&str> {
+        self.cancelled.as_deref()
     }
 
     pub fn is_ended(&self) -> bool {
@@ -244,6 +266,18 @@ impl Run {
         Ok(Event::Outcome { at, outcome })
     }
 
+    /// The `Cancelled` event for an operator's request to stop (a signal, say), or `None` when a
+    /// cancel changes nothing: an effect is in flight (ask again once its outcome is applied), the
+    /// run is settling already, or it is past its point of no return and finishes instead.
+    /// Journal it, then apply it: the run then settles as if its next step had failed.
+    pub fn handle_cancel(&self, reason: &str, at: Timestamp) -> Option<Event> {
+        self.accepts_cancel().then(|| Event::Cancelled { at, reason: reason.to_owned() })
+    }
+
+    fn accepts_cancel(&self) -> bool {
+        matches!(self.mode, Mode::Forward) && self.in_flight.is_none() && !self.is_committed()
+    }
+
     /// Applies one event: the only way a run changes. Rejects events that contradict the run.
     pub fn apply(&mut self, event: &Event) -> Result<(), MachineError> {
         if let Mode::Ended(state) = self.mode {
@@ -254,6 +288,7 @@ impl Run {
             Event::Intent { effect, .. } => self.apply_intent(effect)?,
             Event::Outcome { outcome, .. } => self.apply_outcome(outcome)?,
             Event::Recovering { decision, .. } => self.apply_recovering(*decision)?,
+            Event::Cancelled { reason, .. } => self.apply_cancelled(reason)?,
         }
         self.last_event_at = event.at();
         Ok(())
@@ -264,7 +299,7 @@ impl Run {
             return Err(MachineError::IntentWhileInFlight);
         }
         let expected = self.next_step();
-        if expected.as_ref() != Some(effect) {
+        if expected.as_ref() != Some(effect) && !self.skip_stop_of_older_journal(effect) {
             return Err(MachineError::UnexpectedIntent {
                 expected: expected.map(Box::new),
                 got: Box::new(effect.clone()),
@@ -272,6 +307,21 @@ impl Run {
         }
         self.in_flight = Some(effect.clone());
         Ok(())
+    }
+
+    /// Journals written before settling began by finishing a stop that did not succeed (see
+    /// `plan::start_again`) go straight to the start. Accepting that, and only that, keeps their
+    /// runs replayable; a journal of this build never takes this path.
+    fn skip_stop_of_older_journal(&mut self, effect: &Effect) -> bool {
+        let Mode::Compensating { steps, .. } = &mut self.mode else { return false };
+        let older = self.cursor == 0
+            && matches!(effect, Effect::StartServices { .. })
+            && matches!(steps.first(), Some(Effect::StopServices { .. }))
+            && steps.get(1) == Some(effect);
+        if older {
+            let _ = steps.remove(0);
+        }
+        older
     }
 
     fn apply_outcome(&mut self, outcome: &Outcome) -> Result<(), MachineError> {
@@ -288,7 +338,11 @@ impl Run {
         match outcome {
             Outcome::Inspected { running } => self.running = Some(running.clone()),
             Outcome::ArchiveWritten(facts) => self.archive = Some(facts.clone()),
-            Outcome::Done | Outcome::Failed { .. } => {}
+            Outcome::Archived { facts, details } => {
+                self.archive = Some(facts.clone());
+                self.archive_details = Some(details.clone());
+            }
+            Outcome::Done | Outcome::Started { .. } | Outcome::Failed { .. } => {}
         }
         self.cursor += 1;
         self.retried = false;
@@ -337,6 +391,19 @@ impl Run {
         Ok(())
     }
 
+    fn apply_cancelled(&mut self, reason: &str) -> Result<(), MachineError> {
+        if !self.accepts_cancel() {
+            return Err(MachineError::CancelNotAccepted);
+        }
+        self.cancelled = Some(reason.to_owned());
+        // Nothing is in flight: the steps begun are exactly the steps done.
+        let done = self.cursor;
+        let (steps, end) = settle(self, done, done)?;
+        self.mode = Mode::Compensating { steps, end };
+        self.cursor = 0;
+        self.end_if_done()
+    }
+
     fn apply_recovering(&mut self, decision: Decision) -> Result<(), MachineError> {
         // The plan is computed before the in-flight effect is forgotten: it decides what that
         // effect may have done.
@@ -365,8 +432,11 @@ fn check_outcome_shape(effect: &Effect, outcome: &Outcome) -> Result<(), Machine
     let fits = match (effect, outcome) {
         (_, Outcome::Failed { .. }) => true,
         (Effect::Inspect, Outcome::Inspected { .. }) => true,
-        (Effect::WriteArchive { path }, Outcome::ArchiveWritten(facts)) => &facts.path == path,
+        (Effect::WriteArchive { path }, Outcome::ArchiveWritten(facts) | Outcome::Archived { facts, .. }) => {
+            &facts.path == path
+        }
         (Effect::Inspect | Effect::WriteArchive { .. }, _) => false,
+        (Effect::StartServices { .. } | Effect::ComposeUp { .. }, Outcome::Started { .. }) => true,
         (_, Outcome::Done) => true,
         (_, _) => false,
     };

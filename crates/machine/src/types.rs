@@ -173,6 +173,28 @@ pub struct ArchiveFacts {
     pub content_bytes: u64,
 }
 
+/// What a completed archive write reports beyond [`ArchiveFacts`]: how much the files hold and
+/// how much of it was stored, and what was left out. It came after the first journal format, so
+/// it travels in its own outcome ([`Outcome::Archived`]) and journals written before it lack it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct ArchiveDetails {
+    /// The regular files' sizes added up, holes of sparse files included.
+    pub apparent_bytes: u64,
+    /// The file data actually stored: holes left out.
+    pub stored_bytes: u64,
+    /// Paths under the roots that were not archived (sockets), with why.
+    pub skipped: Vec<SkippedPath>,
+}
+
+/// A path a backup left out, and why (`socket`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct SkippedPath {
+    pub path: String,
+    pub kind: String,
+}
+
 /// A side effect the machine asks the executor to carry out. Every effect is idempotent or
 /// checkable, so carrying it out again after a crash is safe; the doc line of each variant says how.
 #[must_use = "an effect does nothing until the executor carries it out"]
@@ -183,7 +205,8 @@ pub enum Effect {
     VerifyArchive { backup: BackupRef },
     /// Check preconditions and report which services are running now. Read-only.
     Inspect,
-    /// Stop these services in reverse dependency order. Stopping a stopped service is a no-op.
+    /// Stop these services in reverse dependency order. Stopping a stopped service is a no-op;
+    /// stopping one whose stop is already in progress waits until it has exited.
     StopServices { services: Vec<String> },
     /// Write the archive to `path.partial`, fsync, rename to `path`, fsync the directory. A rerun
     /// overwrites the partial file.
@@ -198,7 +221,9 @@ pub enum Effect {
     /// the old ones aside. A rerun finds the swap done, or redoes it from the staged copy.
     Deploy { package: PackageRef },
     /// Start these services in dependency order with `docker start` and wait until each is
-    /// running and, where it has a healthcheck, healthy. Starting a running service is a no-op.
+    /// running and, where it has a healthcheck, healthy. Starting a running service is a no-op,
+    /// but a container still on its way down from a stop is not running: it is waited out and
+    /// started again.
     StartServices { services: Vec<String> },
     /// Run the compose command's `up -d` for these services (all when `None`) and wait until they
     /// are up. Compose converges, so a rerun is safe.
@@ -258,10 +283,17 @@ pub enum Outcome {
     Done,
     /// `Inspect` succeeded: these services were running, in stop order.
     Inspected { running: Vec<String> },
-    /// `WriteArchive` succeeded: the archive is complete, fsynced and renamed into place.
+    /// `WriteArchive` succeeded: the archive is complete, fsynced and renamed into place. What
+    /// journals written before [`Outcome::Archived`] existed hold; still accepted.
     ArchiveWritten(ArchiveFacts),
     /// The effect failed; `error` says what happened, for the operator.
     Failed { error: String },
+    /// `StartServices` or `ComposeUp` succeeded: these services are up, listed in the order they
+    /// were brought up (dependencies first). Journals written before this outcome existed say
+    /// `Done` for those effects, which is still accepted.
+    Started { services: Vec<String> },
+    /// `WriteArchive` succeeded, with what the archive holds beyond its facts.
+    Archived { facts: ArchiveFacts, details: ArchiveDetails },
 }
 
 impl Outcome {
@@ -308,6 +340,9 @@ pub enum Event {
     Outcome { at: Timestamp, outcome: Outcome },
     /// `lifeboat recover` took over the interrupted run with this decision.
     Recovering { at: Timestamp, decision: Decision },
+    /// The operator asked the run to stop (`reason` names how, say `SIGINT`) between two effects,
+    /// before its point of no return: the run settles as if its next step had failed.
+    Cancelled { at: Timestamp, reason: String },
 }
 
 impl Event {
@@ -316,17 +351,20 @@ impl Event {
             Event::Started { at, .. }
             | Event::Intent { at, .. }
             | Event::Outcome { at, .. }
-            | Event::Recovering { at, .. } => *at,
+            | Event::Recovering { at, .. }
+            | Event::Cancelled { at, .. } => *at,
         }
     }
 
-    /// A short lowercase name for timelines: `started`, `intent`, `outcome`, `recovering`.
+    /// A short lowercase name for timelines: `started`, `intent`, `outcome`, `recovering`,
+    /// `cancelled`.
     pub fn name(&self) -> &'static str {
         match self {
             Event::Started { .. } => "started",
             Event::Intent { .. } => "intent",
             Event::Outcome { .. } => "outcome",
             Event::Recovering { .. } => "recovering",
+            Event::Cancelled { .. } => "cancelled",
         }
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! A case is a scenario: the services running at the start, a sequence of operations (backups,
 //! upgrades to a healthy v2 or a broken v3, restores, rollbacks, application writes and manual
-//! service toggles between runs), seeded effect failures and a seed for crashes during recovery.
+//! service toggles between runs), seeded effect failures, an operator's cancel (a signal) before
+//! some effect, and a seed for crashes during recovery. The simulated Docker knows a stop that
+//! was requested and has not finished: the container still reports running, a start leaves it to
+//! exit, a health check passes it; only a second stop waits it out (see `sim`).
 //!
 //! For each scenario a probe pass runs it without a crash and counts its crash points (journal
 //! appends and effect micro-steps, see `sim`). Then, for every point, the scenario runs again and
@@ -56,6 +59,8 @@ struct Scenario {
     running: Vec<bool>,
     ops: Vec<Op>,
     faults: Vec<Fault>,
+    /// `(run, effects carried out)`: the operator cancels that run (SIGINT) before that effect.
+    cancels: Vec<(RunId, usize)>,
     seed: u64,
 }
 
@@ -76,12 +81,14 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         prop::collection::vec(any::<bool>(), 4),
         prop::collection::vec(op(), 1..=4),
         prop::collection::vec((1..=3u64, 0..12usize, 0..4usize), 0..=2),
+        prop::collection::vec((1..=3u64, 0..8usize), 0..=1),
         any::<u64>(),
     )
-        .prop_map(|(running, ops, faults, seed)| Scenario {
+        .prop_map(|(running, ops, faults, cancels, seed)| Scenario {
             running,
             ops,
             faults: faults.into_iter().map(|(run, nth, after)| Fault { run, nth, after }).collect(),
+            cancels,
             seed,
         })
 }
@@ -99,6 +106,7 @@ impl Scenario {
         for f in &self.faults {
             sim.inject(f.run, f.nth, f.after);
         }
+        sim.cancels.extend(self.cancels.iter().copied());
         sim
     }
 
@@ -159,6 +167,9 @@ impl Scenario {
                 sim.check_ended(run);
                 failed |= run.state() == State::Failed;
             }
+            // Time passes before the next operation: a stop left in progress (only by a run that
+            // failed the invariants above, or ended Failed) ends.
+            sim.world.finish_stops();
             if failed {
                 // A failed run needs the operator: the scenario stops here.
                 break;

@@ -167,8 +167,53 @@ fn backup_interrupted_before_stopping_anything_just_ends_rolled_back() {
 }
 
 #[test]
-fn backup_interrupted_while_stopping_restarts_services() {
-    Journal::new(backup()).ok(1).begin().expect(State::Stopping, Decision::RollBack, vec![start()], State::RolledBack);
+fn backup_interrupted_while_stopping_finishes_the_stop_then_starts_the_services() {
+    let j = Journal::new(backup()).ok(1).begin();
+    j.expect(State::Stopping, Decision::RollBack, vec![stop(), start()], State::RolledBack);
+
+    // In the world: the crash falls after `db`'s stop was requested and before it exited. Docker
+    // goes on reporting it running, so a start alone would leave it to exit.
+    let mut sim = Sim::new(World::new(&["app", "db"]));
+    let spec = backup_spec(1, BackupKind::Manual);
+    sim.crash_at_named("step stop_services 3", |s| s.run(spec.clone()));
+    assert_eq!(sim.run(spec).err(), Some(Crashed));
+    assert!(sim.world.services["db"].stopping && sim.world.services["db"].running);
+    let ended = sim.recover_all().unwrap();
+    assert_eq!(ended[0].state(), State::RolledBack);
+    sim.check_ended(&ended[0]);
+    assert_eq!(sim.world.up_set().into_iter().collect::<Vec<_>>(), ["app", "db"]);
+}
+
+#[test]
+fn a_stop_that_failed_midway_is_finished_before_the_start() {
+    let j = Journal::new(backup()).ok(1).fail();
+    assert_eq!(j.run.state(), State::RollingBack);
+    assert_eq!(j.run.poll_effect(), Some(stop()));
+    // In the world: the stop of `app` was requested, then the step failed (the daemon's answer
+    // was lost, say).
+    let mut sim = Sim::new(World::new(&["app", "db"]));
+    sim.inject(1, 1, 1);
+    let run = sim.run(backup_spec(1, BackupKind::Manual)).unwrap();
+    assert_eq!(run.state(), State::RolledBack);
+    sim.check_ended(&run);
+}
+
+#[test]
+fn a_journal_written_before_stops_were_finished_still_replays() {
+    // Older builds went from a failed or interrupted stop straight to the start.
+    let mut events = Journal::new(backup()).ok(1).fail().events;
+    events.push(intent(start()));
+    events.push(outcome(Outcome::Done));
+    assert_eq!(replay(ID, &events).unwrap().state(), State::RolledBack);
+    let mut events = Journal::new(restore()).ok(2).begin().events;
+    events.push(Event::Recovering { at: Timestamp(9), decision: Decision::RollBack });
+    events.push(intent(start()));
+    events.push(outcome(Outcome::Done));
+    assert_eq!(replay(ID, &events).unwrap().state(), State::RolledBack);
+    // Only the start that followed the stop is accepted in its place.
+    let mut events = Journal::new(backup()).ok(1).fail().events;
+    events.push(intent(Effect::StopStack));
+    assert!(matches!(replay_error(&events).1, MachineError::UnexpectedIntent { .. }));
 }
 
 #[test]
@@ -373,7 +418,7 @@ fn restore_interrupted_while_checking_just_ends_rolled_back() {
 #[test]
 fn restore_interrupted_before_restoring_restarts_services() {
     let j = Journal::new(restore()).ok(2).begin();
-    j.expect(State::Stopping, Decision::RollBack, vec![start()], State::RolledBack);
+    j.expect(State::Stopping, Decision::RollBack, vec![stop(), start()], State::RolledBack);
     let j = Journal::new(restore()).ok(3);
     j.expect(State::Restoring, Decision::RollBack, vec![start()], State::RolledBack);
 }
@@ -798,4 +843,94 @@ fn prune_with_nothing_to_delete_ends_as_it_starts() {
     assert_eq!(run.state(), State::Completed);
     assert!(run.is_ended());
     assert_eq!(recover(ID, &[started]), Ok(None));
+}
+
+// -------------------------------------------------------------------------------------------------
+// Cancels: an operator's signal between two effects.
+
+/// Journals the operator's cancel; panics if the machine does not accept one now.
+fn cancel(mut j: Journal) -> Journal {
+    let at = j.now();
+    let event = j.run.handle_cancel("SIGINT", at).expect("a cancel the run accepts");
+    j.push(event);
+    j
+}
+
+#[test]
+fn a_cancel_settles_the_run_as_a_failure_of_its_next_step_would() {
+    // Before anything was stopped: nothing to undo.
+    let j = cancel(Journal::new(backup()).ok(1));
+    assert_eq!((j.run.state(), j.run.cancelled()), (State::RolledBack, Some("SIGINT")));
+    // Stopped: start again (the stop succeeded, so nothing is on its way down).
+    let j = cancel(Journal::new(backup()).ok(2));
+    assert_eq!(j.run.state(), State::RollingBack);
+    assert_eq!(j.run.poll_effect(), Some(start()));
+    // Archive written, not recorded: discard it, then start.
+    let j = cancel(Journal::new(backup()).ok(3)).ok(2);
+    assert_eq!(j.run.state(), State::RolledBack);
+    assert_eq!(replay(ID, &j.events).unwrap(), j.run, "replay == live");
+    // An upgrade that deployed: the old files back, the old stack up, verified.
+    let j = cancel(Journal::new(upgrade()).ok(5));
+    assert_eq!(j.run.poll_effect(), Some(Effect::StopStack));
+    let j = j.ok(4);
+    assert_eq!(j.run.state(), State::RolledBack);
+}
+
+#[test]
+fn a_cancel_is_refused_in_flight_while_settling_and_past_the_point_of_no_return() {
+    let at = Timestamp(9);
+    // An effect in flight: ask again after its outcome.
+    assert_eq!(Journal::new(backup()).ok(1).begin().run.handle_cancel("SIGINT", at), None);
+    // Settling already.
+    assert_eq!(Journal::new(backup()).ok(2).fail().run.handle_cancel("SIGINT", at), None);
+    // Recorded: the backup finishes.
+    assert_eq!(Journal::new(backup()).ok(4).run.handle_cancel("SIGTERM", at), None);
+    // A prune is past its point of no return from the start.
+    let prune = RunSpec::Prune { deletions: vec![catalogued()] };
+    assert_eq!(Journal::new(prune).run.handle_cancel("SIGINT", at), None);
+    // And a journal that says otherwise does not replay.
+    let mut events = Journal::new(backup()).ok(4).events;
+    events.push(Event::Cancelled { at, reason: "SIGINT".into() });
+    assert_eq!(replay_error(&events), (9, MachineError::CancelNotAccepted));
+}
+
+#[test]
+fn a_cancelled_run_interrupted_while_settling_continues_rolling_back() {
+    let j = cancel(Journal::new(backup()).ok(3)).begin();
+    j.expect(State::RollingBack, Decision::ContinueRollBack, vec![discard(), start()], State::RolledBack);
+}
+
+#[test]
+fn the_start_reports_the_order_the_services_came_up_in() {
+    let j = Journal::new(backup()).ok(4).begin();
+    let up = Outcome::Started { services: vec!["db".into(), "app".into()] };
+    assert!(j.run.handle_outcome(up.clone(), Timestamp(9)).is_ok());
+    let j = j.outcome(up.clone());
+    assert_eq!(j.run.state(), State::Completed);
+    // Only a start reports it.
+    let j = Journal::new(backup()).ok(1).begin();
+    assert_eq!(j.run.handle_outcome(up, Timestamp(9)), Err(MachineError::OutcomeMismatch { effect: "stop_services" }));
+}
+
+#[test]
+fn an_archive_write_reports_its_details_and_older_journals_without_them_replay() {
+    let details = ArchiveDetails {
+        apparent_bytes: 20 << 30,
+        stored_bytes: 10 << 20,
+        skipped: vec![SkippedPath { path: "paths/data/app.sock".into(), kind: "socket".into() }],
+    };
+    let j =
+        Journal::new(backup()).ok(2).begin().outcome(Outcome::Archived { facts: facts(), details: details.clone() });
+    assert_eq!((j.run.archive(), j.run.archive_details()), (Some(&facts()), Some(&details)));
+    assert_eq!(replay(ID, &j.events).unwrap(), j.run, "replay == live");
+    // Written somewhere else than asked: refused, as the older outcome is.
+    let elsewhere = ArchiveFacts { path: "backups/other.tar.gz".into(), ..facts() };
+    let j = Journal::new(backup()).ok(2).begin();
+    assert_eq!(
+        j.run.handle_outcome(Outcome::Archived { facts: elsewhere, details }, Timestamp(9)),
+        Err(MachineError::OutcomeMismatch { effect: "write_archive" })
+    );
+    // A journal from before details: the facts alone.
+    let j = Journal::new(backup()).ok(3);
+    assert_eq!((j.run.archive(), j.run.archive_details()), (Some(&facts()), None));
 }

@@ -145,7 +145,7 @@ pub fn set_mtimes(root: &Path, secs: i64) {
 
 pub fn write_one(src: &Path, name: &str, dest: &Path, threads: usize) -> ArchiveSummary {
     let roots = [Root { archive_name: name.into(), source: src.to_path_buf() }];
-    write_archive(&roots, dest, &WriteOptions { level: 6, threads, cancel: None }, &mut |_| {}).unwrap()
+    write_archive(&roots, dest, &WriteOptions { level: 6, threads, ..WriteOptions::default() }, &mut |_| {}).unwrap()
 }
 
 /// Entries in `dir` whose name contains `needle`.

@@ -18,9 +18,9 @@ pub async fn run_once(ctx: &Ctx) -> anyhow::Result<()> {
             run.prune.as_ref().map_or_else(|err| json!({ "error": format!("{err:#}") }), PruneReport::to_json);
         ctx.print_json(&value)?;
     } else {
-        println!("auto backup {} completed: {}", run.backup.backup_id, run.backup.path);
+        outln!("auto backup {} completed: {}", run.backup.backup_id, run.backup.path)?;
         if let Ok(prune) = &run.prune {
-            prune.print_human();
+            prune.print_human()?;
         }
     }
     run.prune?.result()
@@ -63,12 +63,12 @@ pub fn status(ctx: &Ctx) -> anyhow::Result<()> {
             "last_backup_outcome": settings.last_backup_outcome,
         }));
     }
-    println!("auto-backup  {}", if settings.auto_backup_enabled { "enabled" } else { "disabled" });
-    println!("schedule     \"{cron}\": {described}");
-    println!("next runs    {}", next.join(", "));
+    outln!("auto-backup  {}", if settings.auto_backup_enabled { "enabled" } else { "disabled" })?;
+    outln!("schedule     \"{cron}\": {described}")?;
+    outln!("next runs    {}", next.join(", "))?;
     match (settings.last_backup_at, &settings.last_backup_outcome) {
-        (Some(at), Some(outcome)) => println!("last backup  {} ({outcome})", crate::render::local_time(at)),
-        _ => println!("last backup  none yet"),
+        (Some(at), Some(outcome)) => outln!("last backup  {} ({outcome})", crate::render::local_time(at))?,
+        _ => outln!("last backup  none yet")?,
     }
     Ok(())
 }
@@ -93,7 +93,7 @@ pub fn set_enabled(ctx: &Ctx, enabled: bool) -> anyhow::Result<()> {
     let project = Project::load(&ctx.dir)?;
     let journal = project.journal()?;
     journal.update_settings(|s| s.auto_backup_enabled = enabled)?;
-    println!("auto-backup {}", if enabled { "enabled" } else { "disabled" });
+    outln!("auto-backup {}", if enabled { "enabled" } else { "disabled" })?;
     Ok(())
 }
 
@@ -102,6 +102,6 @@ pub fn schedule(ctx: &Ctx, cron: &str) -> anyhow::Result<()> {
     let project = Project::load(&ctx.dir)?;
     let journal = project.journal()?;
     journal.update_settings(|s| s.cron = Some(cron.to_owned()))?;
-    println!("auto-backup schedule set to \"{cron}\": {}", parsed.describe());
+    outln!("auto-backup schedule set to \"{cron}\": {}", parsed.describe())?;
     Ok(())
 }

@@ -6,7 +6,7 @@ use crate::exit::Exit;
 use crate::project::Project;
 use crate::render;
 use lifeboat_journal::Journal;
-use lifeboat_machine::{BackupKind, Effect, Event, Outcome, Run, RunSpec, State};
+use lifeboat_machine::{BackupKind, Effect, Event, Outcome, Run, RunSpec, SkippedPath, State};
 
 /// What a finished backup reports, in the JSON shape of the brief (§5).
 #[derive(Debug, serde::Serialize)]
@@ -20,6 +20,12 @@ pub struct BackupReport {
     pub stopped: Vec<String>,
     pub restarted: Vec<String>,
     pub downtime_ms: i64,
+    /// The files' sizes added up, holes of sparse files included.
+    pub apparent_bytes: u64,
+    /// The file data stored: holes left out.
+    pub stored_bytes: u64,
+    /// Paths left out (sockets), each with why.
+    pub skipped: Vec<SkippedPath>,
 }
 
 pub async fn run(ctx: &Ctx, note: Option<String>) -> anyhow::Result<()> {
@@ -51,7 +57,7 @@ pub async fn backup(
     note_last_backup(journal, &run);
     match run.state() {
         State::Completed => report(&run, &events),
-        _ => Err(Exit::Failed.wrap(anyhow::anyhow!("{}", failure_summary(&run)))),
+        _ => Err(Exit::of_unfinished_run(&run).wrap(anyhow::anyhow!("{}", failure_summary(&run)))),
     }
 }
 
@@ -79,7 +85,8 @@ fn archive_name(project: &str, run_id: u64) -> String {
 fn report(run: &Run, events: &[Event]) -> anyhow::Result<BackupReport> {
     let facts =
         run.archive().cloned().ok_or_else(|| anyhow::anyhow!("run {} completed without an archive", run.id()))?;
-    let running = run.running().map(<[String]>::to_vec).unwrap_or_default();
+    let stopped = run.running().map(<[String]>::to_vec).unwrap_or_default();
+    let details = run.archive_details().cloned().unwrap_or_default();
     Ok(BackupReport {
         run_id: run.id(),
         backup_id: run.id(),
@@ -87,9 +94,21 @@ fn report(run: &Run, events: &[Event]) -> anyhow::Result<BackupReport> {
         sha256: facts.sha256,
         size_bytes: facts.size_bytes,
         file_count: facts.file_count,
-        stopped: running.clone(),
-        restarted: running,
+        restarted: restarted(events).unwrap_or_else(|| stopped.iter().rev().cloned().collect()),
+        stopped,
         downtime_ms: downtime_ms(events).unwrap_or(0),
+        apparent_bytes: details.apparent_bytes,
+        stored_bytes: details.stored_bytes,
+        skipped: details.skipped,
+    })
+}
+
+/// The services the run's last successful start brought up, in the order they came up, as its
+/// journal says. `None` for journals written before starts reported their order.
+pub fn restarted(events: &[Event]) -> Option<Vec<String>> {
+    events.iter().rev().find_map(|event| match event {
+        Event::Outcome { outcome: Outcome::Started { services }, .. } => Some(services.clone()),
+        _ => None,
     })
 }
 
@@ -107,7 +126,9 @@ pub fn downtime_ms(events: &[Event]) -> Option<i64> {
             Event::Intent { effect, .. } => {
                 last_start_intent = matches!(effect, Effect::StartServices { .. } | Effect::ComposeUp { .. })
             }
-            Event::Outcome { at, outcome: Outcome::Done } if last_start_intent => up = Some(*at),
+            Event::Outcome { at, outcome: Outcome::Done | Outcome::Started { .. } } if last_start_intent => {
+                up = Some(*at)
+            }
             _ => {}
         }
     }
@@ -116,15 +137,21 @@ pub fn downtime_ms(events: &[Event]) -> Option<i64> {
 
 /// One paragraph for an unsuccessful run: what failed, how it ended, what to do.
 pub fn failure_summary(run: &Run) -> String {
-    let mut text = match run.state() {
-        State::RolledBack => format!("{} run {} failed and was rolled back", run.kind(), run.id()),
-        State::Failed => format!("{} run {} FAILED and could not be rolled back completely", run.kind(), run.id()),
-        other => format!("{} run {} stopped while {other}", run.kind(), run.id()),
+    let mut text = match (run.state(), crate::signals::cancelled_by(run)) {
+        (State::RolledBack, Some(signal)) => {
+            format!("{} run {} was cancelled by {signal} and rolled back", run.kind(), run.id())
+        }
+        (State::RolledBack, None) => format!("{} run {} failed and was rolled back", run.kind(), run.id()),
+        (State::Failed, _) => {
+            format!("{} run {} FAILED and could not be rolled back completely", run.kind(), run.id())
+        }
+        (other, _) => format!("{} run {} stopped while {other}", run.kind(), run.id()),
     };
     for failure in run.failures() {
         text.push_str(&format!("\n  {} ({}): {}", failure.state, failure.effect.name(), failure.error));
     }
     text.push_str(match run.state() {
+        State::RolledBack if crate::signals::cancelled_by(run).is_some() => "\nservices are as they were before the run",
         State::RolledBack => "\nservices are as they were before the run; fix the cause above and run it again",
         State::Failed => {
             "\nsee 'lifeboat journal show' for every step; bring the services named above up by hand, then run 'lifeboat status'"
@@ -138,12 +165,21 @@ fn print_report(ctx: &Ctx, report: &BackupReport) -> anyhow::Result<()> {
     if ctx.json {
         return ctx.print_json(&serde_json::to_value(report)?);
     }
-    println!("backup {} completed", report.backup_id);
-    println!("  archive    {}", report.path);
-    println!("  size       {} ({} files)", render::bytes(report.size_bytes), report.file_count);
-    println!("  sha256     {}", report.sha256);
-    println!("  stopped    {}", render::list(&report.stopped));
-    println!("  restarted  {}", render::list(&report.restarted));
-    println!("  downtime   {}", render::duration_ms(report.downtime_ms));
+    outln!("backup {} completed", report.backup_id)?;
+    outln!("  archive    {}", report.path)?;
+    outln!(
+        "  size       {} ({} files, {} of content, {} stored)",
+        render::bytes(report.size_bytes),
+        report.file_count,
+        render::bytes(report.apparent_bytes),
+        render::bytes(report.stored_bytes)
+    )?;
+    for skipped in &report.skipped {
+        outln!("  skipped    {} ({}: not archived)", skipped.path, skipped.kind)?;
+    }
+    outln!("  sha256     {}", report.sha256)?;
+    outln!("  stopped    {}", render::list(&report.stopped))?;
+    outln!("  restarted  {}", render::list(&report.restarted))?;
+    outln!("  downtime   {}", render::duration_ms(report.downtime_ms))?;
     Ok(())
 }

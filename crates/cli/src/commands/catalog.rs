@@ -6,10 +6,13 @@ use crate::fail;
 use crate::project::Project;
 use crate::render;
 use lifeboat_journal::BackupEntry;
+use lifeboat_machine::ArchiveDetails;
 use serde_json::json;
 use std::path::Path;
 
-fn entry_json(entry: &BackupEntry) -> serde_json::Value {
+/// One catalog entry as `list --json` prints it. The details (apparent and stored bytes, paths
+/// skipped) are `null` for backups recorded before lifeboat kept them.
+fn entry_json(entry: &BackupEntry, details: Option<&ArchiveDetails>) -> serde_json::Value {
     json!({
         "id": entry.id,
         "run_id": entry.run_id,
@@ -21,6 +24,9 @@ fn entry_json(entry: &BackupEntry) -> serde_json::Value {
         "sha256": entry.sha256,
         "note": entry.note,
         "protects_version": entry.protects_version,
+        "apparent_bytes": details.map(|d| d.apparent_bytes),
+        "stored_bytes": details.map(|d| d.stored_bytes),
+        "skipped": details.map(|d| d.skipped.iter().map(|s| json!({"path": s.path, "kind": s.kind})).collect::<Vec<_>>()),
     })
 }
 
@@ -29,15 +35,19 @@ pub fn list(ctx: &Ctx) -> anyhow::Result<()> {
     let journal = project.journal()?;
     let backups = journal.backups()?;
     if ctx.json {
-        return ctx.print_json(&json!(backups.iter().map(entry_json).collect::<Vec<_>>()));
+        let mut entries = Vec::with_capacity(backups.len());
+        for entry in &backups {
+            entries.push(entry_json(entry, journal.backup_details(entry.id)?.as_ref()));
+        }
+        return ctx.print_json(&json!(entries));
     }
     if backups.is_empty() {
-        println!("no backups yet: run 'lifeboat backup'");
+        outln!("no backups yet: run 'lifeboat backup'")?;
         return Ok(());
     }
-    println!("{:>6}  {:<11}  {:<19}  {:>10}  {:>7}  {:<12}  path", "id", "kind", "created", "size", "files", "sha256");
+    outln!("{:>6}  {:<11}  {:<19}  {:>10}  {:>7}  {:<12}  path", "id", "kind", "created", "size", "files", "sha256")?;
     for b in &backups {
-        println!(
+        outln!(
             "{:>6}  {:<11}  {:<19}  {:>10}  {:>7}  {:<12}  {}",
             b.id,
             b.kind.as_str(),
@@ -46,7 +56,7 @@ pub fn list(ctx: &Ctx) -> anyhow::Result<()> {
             b.file_count,
             render::short_sha(&b.sha256),
             b.path
-        );
+        )?;
     }
     Ok(())
 }
@@ -69,18 +79,28 @@ pub fn verify(ctx: &Ctx, backup_id: Option<u64>, all: bool) -> anyhow::Result<()
     for entry in &entries {
         let result = super::verify_entry(ctx, entry, Path::new(&entry.path));
         match &result {
-            Ok(_) if !ctx.json => {
-                println!("backup {} ok: {} ({})", entry.id, entry.path, render::bytes(entry.size_bytes))
-            }
-            Err(err) if !ctx.json => println!("backup {} BAD: {err}", entry.id),
+            Ok(report) if !ctx.json => outln!(
+                "backup {} ok: {} ({}; {} files, {} of content, {} stored)",
+                entry.id,
+                entry.path,
+                render::bytes(entry.size_bytes),
+                report.file_count,
+                render::bytes(report.apparent_bytes),
+                render::bytes(report.stored_bytes)
+            )?,
+            Err(err) if !ctx.json => outln!("backup {} BAD: {err}", entry.id)?,
             _ => {}
         }
         bad += usize::from(result.is_err());
+        let report = result.as_ref().ok();
         results.push(json!({
             "id": entry.id,
             "path": entry.path,
             "ok": result.is_ok(),
-            "error": result.err().map(|e| e.to_string()),
+            "error": result.as_ref().err().map(|e| e.to_string()),
+            "file_count": report.map(|r| r.file_count),
+            "apparent_bytes": report.map(|r| r.apparent_bytes),
+            "stored_bytes": report.map(|r| r.stored_bytes),
         }));
     }
     if ctx.json {

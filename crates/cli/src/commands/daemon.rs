@@ -8,10 +8,11 @@
 //!    recovery fails the daemon exits with its error rather than schedule backups that would all
 //!    be refused.
 //! 3. A signal while waiting ends the daemon at once (exit 0).
-//! 4. A signal during a backup lets the backup finish, services restarted and run journaled; then
-//!    the daemon exits without starting another. A service manager's stop timeout (systemd's
-//!    `TimeoutStopSec`) should exceed a backup's duration; a kill after it is a crash, which the
-//!    next start recovers.
+//! 4. A signal during a backup cancels it at its next safe point, as in a one-shot command
+//!    (`crate::signals`): the services it stopped are started again, its partial archive removed,
+//!    the run journaled rolled back; then the daemon exits without starting another. A backup past
+//!    its point of no return (recorded) finishes instead. A kill after the service manager's stop
+//!    timeout (systemd's `TimeoutStopSec`) is a crash, which the next start recovers.
 //!
 //! Between runs the daemon holds neither the project lock nor the journal, so every other command
 //! works while it waits. It reads the schedule only when `lifeboat.toml` or the journal file
@@ -157,7 +158,8 @@ impl Job for ProjectJob {
                 let prune_error = run.prune.as_ref().err().map(|e| format!("{e:#}"));
                 let prune_problem = run.prune.as_ref().ok().and_then(|p| p.result().err()).map(|e| format!("{e:#}"));
                 if self.ctx.json {
-                    println!(
+                    // A closed stdout must not stop the daemon: the run is journaled anyway.
+                    let _ = outln!(
                         "{}",
                         json!({
                             "at": at,
@@ -168,9 +170,11 @@ impl Job for ProjectJob {
                     );
                 } else {
                     let deleted = run.prune.as_ref().map(|p| p.deleted.len()).unwrap_or(0);
-                    println!(
+                    let _ = outln!(
                         "{at} backup {} completed: {} ({} deleted by retention)",
-                        run.backup.backup_id, run.backup.path, deleted
+                        run.backup.backup_id,
+                        run.backup.path,
+                        deleted
                     );
                 }
                 if let Some(err) = prune_error.or(prune_problem) {
@@ -179,12 +183,12 @@ impl Job for ProjectJob {
             }
             Err(err) => {
                 if self.ctx.json {
-                    println!(
+                    let _ = outln!(
                         "{}",
                         json!({"at": at, "ok": false, "exit": Exit::of(&err) as u8, "error": format!("{err:#}")})
                     );
                 } else {
-                    println!("{at} scheduled backup FAILED (exit {}): see stderr", Exit::of(&err) as u8);
+                    let _ = outln!("{at} scheduled backup FAILED (exit {}): see stderr", Exit::of(&err) as u8);
                 }
                 eprintln!("lifeboat daemon: scheduled backup failed: {err:#}");
             }

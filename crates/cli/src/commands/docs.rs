@@ -4,12 +4,18 @@
 use crate::args::Cli;
 use clap::CommandFactory;
 
+use std::io::Write;
+
+/// Generated into memory first: the generator panics on a write error, and a closed stdout
+/// (`lifeboat completions bash | head`) must end the command quietly instead.
 pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
-    clap_complete::generate(shell, &mut Cli::command(), "lifeboat", &mut std::io::stdout());
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "lifeboat", &mut script);
+    std::io::stdout().lock().write_all(&script)?;
     Ok(())
 }
 
 pub fn man() -> anyhow::Result<()> {
-    clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+    clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock())?;
     Ok(())
 }

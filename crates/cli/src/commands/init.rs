@@ -25,8 +25,8 @@ pub fn run(ctx: &Ctx, args: &InitArgs) -> anyhow::Result<()> {
     if ctx.json {
         ctx.print_json(&serde_json::json!({ "path": path, "project": project }))?;
     } else {
-        println!("wrote {} for compose project {project:?}", path.display());
-        println!("next: check backup.paths, then run 'lifeboat backup'");
+        outln!("wrote {} for compose project {project:?}", path.display())?;
+        outln!("next: check backup.paths, then run 'lifeboat backup'")?;
     }
     Ok(())
 }

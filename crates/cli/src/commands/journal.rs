@@ -55,12 +55,12 @@ pub fn list(ctx: &Ctx) -> anyhow::Result<()> {
         return ctx.print_json(&json!(rows));
     }
     if rows.is_empty() {
-        println!("the journal has no runs yet");
+        outln!("the journal has no runs yet")?;
         return Ok(());
     }
-    println!("{:>6}  {:<9}  {:<19}  {:>10}  {:<12}  outcome", "run", "kind", "started", "took", "state");
+    outln!("{:>6}  {:<9}  {:<19}  {:>10}  {:<12}  outcome", "run", "kind", "started", "took", "state")?;
     for run in &rows {
-        println!(
+        outln!(
             "{:>6}  {:<9}  {:<19}  {:>10}  {:<12}  {}",
             run.id(),
             run.kind().as_str(),
@@ -68,7 +68,7 @@ pub fn list(ctx: &Ctx) -> anyhow::Result<()> {
             render::duration_ms(run.last_event_at().0 - run.started_at().0),
             run.state().as_str(),
             outcome(run)
-        );
+        )?;
     }
     Ok(())
 }
@@ -96,32 +96,32 @@ pub fn show(ctx: &Ctx, run_id: u64) -> anyhow::Result<()> {
             &json!({ "run_id": run_id, "kind": run.kind().as_str(), "outcome": outcome(&run), "events": events }),
         );
     }
-    println!(
+    outln!(
         "run {run_id}: {} started {}, {} ({})",
         run.kind(),
         render::local_time(run.started_at()),
         outcome(&run).replace('_', " "),
         render::duration_ms(run.last_event_at().0 - run.started_at().0)
-    );
-    println!("{:>4}  {:<12}  {:>9}  {:<12}  {:<10}  detail", "seq", "time", "+elapsed", "state", "event");
+    )?;
+    outln!("{:>4}  {:<12}  {:>9}  {:<12}  {:<10}  detail", "seq", "time", "+elapsed", "state", "event")?;
     let start = run.started_at().0;
     for row in &timeline {
         let time = render::to_datetime(row.event.at()).with_timezone(&chrono::Local).format("%H:%M:%S%.3f");
         let took = row.duration_ms.map(|ms| format!(" (took {})", render::duration_ms(ms))).unwrap_or_default();
-        println!(
+        outln!(
             "{:>4}  {time:<12}  {:>9}  {:<12}  {:<10}  {}{took}",
             row.seq,
             render::duration_ms(row.event.at().0 - start),
             row.state.as_str(),
             row.event.name(),
             row.detail
-        );
+        )?;
     }
     if run.is_ended() {
-        println!("      ended {}", run.state());
+        outln!("      ended {}", run.state())?;
     }
     if let Some(effect) = run.in_flight() {
-        println!("      (interrupted during: {}; run 'lifeboat recover')", render::effect_detail(effect));
+        outln!("      (interrupted during: {}; run 'lifeboat recover')", render::effect_detail(effect))?;
     }
     Ok(())
 }
@@ -146,11 +146,11 @@ pub fn replay_cmd(ctx: &Ctx, run_id: u64) -> anyhow::Result<()> {
             })),
         }));
     }
-    println!("run {run_id} ({}): {} events replay to state {}", run.kind(), events.len(), run.state());
+    outln!("run {run_id} ({}): {} events replay to state {}", run.kind(), events.len(), run.state())?;
     if let Some(plan) = plan {
-        println!("recover would {} and end {}:", plan.decision.as_str().replace('_', " "), plan.ends_as);
+        outln!("recover would {} and end {}:", plan.decision.as_str().replace('_', " "), plan.ends_as)?;
         for step in &plan.steps {
-            println!("  - {}", render::effect_detail(step));
+            outln!("  - {}", render::effect_detail(step))?;
         }
     }
     Ok(())
@@ -164,10 +164,10 @@ pub fn verify(ctx: &Ctx) -> anyhow::Result<()> {
     if ctx.json {
         ctx.print_json(&json!({ "runs": report.runs_checked, "problems": problems }))?;
     } else if problems.is_empty() {
-        println!("journal is consistent: {} runs checked", report.runs_checked);
+        outln!("journal is consistent: {} runs checked", report.runs_checked)?;
     } else {
         for problem in &problems {
-            println!("problem: {problem}");
+            outln!("problem: {problem}")?;
         }
     }
     if !problems.is_empty() {

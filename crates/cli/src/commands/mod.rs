@@ -32,7 +32,7 @@ pub struct Ctx {
 impl Ctx {
     /// Prints `value` as the one JSON document on stdout.
     pub fn print_json(&self, value: &serde_json::Value) -> anyhow::Result<()> {
-        println!("{}", serde_json::to_string_pretty(value)?);
+        crate::outln!("{}", serde_json::to_string_pretty(value)?)?;
         Ok(())
     }
 }

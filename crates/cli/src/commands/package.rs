@@ -16,10 +16,10 @@ pub fn build(ctx: &Ctx, dir: &Path, output: &Path, version: Option<&str>) -> any
             "images": package.images,
         }));
     }
-    println!("package {} (version {})", package.path.display(), package.manifest.version);
-    println!("  size     {}", render::bytes(package.size_bytes));
-    println!("  sha256   {}", package.sha256);
-    println!("  deploys  {}", render::list(&package.deploy_files));
-    println!("  images   {}", render::list(&package.images));
+    outln!("package {} (version {})", package.path.display(), package.manifest.version)?;
+    outln!("  size     {}", render::bytes(package.size_bytes))?;
+    outln!("  sha256   {}", package.sha256)?;
+    outln!("  deploys  {}", render::list(&package.deploy_files))?;
+    outln!("  images   {}", render::list(&package.images))?;
     Ok(())
 }

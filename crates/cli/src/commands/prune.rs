@@ -29,7 +29,7 @@ pub async fn run(ctx: &Ctx, args: &PruneArgs) -> anyhow::Result<()> {
     if ctx.json {
         ctx.print_json(&report.to_json())?;
     } else {
-        report.print_human();
+        report.print_human()?;
     }
     report.result()
 }
@@ -139,34 +139,35 @@ impl PruneReport {
     }
 
     /// One line per backup, newest first, with what happens to it and why.
-    pub fn print_human(&self) {
+    pub fn print_human(&self) -> std::io::Result<()> {
         let deleted: BTreeSet<u64> = self.deleted.iter().copied().collect();
         let reasons: BTreeMap<u64, KeepReason> = self.kept.iter().copied().collect();
         let failed: BTreeMap<u64, &str> = self.failed_verification.iter().map(|(id, e)| (*id, e.as_str())).collect();
         if self.entries.is_empty() {
-            println!("no backups in the catalog: nothing to prune");
+            outln!("no backups in the catalog: nothing to prune")?;
         }
         let delete_word = if self.dry_run { "would delete" } else { "deleted" };
         for (id, entry) in self.entries.iter().rev() {
             let created = render::local_time(entry.created_at);
             if deleted.contains(id) {
-                println!("backup {id:>6}  {delete_word:<12}  {created}  older than retention_days");
+                outln!("backup {id:>6}  {delete_word:<12}  {created}  older than retention_days")?;
             } else if let Some(reason) = reasons.get(id) {
-                println!("backup {id:>6}  {:<12}  {created}  {}", "kept", reason.describe());
+                outln!("backup {id:>6}  {:<12}  {created}  {}", "kept", reason.describe())?;
             }
             if let Some(error) = failed.get(id) {
-                println!("    FAILED verification: {error}");
+                outln!("    FAILED verification: {error}")?;
             }
         }
         for (run, error) in &self.file_errors {
-            println!("prune run {run} failed: {error} (see 'lifeboat journal show {run}')");
+            outln!("prune run {run} failed: {error} (see 'lifeboat journal show {run}')")?;
         }
         for path in &self.unknown_files {
-            println!("unknown file (not in the catalog, left alone): {}", path.display());
+            outln!("unknown file (not in the catalog, left alone): {}", path.display())?;
         }
         if self.dry_run {
-            println!("dry run: nothing was changed");
+            outln!("dry run: nothing was changed")?;
         }
+        Ok(())
     }
 
     /// The exit code the report asks for: 5 if an archive failed verification, 1 if the prune run

@@ -16,7 +16,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         if ctx.json {
             ctx.print_json(&serde_json::json!([]))?;
         } else {
-            println!("nothing to recover: every run in the journal has ended");
+            outln!("nothing to recover: every run in the journal has ended")?;
         }
         return Ok(());
     }
@@ -27,15 +27,15 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
     for mut run in interrupted {
         let Some(plan) = run.recovery_plan()? else { continue };
         if !ctx.json {
-            println!(
+            outln!(
                 "run {} ({}) was interrupted while {}: {}",
                 plan.run_id,
                 plan.kind,
                 plan.interrupted_in,
                 plan.decision.as_str().replace('_', " ")
-            );
+            )?;
             for step in &plan.steps {
-                println!("  - {}", render::effect_detail(step));
+                outln!("  - {}", render::effect_detail(step))?;
             }
         }
         executor.record(&mut run, plan.event(now())).await?;
@@ -44,7 +44,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         super::backup::note_last_backup(&journal, &run);
         failed |= run.state() == State::Failed;
         if !ctx.json {
-            println!("run {} ended {}", run.id(), run.state());
+            outln!("run {} ended {}", run.id(), run.state())?;
         }
         results.push(serde_json::json!({
             "run_id": run.id(),

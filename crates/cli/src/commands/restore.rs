@@ -5,7 +5,7 @@
 //! only then deletes the data kept aside. Any failure before that verification puts the data
 //! aside back and the services up again (see `crate::restore` and the machine's `settle`).
 
-use super::backup::{downtime_ms, failure_summary};
+use super::backup::{downtime_ms, failure_summary, restarted};
 use super::{Ctx, confirm, connect_docker};
 use crate::args::RestoreArgs;
 use crate::executor::Executor;
@@ -45,14 +45,15 @@ pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> anyhow::Result<()> {
     match run.state() {
         State::Completed => {
             let roots = crate::restore::data_roots(&project, executor.docker()?).await?;
-            let running = run.running().map(<[String]>::to_vec).unwrap_or_default();
+            let stopped = run.running().map(<[String]>::to_vec).unwrap_or_default();
+            let events = journal.events(run.id())?;
             let report = RestoreReport {
                 run_id: run.id(),
                 backup_id: entry.id,
                 restored: roots.into_iter().map(|r| r.archive_name).collect(),
-                stopped: running.clone(),
-                restarted: running,
-                downtime_ms: downtime_ms(&journal.events(run.id())?).unwrap_or(0),
+                restarted: restarted(&events).unwrap_or_else(|| stopped.iter().rev().cloned().collect()),
+                stopped,
+                downtime_ms: downtime_ms(&events).unwrap_or(0),
             };
             print_report(ctx, &report)
         }
@@ -61,7 +62,7 @@ pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> anyhow::Result<()> {
             failure_summary(&run),
             entry.id
         ))),
-        _ => Err(Exit::Failed.wrap(anyhow::anyhow!("{}", failure_summary(&run)))),
+        _ => Err(Exit::of_unfinished_run(&run).wrap(anyhow::anyhow!("{}", failure_summary(&run)))),
     }
 }
 
@@ -90,10 +91,10 @@ fn print_report(ctx: &Ctx, report: &RestoreReport) -> anyhow::Result<()> {
     if ctx.json {
         return ctx.print_json(&serde_json::to_value(report)?);
     }
-    println!("restore of backup {} completed (run {})", report.backup_id, report.run_id);
-    println!("  restored   {}", render::list(&report.restored));
-    println!("  stopped    {}", render::list(&report.stopped));
-    println!("  restarted  {}", render::list(&report.restarted));
-    println!("  downtime   {}", render::duration_ms(report.downtime_ms));
+    outln!("restore of backup {} completed (run {})", report.backup_id, report.run_id)?;
+    outln!("  restored   {}", render::list(&report.restored))?;
+    outln!("  stopped    {}", render::list(&report.stopped))?;
+    outln!("  restarted  {}", render::list(&report.restarted))?;
+    outln!("  downtime   {}", render::duration_ms(report.downtime_ms))?;
     Ok(())
 }

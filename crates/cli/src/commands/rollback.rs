@@ -78,7 +78,7 @@ pub async fn run(ctx: &Ctx, args: &RollbackArgs) -> anyhow::Result<()> {
                 entry.id
             )))
         }
-        _ => Err(Exit::Failed.wrap(anyhow::anyhow!("{}", failure_summary(&run)))),
+        _ => Err(Exit::of_unfinished_run(&run).wrap(anyhow::anyhow!("{}", failure_summary(&run)))),
     }
 }
 
@@ -113,15 +113,15 @@ fn print_report(ctx: &Ctx, report: &RollbackReport) -> anyhow::Result<()> {
     if ctx.json {
         return ctx.print_json(&serde_json::to_value(report)?);
     }
-    println!(
+    outln!(
         "rollback to backup {} completed (run {}); version {}",
         report.backup_id,
         report.run_id,
         report.to_version.as_deref().unwrap_or("unrecorded")
-    );
-    println!("  downtime  {}", render::duration_ms(report.downtime_ms));
+    )?;
+    outln!("  downtime  {}", render::duration_ms(report.downtime_ms))?;
     for step in &report.steps {
-        println!("  {:<19} {}", step.step, render::duration_ms(step.ms));
+        outln!("  {:<19} {}", step.step, render::duration_ms(step.ms))?;
     }
     Ok(())
 }

@@ -68,52 +68,52 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         }));
     }
 
-    println!("project   {name} ({})", project.dir.display());
+    outln!("project   {name} ({})", project.dir.display())?;
     if let Some(pid) = &holder {
-        println!("run       in progress (lifeboat pid {pid})");
+        outln!("run       in progress (lifeboat pid {pid})")?;
     }
     match &services {
-        Ok(list) if list.is_empty() => println!("services  none found with label com.docker.compose.project={name}"),
+        Ok(list) if list.is_empty() => outln!("services  none found with label com.docker.compose.project={name}")?,
         Ok(list) => {
-            println!("services");
+            outln!("services")?;
             for c in list {
                 let health = if c.has_healthcheck { format!(", {}", c.health) } else { String::new() };
-                println!("  {:<16} {}{health}", c.service, c.state);
+                outln!("  {:<16} {}{health}", c.service, c.state)?;
             }
         }
-        Err(err) => println!("services  unknown: {err}"),
+        Err(err) => outln!("services  unknown: {err}")?,
     }
     match &last_backup {
-        Some(b) => println!(
+        Some(b) => outln!(
             "backup    last {} at {} ({}, {})",
             b.id,
             render::local_time(b.created_at),
             render::bytes(b.size_bytes),
             b.kind.as_str()
-        ),
-        None if journal.is_some() => println!("backup    none yet"),
+        )?,
+        None if journal.is_some() => outln!("backup    none yet")?,
         None => {}
     }
     if let Some(s) = &settings {
         let cron = s.cron.clone().unwrap_or_else(|| project.config.auto_backup.cron.clone());
         if s.auto_backup_enabled {
             let next = super::auto_backup::next_runs(&project, &cron, 1)?;
-            println!("schedule  enabled, \"{cron}\", next {}", next.first().map_or("never", String::as_str));
+            outln!("schedule  enabled, \"{cron}\", next {}", next.first().map_or("never", String::as_str))?;
         } else {
-            println!("schedule  disabled, \"{cron}\"");
+            outln!("schedule  disabled, \"{cron}\"")?;
         }
         if let Some(version) = &s.deployed_version {
-            println!("version   {version}");
+            outln!("version   {version}")?;
         }
     }
     for run in &interrupted {
-        println!(
+        outln!(
             "ATTENTION run {} ({}) was interrupted while {}: run 'lifeboat recover'",
             run.id(),
             run.kind(),
             run.state()
-        );
+        )?;
     }
-    println!("journal   {} ({})", render::bytes(journal_bytes), project.journal_path().display());
+    outln!("journal   {} ({})", render::bytes(journal_bytes), project.journal_path().display())?;
     Ok(())
 }

@@ -85,7 +85,7 @@ pub async fn run(ctx: &Ctx, args: &UpgradeArgs) -> anyhow::Result<()> {
             };
             print_report(ctx, &report)
         }
-        _ => Err(Exit::Failed.wrap(anyhow::anyhow!("{}", failure_summary(&run)))),
+        _ => Err(Exit::of_unfinished_run(&run).wrap(anyhow::anyhow!("{}", failure_summary(&run)))),
     }
 }
 
@@ -200,16 +200,16 @@ fn print_report(ctx: &Ctx, report: &UpgradeReport) -> anyhow::Result<()> {
     if ctx.json {
         return ctx.print_json(&serde_json::to_value(report)?);
     }
-    println!(
+    outln!(
         "upgrade to version {} completed (run {}, from {})",
         report.to_version,
         report.run_id,
         report.from_version.as_deref().unwrap_or("an unrecorded version")
-    );
-    println!("  pre-upgrade backup  {}", report.backup_id);
-    println!("  downtime            {}", render::duration_ms(report.downtime_ms));
+    )?;
+    outln!("  pre-upgrade backup  {}", report.backup_id)?;
+    outln!("  downtime            {}", render::duration_ms(report.downtime_ms))?;
     for step in &report.steps {
-        println!("  {:<19} {}", step.step, render::duration_ms(step.ms));
+        outln!("  {:<19} {}", step.step, render::duration_ms(step.ms))?;
     }
     Ok(())
 }

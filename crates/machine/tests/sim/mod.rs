@@ -41,8 +41,24 @@ pub struct Data {
 /// One container: whether it runs, and which stack version it was created from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Container {
+    /// What Docker reports: true also while a stop is in progress.
     pub running: bool,
+    /// A stop was requested and has not finished: the container reports running, and will exit
+    /// whatever lifeboat does next (the daemon carries the stop on after lifeboat dies). Neither a
+    /// start nor a health check can tell it from a running container.
+    pub stopping: bool,
     pub version: String,
+}
+
+impl Container {
+    fn new(running: bool, version: &str) -> Container {
+        Container { running, stopping: false, version: version.into() }
+    }
+
+    /// Running and staying so.
+    pub fn is_up(&self) -> bool {
+        self.running && !self.stopping
+    }
 }
 
 /// What an archive holds: the data and the deployment files (their version).
@@ -93,10 +109,7 @@ impl World {
     /// A v1 world where the services in `running` run and the others are stopped.
     pub fn new(running: &[&str]) -> World {
         World {
-            services: SERVICES
-                .iter()
-                .map(|s| (s.to_string(), Container { running: running.contains(s), version: V1.into() }))
-                .collect(),
+            services: SERVICES.iter().map(|s| (s.to_string(), Container::new(running.contains(s), V1))).collect(),
             data: Some(Data { writes: 0, schema: V1.into() }),
             data_aside: None,
             files: Some(V1.into()),
@@ -108,13 +121,23 @@ impl World {
         }
     }
 
-    /// The running services, in stop order (reverse dependency order), as `Inspect` reports them.
+    /// The running services, in stop order (reverse dependency order), as `Inspect` reports them:
+    /// a container whose stop is in progress counts, as Docker says it runs.
     pub fn running(&self) -> Vec<String> {
         SERVICES.iter().rev().filter(|s| self.services[**s].running).map(|s| s.to_string()).collect()
     }
 
-    pub fn running_set(&self) -> BTreeSet<String> {
-        self.running().into_iter().collect()
+    /// The services that run and are not on their way down: what the invariants count.
+    pub fn up_set(&self) -> BTreeSet<String> {
+        SERVICES.iter().filter(|s| self.services[**s].is_up()).map(|s| s.to_string()).collect()
+    }
+
+    /// Time passes: every stop in progress ends with the container exited.
+    pub fn finish_stops(&mut self) {
+        for container in self.services.values_mut().filter(|c| c.stopping) {
+            container.running = false;
+            container.stopping = false;
+        }
     }
 
     /// An application write between runs (services must be up to write; data must be in place).
@@ -222,6 +245,9 @@ pub struct Sim {
     current: Option<RunId>,
     /// Micro-steps left before the executing effect fails.
     fail_budget: Option<usize>,
+    /// `(run id, effects carried out so far)`: the operator cancels the run (a signal) before
+    /// its next effect. Off with `faults_enabled`, like the faults.
+    pub cancels: BTreeSet<(RunId, usize)>,
     /// Every effect carried out, with its run, for tests that inspect the sequence.
     pub effect_log: Vec<(RunId, Effect, Option<Outcome>)>,
     /// When `Some`, a name for every crash point passed: `append intent deploy`, `step deploy 1`.
@@ -245,6 +271,7 @@ impl Sim {
             active: None,
             current: None,
             fail_budget: None,
+            cancels: BTreeSet::new(),
             effect_log: Vec::new(),
             trace: None,
             step: ("", 0),
@@ -352,7 +379,18 @@ impl Sim {
 
     /// Carries out the run's effects until it ends.
     pub fn drive(&mut self, run: &mut Run) -> Result<(), Crashed> {
-        while let Some(effect) = run.poll_effect() {
+        loop {
+            let effects_so_far = self.effects_run.get(&run.id()).map_or(0, |n| n + 1);
+            if self.faults_enabled && self.cancels.remove(&(run.id(), effects_so_far)) {
+                let at = self.now();
+                // A cancel that changes nothing (past the point of no return, or settling) is not
+                // journaled: the run carries on.
+                if let Some(event) = run.handle_cancel("SIGINT", at) {
+                    self.append(run.id(), event.clone())?;
+                    run.apply(&event).unwrap_or_else(|e| panic!("run {}: apply cancel: {e}", run.id()));
+                }
+            }
+            let Some(effect) = run.poll_effect() else { break };
             let at = self.now();
             let intent = run.handle_begin(at).unwrap_or_else(|e| panic!("run {}: handle_begin: {e}", run.id()));
             assert_eq!(intent, Event::Intent { at, effect: effect.clone() }, "handle_begin disagrees with poll_effect");
@@ -480,32 +518,36 @@ impl Sim {
             }
             Effect::StopServices { services } => {
                 for s in services {
-                    let s = s.clone();
-                    self.micro(|w| w.services.get_mut(&s).unwrap().running = false)?;
+                    self.stop(s)?;
                 }
                 Ok(Outcome::Done)
             }
             Effect::StopStack => {
                 for s in SERVICES.iter().rev() {
-                    self.micro(|w| w.services.get_mut(*s).unwrap().running = false)?;
+                    self.stop(s)?;
                 }
                 Ok(Outcome::Done)
             }
             Effect::StartServices { services } => {
                 // In dependency order: the reverse of the stop order the list is in.
-                for s in services.iter().rev() {
+                let order: Vec<String> = services.iter().rev().cloned().collect();
+                for s in &order {
                     if self.world.data.is_none() {
                         return Err(Stop::Failed(format!("{s} cannot start: the data is missing")));
                     }
-                    let s = s.clone();
+                    // `docker start` of a running container does nothing, and a container whose
+                    // stop is in progress reports running: it is left to exit.
+                    if self.world.services[s].running {
+                        continue;
+                    }
                     self.micro(|w| {
-                        let container = w.services.get_mut(&s).unwrap();
+                        let container = w.services.get_mut(s).unwrap();
                         container.running = true;
                         let version = container.version.clone();
                         migrate(w, &version);
                     })?;
                 }
-                Ok(Outcome::Done)
+                Ok(Outcome::Started { services: order })
             }
             Effect::ComposeUp { services } => {
                 let Some(version) = self.world.files.clone() else {
@@ -518,14 +560,19 @@ impl Sim {
                     Some(list) => list.iter().rev().cloned().collect(),
                     None => SERVICES.iter().map(|s| s.to_string()).collect(),
                 };
-                for s in list {
-                    let version = version.clone();
+                for s in &list {
+                    // Compose leaves a running container of the current files alone, one on its
+                    // way down included.
+                    let current = &self.world.services[s];
+                    if current.running && current.version == version {
+                        continue;
+                    }
                     self.micro(|w| {
-                        w.services.insert(s, Container { running: true, version: version.clone() });
+                        w.services.insert(s.clone(), Container::new(true, &version));
                         migrate(w, &version);
                     })?;
                 }
-                Ok(Outcome::Done)
+                Ok(Outcome::Started { services: list })
             }
             Effect::VerifyServices { services } => {
                 self.read_only()?;
@@ -687,6 +734,24 @@ impl Sim {
         }
     }
 
+    /// `docker stop`: the stop is requested (the container goes on reporting running), then the
+    /// container exits; two micro-steps, so a crash can fall between them. A container whose stop
+    /// is in progress is waited for; a stopped one is left alone.
+    fn stop(&mut self, service: &str) -> Result<(), Stop> {
+        let container = &self.world.services[service];
+        if container.running && !container.stopping {
+            self.micro(|w| w.services.get_mut(service).unwrap().stopping = true)?;
+        }
+        if self.world.services[service].running {
+            self.micro(|w| {
+                let container = w.services.get_mut(service).unwrap();
+                container.running = false;
+                container.stopping = false;
+            })?;
+        }
+        Ok(())
+    }
+
     /// The data and the deployment files are archived or swapped only while every service is
     /// stopped: a database must never see its files change under it, nor be archived mid-write.
     fn assert_stack_stopped(&self, run: RunId, effect: &str) {
@@ -771,10 +836,12 @@ impl Sim {
         // Invariant 1 (and: exactly the services that were running, unless an upgrade completed).
         let upgraded = run.kind() == RunKind::Upgrade && state == State::Completed;
         for s in before.running() {
-            assert!(w.services[&s].running, "invariant 1: run {id} ({state}) left {s} stopped");
+            let c = &w.services[&s];
+            assert!(!c.stopping, "invariant 1: run {id} ({state}) left {s} on its way down");
+            assert!(c.running, "invariant 1: run {id} ({state}) left {s} stopped");
         }
         if !upgraded {
-            assert_eq!(w.running_set(), before.running_set(), "run {id} ({state}) changed which services run");
+            assert_eq!(w.up_set(), before.up_set(), "run {id} ({state}) changed which services run");
         }
 
         // Invariants 2 and 3.
@@ -825,7 +892,7 @@ impl Sim {
                 assert_eq!(w.files.as_deref(), Some(package.version.as_str()), "upgrade {id}: files");
                 assert_eq!(w.deployed_version, package.version, "upgrade {id}: deployed version setting");
                 for (s, c) in &w.services {
-                    assert!(c.running && c.version == package.version, "upgrade {id}: {s} is {c:?}");
+                    assert!(c.is_up() && c.version == package.version, "upgrade {id}: {s} is {c:?}");
                     assert!(healthy(&c.version), "upgrade {id} completed with unhealthy {s}");
                 }
                 let entry = w.catalog.get(&id).expect("completed upgrade keeps its pre-upgrade backup");
