@@ -102,6 +102,42 @@ fn symlink_chains_that_escape_are_refused() {
     assert_refused(&w, &a, &ExtractOptions::default(), "resolves outside the target");
 }
 
+/// A symlink loop resolves nowhere (the kernel gives up with ELOOP), so it cannot lead outside:
+/// it is accepted, as any tar accepts it. A long chain that does escape is still refused.
+#[test]
+fn symlink_loops_are_accepted_and_long_escaping_chains_refused() {
+    let w = world();
+    let a = w.root.join("loops.tar.gz");
+    gz_archive(
+        &a,
+        &[
+            raw_entry(b"x", EntryType::Symlink, b"x", b""),
+            raw_entry(b"p", EntryType::Symlink, b"q", b""),
+            raw_entry(b"q", EntryType::Symlink, b"p", b""),
+            raw_entry(b"grow", EntryType::Symlink, b"grow/y", b""),
+            raw_entry(b"d", EntryType::Directory, b"", b""),
+            raw_entry(b"d/up", EntryType::Symlink, b"../d/up", b""),
+        ],
+    );
+    let staged = extract_to_staging(&a, &w.target, &ExtractOptions::default()).unwrap();
+    assert_eq!(fs::read_link(staged.staging.join("x")).unwrap(), Path::new("x"));
+    staged.discard().unwrap();
+
+    // 50 links, each to the next (more than the kernel follows from the first), the last one
+    // lexically inside but out through `d/up`: the links the kernel can follow to the end are
+    // refused.
+    let mut entries =
+        vec![raw_entry(b"d", EntryType::Directory, b"", b""), raw_entry(b"d/up", EntryType::Symlink, b"..", b"")];
+    for i in 0..50 {
+        let next = format!("l{}", i + 1);
+        entries.push(raw_entry(format!("l{i}").as_bytes(), EntryType::Symlink, next.as_bytes(), b""));
+    }
+    entries.push(raw_entry(b"l50", EntryType::Symlink, b"d/up/..", b""));
+    let b = w.root.join("chain.tar.gz");
+    gz_archive(&b, &entries);
+    assert_refused(&w, &b, &ExtractOptions::default(), "resolves outside the target");
+}
+
 #[test]
 fn hard_links_out_of_the_tree_are_refused() {
     let w = world();
