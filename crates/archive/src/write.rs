@@ -171,8 +171,8 @@ impl Stats<'_> {
 /// does not) fails with [`ArchiveError::UnsupportedFileType`]. A file replaced between listing
 /// and reading (say by a symlink) fails with [`ArchiveError::FileChanged`].
 ///
-/// [`WriteOptions::max_files`] counts entries of every kind (a hard link or fifo too),
-/// [`WriteOptions::max_bytes`] the data stored (holes and hard links add nothing).
+/// [`WriteOptions::max_files`] counts entries of every kind (a hard link or fifo too; a skipped
+/// socket not), [`WriteOptions::max_bytes`] the data stored (holes and hard links add nothing).
 pub fn write_archive(
     roots: &[Root],
     dest: &Path,
@@ -342,12 +342,13 @@ impl<W: Write> Walker<'_, '_, W> {
         if self.stats.cancelled() {
             return Err(ArchiveError::Cancelled);
         }
-        self.stats.admit_entries(src, 1)?;
         let ft = meta.file_type();
         if ft.is_socket() {
+            // Not an entry, so not counted against `max_files`.
             self.stats.skipped.push(Skipped { path: src.to_path_buf(), kind: SkippedKind::Socket });
             return Ok(());
         }
+        self.stats.admit_entries(src, 1)?;
         let mut header = Header::new_gnu();
         header.set_metadata_in_mode(meta, HeaderMode::Complete);
         let secs = meta.mtime().max(0) as u64;
@@ -361,9 +362,15 @@ impl<W: Write> Walker<'_, '_, W> {
             self.stats.entry_count += 1;
             let rerr = |e| ArchiveError::Read { path: src.to_path_buf(), source: e };
             let mut children = Vec::new();
+            let mut entries = 0;
             for child in fs::read_dir(src).map_err(rerr)? {
-                children.push(child.map_err(rerr)?.file_name());
-                self.stats.admit_entries(src, children.len() as u64)?;
+                let child = child.map_err(rerr)?;
+                // Sockets become no entries (a type the directory cannot tell counts, to be safe).
+                if !child.file_type().is_ok_and(|t| t.is_socket()) {
+                    entries += 1;
+                    self.stats.admit_entries(src, entries)?;
+                }
+                children.push(child.file_name());
             }
             // Sorted, so that the same tree always gives the same archive.
             children.sort();

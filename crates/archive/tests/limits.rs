@@ -69,3 +69,27 @@ fn max_files_stops_at_the_directory_that_passes_it() {
     assert!(err.to_string().contains("swarm"), "{err}");
     assert!(!dest.exists() && !partial_path(&dest).exists());
 }
+
+#[test]
+fn hard_links_add_entries_not_bytes_and_sockets_neither() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("a"), vec![3u8; 2 * MIB as usize]).unwrap();
+    fs::hard_link(src.join("a"), src.join("b")).unwrap();
+    common::sh(&format!("mkfifo '{}'", src.join("f").display()));
+    let _listener = std::os::unix::net::UnixListener::bind(src.join("s.sock")).unwrap();
+    let dest = tmp.path().join("x.tar.gz");
+    let mut seen = 0;
+    // The root, `a`, the link `b` and the fifo: four entries and 2 MiB; the socket is skipped.
+    let opts = WriteOptions { max_bytes: Some(2 * MIB), max_files: Some(4), ..WriteOptions::default() };
+    write(&src, &dest, &opts, &mut seen).unwrap();
+    fs::remove_file(&dest).unwrap();
+    let opts = WriteOptions { max_files: Some(3), ..WriteOptions::default() };
+    let err = write(&src, &dest, &opts, &mut seen).unwrap_err();
+    assert!(matches!(err, ArchiveError::LimitExceeded { limit: 3, .. }), "{err}");
+    assert!(!dest.exists() && !partial_path(&dest).exists());
+    let opts = WriteOptions { max_bytes: Some(2 * MIB - 1), ..WriteOptions::default() };
+    let err = write(&src, &dest, &opts, &mut seen).unwrap_err();
+    assert!(err.to_string().contains(&src.join("a").display().to_string()), "{err}");
+}
