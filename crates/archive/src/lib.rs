@@ -50,14 +50,16 @@
 //! # Verifying
 //!
 //! [`verify_archive`] re-hashes the file and reads it through (gzip CRC32 and length, tar
-//! structure, every entry, every sparse map), then compares with what was recorded
-//! ([`Expected`]). The holes of sparse files are not expanded, so they cost nothing to verify.
+//! structure, every entry and its PAX records, every sparse map), then compares with what was
+//! recorded ([`Expected`]); [`VerifyReport`] counts files, hard links, fifos and devices as
+//! [`ArchiveSummary`] does. The holes of sparse files are not expanded, so they cost nothing to
+//! verify.
 //!
 //! # Extracting
 //!
 //! [`extract_to_staging`] extracts into a fresh staging directory beside the target, refusing
 //! unsafe entries (absolute names, `..`, writes through symlinks, symlinks that resolve out of
-//! the tree, hard links to anything but a regular file extracted earlier, unknown entry types),
+//! the tree (a loop, which resolves nowhere, is accepted), hard links to anything but a regular file extracted earlier, unknown entry types),
 //! reading the whole stream so a corrupt archive is refused before anything moves. Fifos are
 //! recreated, and device nodes when running as root; what the system refuses to restore (device
 //! nodes when not root, attributes the filesystem does not take) is a warning in
