@@ -175,7 +175,20 @@ pub(crate) fn chmod_nofollow(path: &Path, mode: u32) -> io::Result<()> {
     let c = cstring(path)?;
     // SAFETY: `c` is a valid NUL-terminated path.
     let rc = unsafe { libc::fchmodat(libc::AT_FDCWD, c.as_ptr(), mode as libc::mode_t, libc::AT_SYMLINK_NOFOLLOW) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+        return Err(e);
+    }
+    // glibc before 2.32 has no `AT_SYMLINK_NOFOLLOW` here (and any glibc refuses it for a
+    // symlink). Callers use this inside a private (`0700`) staging directory, where nobody else
+    // can swap the name between this check and the chmod.
+    if fs::symlink_metadata(path)?.file_type().is_symlink() {
+        return Err(e);
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
 /// Opens a source file that was seen as `meta` (by `lstat`, or `stat` for a root), refusing
@@ -237,6 +250,22 @@ mod tests {
         std::os::unix::fs::symlink(&outside, &link).unwrap();
         make_tree_writable(&link);
         assert_eq!(mode(&outside), 0o500);
+    }
+
+    #[test]
+    fn chmod_nofollow_changes_a_fifo_and_never_a_link_target() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (fifo, target, link) = (tmp.path().join("fifo"), tmp.path().join("target"), tmp.path().join("link"));
+        let c = cstring(&fifo).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        chmod_nofollow(&fifo, 0o640).unwrap();
+        let mode = |p: &Path| fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!(mode(&fifo), 0o640);
+        fs::write(&target, b"t").unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(chmod_nofollow(&link, 0o666).is_err());
+        assert_eq!(mode(&target), 0o600);
     }
 
     #[test]
