@@ -218,3 +218,45 @@ fn an_unreadable_data_file_fails_the_backup_and_changes_nothing() {
     assert_invariants(&project, &before);
     assert_eq!(run_json(&project, &["list"]), serde_json::json!([]), "nothing half-done is recorded");
 }
+
+#[test]
+fn a_leftover_socket_is_skipped_and_reported_and_a_fifo_comes_back_on_restore() {
+    use std::os::unix::fs::FileTypeExt;
+    let Some((project, before)) = started_project() else { return };
+    let data = project.data_dir();
+    // A socket left behind by a process that is gone, as a database or a cache leaves one in its
+    // data dir, and a named pipe.
+    let socket = data.join("app.sock");
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let fifo = data.join("queue.fifo");
+    let c_fifo = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o640) }, 0);
+
+    let output = run(&project, &["--json", "backup"]);
+    assert_eq!(output.status.code(), Some(0), "a socket never fails a backup: {}", describe(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let skipped = report["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{report}");
+    assert!(skipped[0]["path"].as_str().unwrap().ends_with("app.sock"), "{report}");
+    assert_eq!(skipped[0]["kind"], "socket");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("app.sock"), "the skipped socket is named in a warning: {stderr}");
+    assert_invariants(&project, &before);
+    let id = report["backup_id"].to_string();
+    let list = run_json(&project, &["list"]);
+    assert_eq!(list[0]["skipped"], report["skipped"], "the catalog keeps what was skipped");
+    let shown = run(&project, &["journal", "show", &id]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("skipped"), "{}", describe(&shown));
+    // GNU tar sees the fifo, not the socket.
+    let listing = Command::new("tar").arg("-tvzf").arg(report["path"].as_str().unwrap()).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.lines().any(|l| l.starts_with('p') && l.ends_with("paths/data/queue.fifo")), "{listing}");
+    assert!(!listing.contains("app.sock"), "{listing}");
+
+    // Restore: the fifo comes back as a fifo.
+    std::fs::remove_file(&fifo).unwrap();
+    run_expect(&project, &["restore", &id, "--yes"], 0);
+    let kind = std::fs::symlink_metadata(&fifo).expect("the fifo is back").file_type();
+    assert!(kind.is_fifo(), "{kind:?}");
+    assert_invariants(&project, &before);
+}

@@ -14,7 +14,7 @@ use anyhow::Context;
 use lifeboat_archive::{Root, WriteOptions};
 use lifeboat_journal::{BackupEntry, Journal};
 use lifeboat_machine::{
-    ArchiveDetails, ArchiveFacts, BackupKind, BackupRef, Effect, Event, Outcome, Run, RunKind, RunSpec,
+    ArchiveDetails, ArchiveFacts, BackupKind, BackupRef, Effect, Event, Outcome, Run, RunKind, RunSpec, SkippedPath,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -244,8 +244,15 @@ impl Executor<'_> {
         let details = ArchiveDetails {
             apparent_bytes: summary.apparent_bytes,
             stored_bytes: summary.stored_bytes,
-            skipped: Vec::new(),
+            skipped: summary
+                .skipped
+                .iter()
+                .map(|s| SkippedPath { path: s.path.display().to_string(), kind: s.kind.to_string() })
+                .collect(),
         };
+        for skipped in &summary.skipped {
+            tracing::warn!("{skipped}");
+        }
         let facts = ArchiveFacts {
             path: path.to_owned(),
             sha256: summary.sha256,

@@ -194,7 +194,17 @@ fn prepare_root(archive: &Path, root: &DataRoot, run_id: RunId) -> anyhow::Resul
         allow_outside_symlinks: true,
     };
     match lifeboat_archive::extract_to_staging(archive, target, &options) {
-        Ok(staged) => Ok(Some(staged)),
+        Ok(staged) => {
+            // What the system would not take (a device node when not root, an attribute the
+            // filesystem refuses): everything else is restored, so these are warnings.
+            for warning in &staged.report.warnings {
+                tracing::warn!("restoring {}: {warning}", target.display());
+            }
+            if staged.report.warnings_omitted > 0 {
+                tracing::warn!("restoring {}: {} more warnings", target.display(), staged.report.warnings_omitted);
+            }
+            Ok(Some(staged))
+        }
         Err(ArchiveError::MemberNotFound { .. }) => anyhow::bail!(
             "the backup holds no {} (the root was added to the configuration after the backup was made): \
              remove it from lifeboat.toml to restore the other roots, or restore a newer backup",
