@@ -64,6 +64,11 @@ pub fn verify(ctx: &Ctx, backup_id: Option<u64>, all: bool) -> anyhow::Result<()
         }
     };
     drop(journal);
+    // What others can read or write: the archives, their dir, the journal (docs/security.md).
+    let warnings = crate::perms::exposure_warnings(&project, entries.iter().map(|e| Path::new(&e.path)));
+    for warning in &warnings {
+        eprintln!("warning: {}", warning.message);
+    }
     let mut results = Vec::new();
     let mut bad = 0;
     for entry in &entries {
@@ -81,6 +86,7 @@ pub fn verify(ctx: &Ctx, backup_id: Option<u64>, all: bool) -> anyhow::Result<()
             "path": entry.path,
             "ok": result.is_ok(),
             "error": result.err().map(|e| e.to_string()),
+            "warnings": crate::perms::concerning(&warnings, Path::new(&entry.path)),
         }));
     }
     if ctx.json {
