@@ -31,7 +31,10 @@ fn fixed_project() -> tempfile::TempDir {
     let status = Command::new(LIFEBOAT).arg("-C").arg(dir.path()).args(["init", "--project", "demo"]).output().unwrap();
     assert!(status.status.success());
     std::fs::create_dir_all(dir.path().join(".lifeboat")).unwrap();
-    let journal = Journal::open(dir.path().join(".lifeboat/journal.redb")).unwrap();
+    let journal_path = dir.path().join(".lifeboat/journal.redb");
+    let journal = Journal::open(&journal_path).unwrap();
+    // As lifeboat creates it: private (else `status` warns about it).
+    std::fs::set_permissions(&journal_path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let at = |ms: i64| Timestamp(T0 + ms);
     let path = "/srv/demo/backups/demo-20261126T020000Z-run000001.tar.gz".to_owned();
     let facts = ArchiveFacts {

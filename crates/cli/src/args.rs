@@ -42,6 +42,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Write lifeboat.toml with defaults in the project directory.
+    ///
+    /// Also creates the state directory .lifeboat/ and the backup directory, mode 0700 whatever
+    /// the umask. Every key of lifeboat.toml is commented in the file it writes.
     Init(InitArgs),
     /// Show the project's services, last backup and any interrupted run.
     Status,
@@ -49,6 +52,10 @@ pub enum Command {
     ///
     /// Only the services that were running are stopped and started again. The archive is written
     /// to a .partial file, fsynced and renamed, and recorded only once complete.
+    ///
+    /// Archives are private: mode 0600, or 0640 for the group backup.group names in lifeboat.toml.
+    /// backup.max_bytes and backup.max_files (no limit by default) bound what one archive may
+    /// hold. A backup dir other users can write without the sticky bit is refused (exit 2).
     Backup(BackupArgs),
     /// Scheduled backups.
     #[command(subcommand)]

@@ -43,6 +43,17 @@ pub struct BackupSection {
     pub compression_level: u32,
     pub retention_days: u32,
     pub keep_last: u32,
+    /// A group that may read the backups (`backup.dir` `0750`, archives `0640`); without it only
+    /// root can (`0700`, `0600`). See docs/security.md.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Most bytes of file data one archive may store (holes of sparse files not counted); no
+    /// limit when absent. A backup that would pass it fails and rolls back, naming the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// Most entries (files, directories, links) one archive may store; no limit when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_files: Option<u64>,
 }
 
 impl Default for BackupSection {
@@ -54,6 +65,9 @@ impl Default for BackupSection {
             compression_level: 6,
             retention_days: 30,
             keep_last: 3,
+            group: None,
+            max_bytes: None,
+            max_files: None,
         }
     }
 }
@@ -89,6 +103,34 @@ impl AutoBackupSection {
                 })
             })
             .transpose()
+    }
+}
+
+impl BackupSection {
+    /// The gid of `backup.group`, `None` when it is not set; an unknown group is an error naming it.
+    pub fn group_id(&self) -> anyhow::Result<Option<u32>> {
+        self.group.as_deref().map(crate::perms::group_id).transpose()
+    }
+
+    /// The archive writer's options from this section: level, group and limits.
+    pub fn write_options(&self) -> anyhow::Result<lifeboat_archive::WriteOptions> {
+        Ok(lifeboat_archive::WriteOptions {
+            level: self.compression_level,
+            group: self.group_id()?,
+            max_bytes: self.max_bytes,
+            max_files: self.max_files,
+            ..lifeboat_archive::WriteOptions::default()
+        })
+    }
+
+    /// An archive writer's error, with the `lifeboat.toml` key to raise when it is a limit.
+    pub fn explain(&self, err: lifeboat_archive::ArchiveError) -> anyhow::Error {
+        let key = match &err {
+            lifeboat_archive::ArchiveError::LimitExceeded { what, .. } if what.contains("bytes") => "backup.max_bytes",
+            lifeboat_archive::ArchiveError::LimitExceeded { .. } => "backup.max_files",
+            _ => return err.into(),
+        };
+        anyhow::Error::new(err).context(format!("{key} in {CONFIG_FILE} reached"))
     }
 }
 
@@ -162,6 +204,12 @@ impl Config {
         if self.backup.paths.is_empty() && !self.backup.volumes {
             bail!("nothing to back up: backup.paths is empty and backup.volumes is false");
         }
+        for (key, limit) in [("max_bytes", self.backup.max_bytes), ("max_files", self.backup.max_files)] {
+            if limit == Some(0) {
+                bail!("backup.{key} is 0, so every backup would fail: set a positive limit, or remove it for none");
+            }
+        }
+        self.backup.group_id()?;
         parse_cron(&self.auto_backup.cron).context("auto_backup.cron is not valid")?;
         self.auto_backup.zone()?;
         Ok(())
@@ -184,6 +232,9 @@ impl Config {
              compression_level = {level}\n\
              retention_days = {days}\n\
              keep_last = {keep}                    # prune never goes below this many verified backups\n\
+             {group}\n\
+             {max_bytes}\n\
+             {max_files}\n\
              \n\
              [auto_backup]                   # initial values: 'lifeboat auto-backup enable|disable|schedule' change them\n\
              enabled = {enabled}\n\
@@ -202,6 +253,23 @@ impl Config {
             level = self.backup.compression_level,
             days = self.backup.retention_days,
             keep = self.backup.keep_last,
+            group = match &self.backup.group {
+                Some(group) => format!("group = {}", q(group)),
+                None => "# group = \"backup\"              # this group may read the backups (dir 0750, archives 0640); \
+                         default: root only (0700, 0600)"
+                    .to_owned(),
+            },
+            max_bytes = match self.backup.max_bytes {
+                Some(n) => format!("max_bytes = {n}"),
+                None => "# max_bytes = 107374182400       # most bytes of file data per archive (here 100 GiB); a \
+                         backup past it fails and rolls back, naming the file. Default: no limit"
+                    .to_owned(),
+            },
+            max_files = match self.backup.max_files {
+                Some(n) => format!("max_files = {n}"),
+                None => "# max_files = 1000000            # most files, directories and links per archive. Default: no limit"
+                    .to_owned(),
+            },
             enabled = self.auto_backup.enabled,
             cron = q(&self.auto_backup.cron),
             zone = match &self.auto_backup.timezone {
@@ -249,6 +317,38 @@ mod tests {
         assert_eq!(parsed, config);
         config.auto_backup.timezone = Some("Mars/Olympus_Mons".into());
         assert!(config.validate().unwrap_err().to_string().contains("IANA"));
+    }
+
+    #[test]
+    fn group_and_limits_are_optional_and_round_trip() {
+        let mut config = Config::new("demo", "c.yml");
+        let text = config.to_commented_toml();
+        assert!(text.contains("# group = ") && text.contains("# max_bytes = ") && text.contains("# max_files = "));
+        let options = config.backup.write_options().unwrap();
+        assert_eq!((options.group, options.max_bytes, options.max_files), (None, None, None));
+        config.backup.group = Some("root".into());
+        config.backup.max_bytes = Some(1 << 30);
+        config.backup.max_files = Some(1000);
+        let parsed: Config = toml::from_str(&config.to_commented_toml()).unwrap();
+        assert_eq!(parsed, config);
+        parsed.validate().unwrap();
+        let options = parsed.backup.write_options().unwrap();
+        assert_eq!((options.group, options.max_bytes, options.max_files), (Some(0), Some(1 << 30), Some(1000)));
+        assert_eq!(options.level, 6);
+    }
+
+    #[test]
+    fn zero_limits_and_unknown_groups_are_rejected_naming_the_key() {
+        let mut config = Config::new("demo", "c.yml");
+        config.backup.max_bytes = Some(0);
+        assert!(config.validate().unwrap_err().to_string().contains("backup.max_bytes is 0"));
+        config.backup.max_bytes = None;
+        config.backup.max_files = Some(0);
+        assert!(config.validate().unwrap_err().to_string().contains("backup.max_files is 0"));
+        config.backup.max_files = None;
+        config.backup.group = Some("no-such-group-lifeboat".into());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("backup.group \"no-such-group-lifeboat\""), "{err}");
     }
 
     #[test]

@@ -224,22 +224,20 @@ impl Executor<'_> {
         // A pre-upgrade backup also keeps the deployment files the package replaces.
         roots.extend(crate::deploy::deployment_roots(self.project, run.spec())?);
         let dest = PathBuf::from(path);
+        // Level, group and limits from `[backup]` (docs/security.md).
+        let options =
+            WriteOptions { threads: 0, cancel: signals::cancel_flag(), ..self.project.config.backup.write_options()? };
         if let Some(dir) = dest.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create the backup dir {}", dir.display()))?;
+            crate::perms::ready_backup_dir(dir, options.group)?;
         }
-        let options = WriteOptions {
-            level: self.project.config.backup.compression_level,
-            threads: 0,
-            cancel: signals::cancel_flag(),
-            ..WriteOptions::default()
-        };
         let bar = crate::progress::bar(self.progress, "archiving", None);
         let summary = tokio::task::spawn_blocking({
             let bar = bar.clone();
             move || lifeboat_archive::write_archive(&roots, &dest, &options, &mut |n| bar.set_position(n))
         })
         .await
-        .context("the archive writer panicked")??;
+        .context("the archive writer panicked")?
+        .map_err(|err| self.project.config.backup.explain(err))?;
         bar.finish_and_clear();
         let details = ArchiveDetails {
             apparent_bytes: summary.apparent_bytes,

@@ -26,6 +26,7 @@ pub mod executor;
 pub mod exit;
 pub mod lock;
 pub mod package;
+pub mod perms;
 pub mod progress;
 pub mod project;
 pub mod render;

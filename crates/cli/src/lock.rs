@@ -8,6 +8,7 @@ use crate::exit::Exit;
 use anyhow::Context;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Held for as long as it lives.
@@ -24,6 +25,7 @@ impl ProjectLock {
             .read(true)
             .write(true)
             .create(true)
+            .mode(0o600)
             .truncate(false)
             .open(&path)
             .with_context(|| format!("cannot open the lock file {}", path.display()))?;

@@ -44,9 +44,15 @@ impl Project {
 
     /// Takes the project lock (exit 3 if another run holds it), creating `.lifeboat/` if needed.
     pub fn lock(&self) -> anyhow::Result<ProjectLock> {
-        let state = self.state_dir();
-        std::fs::create_dir_all(&state).with_context(|| format!("cannot create {}", state.display()))?;
+        let state = self.create_state_dir()?;
         ProjectLock::acquire(&state)
+    }
+
+    /// `.lifeboat/`, created `0700` whatever the umask if it is missing (docs/security.md).
+    pub fn create_state_dir(&self) -> anyhow::Result<PathBuf> {
+        let state = self.state_dir();
+        crate::perms::create_private_dir(&state, None).with_context(|| format!("cannot create {}", state.display()))?;
+        Ok(state)
     }
 
     /// Opens (or creates) the journal. A journal held by a running lifeboat is exit 3; a corrupt
@@ -55,10 +61,18 @@ impl Project {
     /// A new journal takes its auto-backup settings from `lifeboat.toml`'s `[auto_backup]`; from
     /// then on `lifeboat auto-backup enable|disable|schedule` change them in the journal.
     pub fn journal(&self) -> anyhow::Result<Journal> {
-        let state = self.state_dir();
-        std::fs::create_dir_all(&state).with_context(|| format!("cannot create {}", state.display()))?;
+        let state = self.create_state_dir()?;
         let path = self.journal_path();
-        let new = !path.exists();
+        // Empty: made by an earlier open that stopped before redb laid it out.
+        let new = std::fs::symlink_metadata(&path).map_or(true, |m| m.len() == 0);
+        // redb creates files with the umask's mode; created here first, the journal is `0600`
+        // from its first instant (redb lays a new journal out in an empty file).
+        match crate::perms::create_private_file(&path) {
+            Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(err).with_context(|| format!("cannot create the journal {}", path.display()));
+            }
+            _ => {}
+        }
         let journal = self.open_journal(&path, &state)?;
         if new {
             let auto = &self.config.auto_backup;

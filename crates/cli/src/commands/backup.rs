@@ -46,6 +46,8 @@ pub async fn backup(
     kind: BackupKind,
     note: Option<String>,
 ) -> anyhow::Result<BackupReport> {
+    // Before anything stops: a backup dir others could plant names in is refused (exit 2).
+    crate::perms::refuse_unsafe_backup_dir(project)?;
     let docker = connect_docker().await?;
     let executor = Executor { project, journal, docker: Some(docker), progress: ctx.progress };
     // The lock is held, so no other run can take this id before `begin_run` does.

@@ -74,6 +74,11 @@ pub fn verify(ctx: &Ctx, backup_id: Option<u64>, all: bool) -> anyhow::Result<()
         }
     };
     drop(journal);
+    // What others can read or write: the archives, their dir, the journal (docs/security.md).
+    let warnings = crate::perms::exposure_warnings(&project, entries.iter().map(|e| Path::new(&e.path)));
+    for warning in &warnings {
+        eprintln!("warning: {}", warning.message);
+    }
     let mut results = Vec::new();
     let mut bad = 0;
     for entry in &entries {
@@ -101,6 +106,7 @@ pub fn verify(ctx: &Ctx, backup_id: Option<u64>, all: bool) -> anyhow::Result<()
             "file_count": report.map(|r| r.file_count),
             "apparent_bytes": report.map(|r| r.apparent_bytes),
             "stored_bytes": report.map(|r| r.stored_bytes),
+            "warnings": crate::perms::concerning(&warnings, Path::new(&entry.path)),
         }));
     }
     if ctx.json {

@@ -6,6 +6,8 @@ use crate::config::{CONFIG_FILE, Config};
 use crate::exit::Exit;
 use crate::fail;
 use anyhow::Context;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 
 pub fn run(ctx: &Ctx, args: &InitArgs) -> anyhow::Result<()> {
     let dir = std::path::absolute(&ctx.dir)?;
@@ -21,11 +23,40 @@ pub fn run(ctx: &Ctx, args: &InitArgs) -> anyhow::Result<()> {
         None => default_project_name(&dir),
     };
     let config = Config::new(&project, &args.compose_file);
-    std::fs::write(&path, config.to_commented_toml()).with_context(|| format!("cannot write {}", path.display()))?;
+    // Never writable by others (0644 at most, the umask can only narrow it): the configuration
+    // says what root archives and where (docs/security.md, "What lifeboat trusts").
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&path)
+        .and_then(|mut file| file.write_all(config.to_commented_toml().as_bytes()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    // The state dir and the default backup dir, private whatever the umask (docs/security.md);
+    // existing ones are left as they are, with a warning if others can read or write them.
+    let project = crate::project::Project { dir, config };
+    let mut created = Vec::new();
+    for dir in [project.state_dir(), project.backup_dir()] {
+        if crate::perms::create_private_dir(&dir, None).with_context(|| format!("cannot create {}", dir.display()))? {
+            created.push(dir);
+        }
+    }
+    let warnings = crate::perms::exposure_warnings(&project, []);
+    let name = &project.config.project.name;
     if ctx.json {
-        ctx.print_json(&serde_json::json!({ "path": path, "project": project }))?;
+        ctx.print_json(&serde_json::json!({
+            "path": path, "project": name, "created": created,
+            "warnings": warnings.iter().map(|w| &w.message).collect::<Vec<_>>(),
+        }))?;
     } else {
-        outln!("wrote {} for compose project {project:?}", path.display())?;
+        outln!("wrote {} for compose project {name:?}", path.display())?;
+        for dir in &created {
+            outln!("created {} (mode 0700: private to its owner)", dir.display())?;
+        }
+        for warning in &warnings {
+            outln!("warning: {}", warning.message)?;
+        }
         outln!("next: check backup.paths, then run 'lifeboat backup'")?;
     }
     Ok(())

@@ -31,10 +31,14 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         },
     };
     let holder = holder.or_else(|| journal.is_none().then(|| ProjectLock::holder(&project.state_dir())).flatten());
-    let last_backup = match &journal {
-        Some(j) => j.backups()?.pop(),
-        None => None,
+    let mut backups = match &journal {
+        Some(j) => j.backups()?,
+        None => Vec::new(),
     };
+    // What others can read or write: the backup dir, the state, the archives (docs/security.md).
+    let archives: Vec<_> = backups.iter().map(|b| project.dir.join(&b.path)).collect();
+    let warnings = crate::perms::exposure_warnings(&project, archives.iter().map(|p| p.as_path()));
+    let last_backup = backups.pop();
     let interrupted = match &journal {
         Some(j) => crate::project::interrupted_runs(j)?,
         None => Vec::new(),
@@ -65,6 +69,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
                 "run_id": r.id(), "kind": r.kind().as_str(), "state": r.state().as_str(),
             })).collect::<Vec<_>>(),
             "journal_bytes": journal_bytes,
+            "warnings": warnings.iter().map(|w| &w.message).collect::<Vec<_>>(),
         }));
     }
 
@@ -115,5 +120,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         )?;
     }
     outln!("journal   {} ({})", render::bytes(journal_bytes), project.journal_path().display())?;
+    for warning in &warnings {
+        outln!("WARNING   {}", warning.message)?;
+    }
     Ok(())
 }

@@ -45,6 +45,8 @@ pub async fn run(ctx: &Ctx, args: &UpgradeArgs) -> anyhow::Result<()> {
     let _lock = project.lock()?;
     let journal = project.journal()?;
     project.refuse_if_interrupted(&journal)?;
+    // The pre-upgrade backup's dir: refused (exit 2) if others could plant names in it.
+    crate::perms::refuse_unsafe_backup_dir(&project)?;
     let path = std::path::absolute(&args.package)
         .with_context(|| format!("bad package path {}", args.package.display()))
         .map_err(|e| Exit::Usage.wrap(e))?;
