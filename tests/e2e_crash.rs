@@ -1,6 +1,6 @@
 //! Crashes of the real binary on the real daemon: at every fail point of a backup (and again during
 //! recovery), and by SIGKILL at random moments. After `lifeboat recover` the invariants of the
-//! brief (§4) hold, and a second `recover` changes nothing.
+//! ARCHITECTURE.md hold, and a second `recover` changes nothing.
 //!
 //! The binary must be built with the `failpoints` feature (the README's test command does so).
 

@@ -1,5 +1,5 @@
 //! Running the real `lifeboat` binary against a [`support::Project`], and the invariants of the
-//! brief (§4) as assertions the crash and fault tests share.
+//! ARCHITECTURE.md as assertions the crash and fault tests share.
 #![allow(dead_code)]
 
 use crate::support::Project;
@@ -98,7 +98,7 @@ pub fn sha256sum(path: &Path) -> String {
     String::from_utf8_lossy(&output.stdout).split_whitespace().next().unwrap_or_default().to_owned()
 }
 
-/// The invariants that hold after any run or recovery ended (brief §4, 1-3):
+/// The invariants that hold after any run or recovery ended (ARCHITECTURE.md, 1-3):
 /// the services that were running are running (and up), no partial archive is left, every listed
 /// backup is complete and matches its sha256, and the journal verifies clean.
 pub fn assert_invariants(project: &Project, running_before: &[String]) {

@@ -1,4 +1,4 @@
-//! The documented exit codes (brief §5), and the error type that carries one.
+//! The documented exit codes (README, "Command-line contract"), and the error type that carries one.
 //!
 //! Commands return `anyhow::Result`; an error that should end with a particular code is wrapped
 //! with [`Exit::wrap`] (or built with [`fail`]). Any other error exits [`Exit::Failed`].

@@ -1,4 +1,4 @@
-//! Service packages (brief §6): reading, validating and building them.
+//! Service packages (ARCHITECTURE.md, "The flow of an upgrade"): reading, validating and building them.
 //!
 //! A package is a `.tar.gz` with `lifeboat-package.toml` at its root, `deploy/` (files that replace
 //! the project's deployment files: `deploy/docker-compose.yml` replaces `<project>/docker-compose.yml`)

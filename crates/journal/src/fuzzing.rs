@@ -40,7 +40,7 @@ pub fn decode_event_target(data: &[u8]) {
 
 /// The events a `recover` input describes when it is framed or scripted; `None` otherwise (the
 /// caller then builds events with `arbitrary`). A scripted run is also checked here: replaying
-/// its events must give exactly the live run (invariant 5 of the brief).
+/// its events must give exactly the live run (invariant 5, ARCHITECTURE.md).
 pub fn recover_input(data: &[u8]) -> Option<Vec<Event>> {
     if let Some(frames) = data.strip_prefix(FRAMED_MAGIC) {
         return unframe_events(frames);

@@ -330,7 +330,7 @@ fn a_truncated_journal_errs_or_recovers_but_never_lies() {
         }
     }
     assert!(refused > 0, "some truncation must be refused");
-    // Half the file, the case the brief names, is refused. redb 4.1 panics on it (an assertion
+    // Half the file, a journal cut short, is refused. redb 4.1 panics on it (an assertion
     // that the file is as long as its header says), which the journal contains and reports as a
     // damaged journal; later redb 4.x releases return an error instead.
     fs::write(&path, &original[..len / 2]).unwrap();

@@ -18,7 +18,7 @@
 //! 3. When `poll_effect` returns `None`, [`Run::state`] is terminal.
 //!
 //! Because the live executor and a replay ([`replay`]) both build the run only through `apply`,
-//! replaying a run's journal gives exactly the state the executor had (invariant 5 of the brief).
+//! replaying a run's journal gives exactly the state the executor had (invariant 5, ARCHITECTURE.md).
 //!
 //! # Recovery
 //!

@@ -210,7 +210,7 @@ impl Run {
         }
     }
 
-    /// The state of the brief (§4) the run is in.
+    /// The state the run is in.
     pub fn state(&self) -> State {
         match &self.mode {
             Mode::Ended(state) => *state,

@@ -12,7 +12,8 @@ pub type RunId = u64;
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Timestamp(pub i64);
 
-/// The kinds of run: the four of the brief, and prune (retention, journaled like the others).
+/// The kinds of run: backup, upgrade, restore, rollback, and prune (retention, journaled like the
+/// others).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum RunKind {
@@ -111,7 +112,7 @@ impl RunSpec {
     }
 }
 
-/// The states of the brief (§4). Which of them a run passes through depends on its kind.
+/// The states of a run (ARCHITECTURE.md). Which of them a run passes through depends on its kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum State {

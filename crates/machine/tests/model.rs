@@ -11,7 +11,7 @@
 //! appends and effect micro-steps, see `sim`). Then, for every point, the scenario runs again and
 //! crashes there; `recover` runs, itself crashing at a point drawn from the seed (possibly twice),
 //! and runs again; the remaining operations follow. After every run or recovery that ends, the
-//! oracle checks invariants 1-6 of the brief (§4); after every micro-step it checks invariants 2
+//! oracle checks invariants 1-6 (ARCHITECTURE.md); after every micro-step it checks invariants 2
 //! and 6. From each crash, a clean recovery and a recovery that crashes and recovers again (both
 //! without injected failures) must leave the same world. The probe pass runs twice and must give
 //! the same journal and world (determinism).

@@ -1,4 +1,4 @@
-//! One test per recovery rule (brief §4, `plan.rs`), each asserting the exact plan `recover`
+//! One test per recovery rule (ARCHITECTURE.md, `plan.rs`), each asserting the exact plan `recover`
 //! gives, and, where the rule is about what happens to the world, carrying it out in the
 //! simulated world. Then the machine's rejections: every malformed journal is an error, never a
 //! panic.

@@ -24,7 +24,7 @@ fn outcome_for(effect: &Effect) -> Outcome {
 }
 
 #[test]
-fn backup_happy_path_visits_the_states_of_the_brief() {
+fn backup_happy_path_visits_every_state_of_a_backup() {
     let mut events = vec![Run::start(backup_spec(), Timestamp(0))];
     let mut run = Run::from_started(1, &events[0]).unwrap();
     let mut states = vec![run.state()];

@@ -8,7 +8,7 @@ use crate::render;
 use lifeboat_journal::Journal;
 use lifeboat_machine::{BackupKind, Effect, Event, Outcome, Run, RunSpec, SkippedPath, State};
 
-/// What a finished backup reports, in the JSON shape of the brief (§5).
+/// What a finished backup reports, in its stable JSON shape (fields are added, never renamed).
 #[derive(Debug, serde::Serialize)]
 pub struct BackupReport {
     pub run_id: u64,

@@ -1,4 +1,4 @@
-//! `lifeboat package build DIR -o PKG.tar.gz [--version V]`: make a service package (brief §6).
+//! `lifeboat package build DIR -o PKG.tar.gz [--version V]`: make a service package (ARCHITECTURE.md, "The flow of an upgrade").
 
 use super::Ctx;
 use crate::render;
