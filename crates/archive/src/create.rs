@@ -33,6 +33,13 @@ fn clear_non_dir(path: &Path) -> io::Result<()> {
 /// never opens an existing file, so a link planted in between makes it fail, not write elsewhere.
 pub(crate) fn private_file(path: &Path, group: Option<u32>) -> io::Result<File> {
     clear_non_dir(path)?;
+    create_private_file(path, group)
+}
+
+/// Creates `path` as a new file, `0600` (or `0640` owned by `group`) whatever the umask. Never
+/// follows a symlink and never opens an existing file: anything at the name is an error
+/// (`AlreadyExists`, or `ELOOP` for a link). The CLI creates the journal with it.
+pub fn create_private_file(path: &Path, group: Option<u32>) -> io::Result<File> {
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)

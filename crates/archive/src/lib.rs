@@ -90,6 +90,7 @@ mod util;
 mod write;
 mod xattr;
 
+pub use create::create_private_file;
 pub use error::ArchiveError;
 pub use extract::{ExtractOptions, ExtractReport, Staged, Swapped, extract_to_staging};
 pub use notes::{ExtractWarning, Skipped, SkippedKind};

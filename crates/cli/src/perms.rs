@@ -87,14 +87,7 @@ pub fn create_private_dir(path: &Path, group: Option<u32>) -> io::Result<bool> {
 /// Creates `path` as a new empty file, `0600` whatever the umask (the journal, before redb lays
 /// it out, so it is never readable by others, not even for an instant).
 pub fn create_private_file(path: &Path) -> io::Result<File> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    Ok(file)
+    lifeboat_archive::create_private_file(path, None)
 }
 
 /// Before a run that writes an archive (`backup`, `auto-backup run`, `upgrade`): refuses an
