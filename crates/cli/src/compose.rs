@@ -167,6 +167,22 @@ struct ComposeFile {
 #[derive(serde::Deserialize)]
 struct Service {
     depends_on: Option<DependsOn>,
+    profiles: Option<Vec<String>>,
+}
+
+/// The services a compose file starts by default: those without `profiles`.
+pub fn default_services(path: &Path) -> Result<Vec<String>, ComposeError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ComposeError::ReadFile { path: path.to_owned(), source })?;
+    let file: ComposeFile = serde_yaml_ng::from_str(&text)
+        .map_err(|e| ComposeError::Parse { path: path.to_owned(), reason: e.to_string() })?;
+    Ok(file
+        .services
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, s)| s.as_ref().and_then(|s| s.profiles.as_ref()).is_none_or(Vec::is_empty))
+        .map(|(name, _)| name)
+        .collect())
 }
 
 #[derive(serde::Deserialize)]

@@ -5,40 +5,35 @@
 //! **Architecture invariant**: this crate is the only one that performs I/O. The state machine
 //! decides; the executor here carries its effects out and journals them.
 
-/// `println!` that returns the write's `io::Result` instead of panicking, so that a closed
-/// stdout (`lifeboat list | head -1`) ends the command quietly (see [`main_entry`]). Use it with
-/// `?` for everything a command prints on stdout.
-#[macro_export]
-macro_rules! outln {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        writeln!(std::io::stdout().lock(), $($arg)*)
-    }};
-}
-
 pub mod args;
 pub mod commands;
 pub mod compose;
 pub mod config;
-pub mod deploy;
 pub mod docker;
+pub mod effects;
 pub mod executor;
 pub mod exit;
+#[cfg(test)]
+mod fake_services;
+pub mod fsutil;
 pub mod lock;
+pub mod output;
 pub mod package;
 pub mod perms;
 pub mod progress;
 pub mod project;
 pub mod render;
-pub mod restore;
 pub mod retention;
+pub mod runs;
 pub mod schedule;
+pub mod services;
 pub mod signals;
 
 use args::{AutoBackupCommand, Cli, Command, JournalCommand, PackageCommand};
 use clap::Parser;
 use commands::Ctx;
 use exit::Exit;
+use output::emit;
 use std::process::ExitCode;
 
 /// Parses the command line, runs the command, prints an error once (with its causes) and maps it
@@ -61,6 +56,7 @@ pub fn main_entry() -> ExitCode {
             return Exit::Failed.into();
         }
     };
+    let json = cli.json;
     match runtime.block_on(run(cli)) {
         Ok(()) => Exit::Success.into(),
         // The reader of our output went away (`| head`): what it wanted, it has. Say nothing
@@ -70,6 +66,7 @@ pub fn main_entry() -> ExitCode {
             use std::io::Write as _;
             // stderr may be closed too: never panic over an error message.
             let _ = writeln!(std::io::stderr(), "error: {err:#}");
+            output::error_document(json, &err);
             Exit::of(&err).into()
         }
     }
@@ -108,35 +105,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::AutoBackup(AutoBackupCommand::Daemon) => signals::install(false)?,
         _ => {}
     }
+    let json = ctx.json;
     match cli.command {
-        Command::Init(args) => commands::init::run(&ctx, &args),
-        Command::Status => commands::status::run(&ctx).await,
-        Command::Backup(args) => commands::backup::run(&ctx, args.note).await,
+        Command::Init(args) => emit(json, commands::init::run(&ctx, &args)?),
+        Command::Status => emit(json, commands::status::run(&ctx).await?),
+        Command::Backup(args) => emit(json, commands::backup::run(&ctx, args.note).await?),
         Command::AutoBackup(cmd) => match cmd {
-            AutoBackupCommand::Run => commands::auto_backup::run_once(&ctx).await,
-            AutoBackupCommand::Status => commands::auto_backup::status(&ctx),
-            AutoBackupCommand::Enable => commands::auto_backup::set_enabled(&ctx, true),
-            AutoBackupCommand::Disable => commands::auto_backup::set_enabled(&ctx, false),
-            AutoBackupCommand::Schedule { cron } => commands::auto_backup::schedule(&ctx, &cron),
-            AutoBackupCommand::Daemon => commands::daemon::run(&ctx).await,
+            AutoBackupCommand::Run => emit(json, commands::auto_backup::run_once(&ctx).await?),
+            AutoBackupCommand::Status => emit(json, commands::auto_backup::status(&ctx)?),
+            AutoBackupCommand::Enable => emit(json, commands::auto_backup::set_enabled(&ctx, true)?),
+            AutoBackupCommand::Disable => emit(json, commands::auto_backup::set_enabled(&ctx, false)?),
+            AutoBackupCommand::Schedule { cron } => emit(json, commands::auto_backup::schedule(&ctx, &cron)?),
+            // One line per run on stdout as it goes; with --json, the summary is a last line.
+            AutoBackupCommand::Daemon => {
+                let report = commands::daemon::run(&ctx).await?;
+                if json { output::print_line(json, &report) } else { Ok(()) }
+            }
         },
-        Command::List => commands::catalog::list(&ctx),
-        Command::Verify(args) => commands::catalog::verify(&ctx, args.backup_id, args.all),
-        Command::Recover => commands::recover::run(&ctx).await,
-        Command::Restore(args) => commands::restore::run(&ctx, &args).await,
-        Command::Prune(args) => commands::prune::run(&ctx, &args).await,
-        Command::Upgrade(args) => commands::upgrade::run(&ctx, &args).await,
-        Command::Rollback(args) => commands::rollback::run(&ctx, &args).await,
+        Command::List => emit(json, commands::catalog::list(&ctx)?),
+        Command::Verify(args) => emit(json, commands::catalog::verify(&ctx, args.backup_id, args.all)?),
+        Command::Recover => emit(json, commands::recover::run(&ctx).await?),
+        Command::Restore(args) => emit(json, commands::restore::run(&ctx, &args).await?),
+        Command::Prune(args) => emit(json, commands::prune::run(&ctx, &args).await?),
+        Command::Upgrade(args) => emit(json, commands::upgrade::run(&ctx, &args).await?),
+        Command::Rollback(args) => emit(json, commands::rollback::run(&ctx, &args).await?),
         Command::Package(PackageCommand::Build { dir, output, version }) => {
-            commands::package::build(&ctx, &dir, &output, version.as_deref())
+            emit(json, commands::package::build(&ctx, &dir, &output, version.as_deref())?)
         }
-        Command::Completions { shell } => commands::docs::completions(shell),
-        Command::Man => commands::docs::man(),
+        Command::Completions { shell } => emit(json, commands::docs::completions(shell)?),
+        Command::Man => emit(json, commands::docs::man()?),
         Command::Journal(cmd) => match cmd {
-            JournalCommand::List => commands::journal::list(&ctx),
-            JournalCommand::Show { run_id } => commands::journal::show(&ctx, run_id),
-            JournalCommand::Replay { run_id } => commands::journal::replay_cmd(&ctx, run_id),
-            JournalCommand::Verify => commands::journal::verify(&ctx),
+            JournalCommand::List => emit(json, commands::journal::list(&ctx)?),
+            JournalCommand::Show { run_id } => emit(json, commands::journal::show(&ctx, run_id)?),
+            JournalCommand::Replay { run_id } => emit(json, commands::journal::replay_cmd(&ctx, run_id)?),
+            JournalCommand::Verify => emit(json, commands::journal::verify(&ctx)?),
         },
     }
 }

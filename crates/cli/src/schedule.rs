@@ -35,6 +35,23 @@ use std::future::Future;
 /// The longest the loop sleeps before it reads the schedule and the clock again.
 pub const POLL: TimeDelta = TimeDelta::seconds(60);
 
+/// The next `n` times `cron` fires for `project`, in its schedule's time zone (`auto_backup.timezone`,
+/// else local time), formatted for people.
+pub fn next_runs_for(project: &crate::project::Project, cron: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    let cron = crate::config::parse_cron(cron)?;
+    Ok(match project.config.auto_backup.zone()? {
+        Some(zone) => formatted(&cron, Utc::now().with_timezone(&zone), n),
+        None => formatted(&cron, chrono::Local::now(), n),
+    })
+}
+
+fn formatted<Tz: TimeZone>(cron: &Cron, now: DateTime<Tz>, n: usize) -> Vec<String>
+where
+    Tz::Offset: std::fmt::Display,
+{
+    next_runs(cron, &now, n).iter().map(|t| t.format("%Y-%m-%d %H:%M %Z").to_string()).collect()
+}
+
 /// The next `n` times `cron` fires strictly after `after`, in `after`'s time zone.
 pub fn next_runs<Tz: TimeZone>(cron: &Cron, after: &DateTime<Tz>, n: usize) -> Vec<DateTime<Tz>> {
     // croner works to the second; a run that ends at 02:00:00.4 must not be due again at 02:00:00.

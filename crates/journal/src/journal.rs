@@ -155,27 +155,35 @@ impl Journal {
     /// on an error they may or may not be, so reopen the journal and look before starting another
     /// run for the same purpose.
     pub fn begin_run(&self, started: &Event) -> Result<RunId, JournalError> {
+        self.begin_run_with(|_| started.clone()).map(|(id, _)| id)
+    }
+
+    /// [`Journal::begin_run`] for a run whose `started` event names its own id (a backup's archive
+    /// is named after the run): `started` receives the id this transaction allocates, so the name
+    /// and the id cannot disagree. Returns the id and the event as journaled.
+    pub fn begin_run_with(&self, started: impl FnOnce(RunId) -> Event) -> Result<(RunId, Event), JournalError> {
         self.contain(|| {
-            if !matches!(started, Event::Started { .. }) {
-                return Err(JournalError::WrongEvent("a run must begin with a 'started' event"));
-            }
-            let bytes =
-                encode_event(started).map_err(|source| JournalError::Encode { path: self.path.clone(), source })?;
             let txn = self.write()?;
-            let id = {
+            let (id, event) = {
                 let mut runs = txn.open_table(RUNS).map_err(|e| self.storage(e))?;
                 let last = runs.last().map_err(|e| self.storage(e))?.map_or(0, |(k, _)| k.value());
                 let id = last.checked_add(1).ok_or_else(|| JournalError::IdsExhausted { path: self.path.clone() })?;
+                let event = started(id);
+                if !matches!(event, Event::Started { .. }) {
+                    return Err(JournalError::WrongEvent("a run must begin with a 'started' event"));
+                }
+                let bytes =
+                    encode_event(&event).map_err(|source| JournalError::Encode { path: self.path.clone(), source })?;
                 let mut events = txn.open_table(EVENTS).map_err(|e| self.storage(e))?;
                 if events.range((id, 0)..=(id, u64::MAX)).map_err(|e| self.storage(e))?.next().is_some() {
                     return Err(self.inconsistent(format!("events of run {id} exist, but the run does not")));
                 }
                 runs.insert(id, 1).map_err(|e| self.storage(e))?;
                 events.insert((id, 0), bytes.as_slice()).map_err(|e| self.storage(e))?;
-                id
+                (id, event)
             };
             self.commit(txn)?;
-            Ok(id)
+            Ok((id, event))
         })
     }
 

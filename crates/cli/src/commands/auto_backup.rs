@@ -1,107 +1,99 @@
 //! `lifeboat auto-backup`: the schedule's settings, and one scheduled backup.
 
 use super::Ctx;
-use super::backup::BackupReport;
-use super::prune::PruneReport;
 use crate::config::parse_cron;
 use crate::exit::Exit;
+use crate::output::Report;
 use crate::project::Project;
-use lifeboat_machine::BackupKind;
-use serde_json::json;
+use crate::render;
+use crate::runs::scheduled::{ScheduledRun, scheduled_backup};
+use serde::Serialize;
+use std::io::Write;
 
 /// One scheduled backup now, recorded as kind "auto", then retention (`lifeboat prune`).
-pub async fn run_once(ctx: &Ctx) -> anyhow::Result<()> {
-    let run = scheduled_backup(ctx).await?;
-    if ctx.json {
-        let mut value = serde_json::to_value(&run.backup)?;
-        value["prune"] =
-            run.prune.as_ref().map_or_else(|err| json!({ "error": format!("{err:#}") }), PruneReport::to_json);
-        ctx.print_json(&value)?;
-    } else {
-        outln!("auto backup {} completed: {}", run.backup.backup_id, run.backup.path)?;
-        if let Ok(prune) = &run.prune {
-            prune.print_human()?;
+pub async fn run_once(ctx: &Ctx) -> anyhow::Result<ScheduledRun> {
+    scheduled_backup(ctx).await
+}
+
+/// The schedule as `auto-backup status`, `enable`, `disable` and `schedule` report it.
+#[derive(Debug, Serialize)]
+pub struct ScheduleReport {
+    pub enabled: bool,
+    pub cron: String,
+    /// The schedule in words.
+    pub description: String,
+    /// The next three times it fires, in the schedule's time zone.
+    pub next_runs: Vec<String>,
+    pub last_backup_at: Option<String>,
+    pub last_backup_outcome: Option<String>,
+    #[serde(skip)]
+    last_backup: Option<lifeboat_machine::Timestamp>,
+    /// What the command changed: `null` for `status`.
+    pub changed: Option<&'static str>,
+}
+
+pub fn status(ctx: &Ctx) -> anyhow::Result<ScheduleReport> {
+    schedule_report(ctx, None)
+}
+
+pub fn set_enabled(ctx: &Ctx, enabled: bool) -> anyhow::Result<ScheduleReport> {
+    schedule_report(ctx, Some(Change::Enabled(enabled)))
+}
+
+pub fn schedule(ctx: &Ctx, cron: &str) -> anyhow::Result<ScheduleReport> {
+    parse_cron(cron).map_err(|err| Exit::Usage.wrap(err))?;
+    schedule_report(ctx, Some(Change::Cron(cron)))
+}
+
+enum Change<'a> {
+    Enabled(bool),
+    Cron(&'a str),
+}
+
+/// Applies `change` to the journal's settings (if any), then reads the schedule back.
+fn schedule_report(ctx: &Ctx, change: Option<Change<'_>>) -> anyhow::Result<ScheduleReport> {
+    let project = Project::load(&ctx.dir)?;
+    let journal = project.journal()?;
+    let changed = match change {
+        None => None,
+        Some(Change::Enabled(enabled)) => {
+            journal.update_settings(|s| s.auto_backup_enabled = enabled)?;
+            Some(if enabled { "enabled" } else { "disabled" })
         }
-    }
-    run.prune?.result()
-}
-
-/// A scheduled backup and the prune after it.
-pub struct ScheduledRun {
-    pub backup: BackupReport,
-    /// Retention ran only because the backup succeeded; its failure does not undo the backup.
-    pub prune: anyhow::Result<PruneReport>,
-}
-
-/// One scheduled backup then retention, under one hold of the project lock: what `auto-backup
-/// run` does, and what the daemon does at each scheduled time. A failed backup skips retention,
-/// so a failing backup never lets old backups go.
-pub async fn scheduled_backup(ctx: &Ctx) -> anyhow::Result<ScheduledRun> {
-    let project = Project::load(&ctx.dir)?;
-    let _lock = project.lock()?;
-    let journal = project.journal()?;
-    project.refuse_if_interrupted(&journal)?;
-    let backup = super::backup::backup(ctx, &project, &journal, BackupKind::Auto, None).await?;
-    let prune = super::prune::prune(ctx, &project, &journal, false).await;
-    Ok(ScheduledRun { backup, prune })
-}
-
-pub fn status(ctx: &Ctx) -> anyhow::Result<()> {
-    let project = Project::load(&ctx.dir)?;
-    let journal = project.journal()?;
+        Some(Change::Cron(cron)) => {
+            journal.update_settings(|s| s.cron = Some(cron.to_owned()))?;
+            Some("schedule")
+        }
+    };
     let settings = journal.settings()?;
     let cron = settings.cron.clone().unwrap_or_else(|| project.config.auto_backup.cron.clone());
-    let next = next_runs(&project, &cron, 3)?;
-    let described = parse_cron(&cron)?.describe();
-    if ctx.json {
-        return ctx.print_json(&json!({
-            "enabled": settings.auto_backup_enabled,
-            "cron": cron,
-            "description": described,
-            "next_runs": next,
-            "last_backup_at": settings.last_backup_at.map(crate::render::rfc3339),
-            "last_backup_outcome": settings.last_backup_outcome,
-        }));
-    }
-    outln!("auto-backup  {}", if settings.auto_backup_enabled { "enabled" } else { "disabled" })?;
-    outln!("schedule     \"{cron}\": {described}")?;
-    outln!("next runs    {}", next.join(", "))?;
-    match (settings.last_backup_at, &settings.last_backup_outcome) {
-        (Some(at), Some(outcome)) => outln!("last backup  {} ({outcome})", crate::render::local_time(at))?,
-        _ => outln!("last backup  none yet")?,
-    }
-    Ok(())
-}
-
-/// The next `n` times `cron` fires, in the schedule's time zone, for people.
-pub fn next_runs(project: &Project, cron: &str, n: usize) -> anyhow::Result<Vec<String>> {
-    let cron = parse_cron(cron)?;
-    Ok(match project.config.auto_backup.zone()? {
-        Some(zone) => formatted(&cron, chrono::Utc::now().with_timezone(&zone), n),
-        None => formatted(&cron, chrono::Local::now(), n),
+    Ok(ScheduleReport {
+        enabled: settings.auto_backup_enabled,
+        description: parse_cron(&cron)?.describe(),
+        next_runs: crate::schedule::next_runs_for(&project, &cron, 3)?,
+        cron,
+        last_backup_at: settings.last_backup_at.map(render::rfc3339),
+        last_backup: settings.last_backup_at,
+        last_backup_outcome: settings.last_backup_outcome,
+        changed,
     })
 }
 
-fn formatted<Tz: chrono::TimeZone>(cron: &croner::Cron, now: chrono::DateTime<Tz>, n: usize) -> Vec<String>
-where
-    Tz::Offset: std::fmt::Display,
-{
-    crate::schedule::next_runs(cron, &now, n).iter().map(|t| t.format("%Y-%m-%d %H:%M %Z").to_string()).collect()
-}
-
-pub fn set_enabled(ctx: &Ctx, enabled: bool) -> anyhow::Result<()> {
-    let project = Project::load(&ctx.dir)?;
-    let journal = project.journal()?;
-    journal.update_settings(|s| s.auto_backup_enabled = enabled)?;
-    outln!("auto-backup {}", if enabled { "enabled" } else { "disabled" })?;
-    Ok(())
-}
-
-pub fn schedule(ctx: &Ctx, cron: &str) -> anyhow::Result<()> {
-    let parsed = parse_cron(cron).map_err(|err| Exit::Usage.wrap(err))?;
-    let project = Project::load(&ctx.dir)?;
-    let journal = project.journal()?;
-    journal.update_settings(|s| s.cron = Some(cron.to_owned()))?;
-    outln!("auto-backup schedule set to \"{cron}\": {}", parsed.describe())?;
-    Ok(())
+impl Report for ScheduleReport {
+    fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        match self.changed {
+            Some("schedule") => {
+                return writeln!(out, "auto-backup schedule set to \"{}\": {}", self.cron, self.description);
+            }
+            Some(changed) => return writeln!(out, "auto-backup {changed}"),
+            None => {}
+        }
+        writeln!(out, "auto-backup  {}", if self.enabled { "enabled" } else { "disabled" })?;
+        writeln!(out, "schedule     \"{}\": {}", self.cron, self.description)?;
+        writeln!(out, "next runs    {}", self.next_runs.join(", "))?;
+        match (self.last_backup, &self.last_backup_outcome) {
+            (Some(at), Some(outcome)) => writeln!(out, "last backup  {} ({outcome})", render::local_time(at)),
+            _ => writeln!(out, "last backup  none yet"),
+        }
+    }
 }

@@ -23,17 +23,32 @@
 //! notices on stderr.
 
 use super::Ctx;
-use super::auto_backup::scheduled_backup;
 use crate::exit::Exit;
+use crate::output::Report;
 use crate::project::{Project, interrupted_runs};
+use crate::runs::scheduled::{ScheduledRun, scheduled_backup};
 use crate::schedule::{self, Job, Schedule, SystemClock};
 use chrono::{DateTime, Local, Utc};
-use serde_json::json;
+use serde::Serialize;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::SystemTime;
 use tokio::signal::unix::{SignalKind, signal};
 
-pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
+/// What the daemon did when it stopped: how many scheduled runs it made.
+#[derive(Debug, Serialize)]
+pub struct DaemonReport {
+    pub runs: u64,
+}
+
+impl Report for DaemonReport {
+    fn write_text(&self, _: &mut dyn Write) -> std::io::Result<()> {
+        // Its one line per run is on stdout already; the summary is on stderr.
+        Ok(())
+    }
+}
+
+pub async fn run(ctx: &Ctx) -> anyhow::Result<DaemonReport> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let shutdown = async move {
@@ -55,7 +70,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         None => schedule::run_loop(&SystemClock, &mut job, &Local, shutdown).await,
     };
     eprintln!("lifeboat daemon: stopped after {runs} run(s)");
-    Ok(())
+    Ok(DaemonReport { runs: runs as u64 })
 }
 
 /// Settles runs a crash left unfinished, before the first scheduled backup.
@@ -75,8 +90,15 @@ async fn recover_at_start(ctx: &Ctx, project: &Project) -> anyhow::Result<()> {
     };
     if interrupted > 0 {
         eprintln!("lifeboat daemon: {interrupted} interrupted run(s) in the journal: recovering first");
-        let quiet = Ctx { json: false, ..ctx.clone() };
-        super::recover::run(&quiet).await.map_err(|err| {
+        let recovered = async {
+            let mut session = crate::runs::RunSession::open_to_recover(ctx)?;
+            let report = crate::runs::recover::recover_all(&mut session).await?;
+            let mut text = Vec::new();
+            report.write_text(&mut text)?;
+            eprint!("{}", String::from_utf8_lossy(&text));
+            report.exit()
+        };
+        recovered.await.map_err(|err: anyhow::Error| {
             err.context("recovery at start failed: the daemon cannot schedule backups until it succeeds")
         })?;
     }
@@ -152,45 +174,74 @@ impl Job for ProjectJob {
         // Progress bars make no sense in a service's log.
         let ctx = Ctx { progress: false, ..self.ctx.clone() };
         let result = scheduled_backup(&ctx).await;
-        let at = started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        match result {
+        let line = RunLine::new(started, &result);
+        // A closed stdout must not stop the daemon: the run is journaled anyway.
+        let _ = crate::output::print_line(self.ctx.json, &line);
+        match &result {
             Ok(run) => {
-                let prune_error = run.prune.as_ref().err().map(|e| format!("{e:#}"));
-                let prune_problem = run.prune.as_ref().ok().and_then(|p| p.result().err()).map(|e| format!("{e:#}"));
-                if self.ctx.json {
-                    // A closed stdout must not stop the daemon: the run is journaled anyway.
-                    let _ = outln!(
-                        "{}",
-                        json!({
-                            "at": at,
-                            "ok": true,
-                            "backup": serde_json::to_value(&run.backup).unwrap_or_default(),
-                            "prune": run.prune.as_ref().map_or_else(|e| json!({"error": format!("{e:#}")}), |p| p.to_json()),
-                        })
-                    );
-                } else {
-                    let deleted = run.prune.as_ref().map(|p| p.deleted.len()).unwrap_or(0);
-                    let _ = outln!(
-                        "{at} backup {} completed: {} ({} deleted by retention)",
-                        run.backup.backup_id,
-                        run.backup.path,
-                        deleted
-                    );
-                }
-                if let Some(err) = prune_error.or(prune_problem) {
-                    eprintln!("lifeboat daemon: retention after backup {}: {err}", run.backup.backup_id);
+                if let Err(err) = run.exit() {
+                    eprintln!("lifeboat daemon: retention after backup {}: {err:#}", run.backup.backup_id);
                 }
             }
-            Err(err) => {
-                if self.ctx.json {
-                    let _ = outln!(
-                        "{}",
-                        json!({"at": at, "ok": false, "exit": Exit::of(&err) as u8, "error": format!("{err:#}")})
-                    );
-                } else {
-                    let _ = outln!("{at} scheduled backup FAILED (exit {}): see stderr", Exit::of(&err) as u8);
-                }
-                eprintln!("lifeboat daemon: scheduled backup failed: {err:#}");
+            Err(err) => eprintln!("lifeboat daemon: scheduled backup failed: {err:#}"),
+        }
+    }
+}
+
+/// The daemon's line for one scheduled run: `{"at", "ok": true, "backup", "prune"}` or
+/// `{"at", "ok": false, "exit", "error"}`.
+#[derive(Serialize)]
+struct RunLine<'a> {
+    at: String,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backup: Option<&'a crate::runs::backup::BackupReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prune: Option<crate::runs::scheduled::PruneView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip)]
+    deleted: usize,
+}
+
+impl<'a> RunLine<'a> {
+    fn new(started: DateTime<Utc>, result: &'a anyhow::Result<ScheduledRun>) -> RunLine<'a> {
+        let at = started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        match result {
+            Ok(run) => RunLine {
+                at,
+                ok: true,
+                backup: Some(&run.backup),
+                prune: Some(run.prune_view()),
+                exit: None,
+                error: None,
+                deleted: run.prune.as_ref().map_or(0, |p| p.deleted.len()),
+            },
+            Err(err) => RunLine {
+                at,
+                ok: false,
+                backup: None,
+                prune: None,
+                exit: Some(Exit::of(err) as u8),
+                error: Some(format!("{err:#}")),
+                deleted: 0,
+            },
+        }
+    }
+}
+
+impl Report for RunLine<'_> {
+    fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        match (self.backup, self.exit) {
+            (Some(backup), _) => writeln!(
+                out,
+                "{} backup {} completed: {} ({} deleted by retention)",
+                self.at, backup.backup_id, backup.path, self.deleted
+            ),
+            (None, exit) => {
+                writeln!(out, "{} scheduled backup FAILED (exit {}): see stderr", self.at, exit.unwrap_or(1))
             }
         }
     }

@@ -5,11 +5,23 @@ use crate::args::InitArgs;
 use crate::config::{CONFIG_FILE, Config};
 use crate::exit::Exit;
 use crate::fail;
+use crate::output::Report;
 use anyhow::Context;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 
-pub fn run(ctx: &Ctx, args: &InitArgs) -> anyhow::Result<()> {
+/// What `init` wrote and created.
+#[derive(Debug, serde::Serialize)]
+pub struct InitReport {
+    pub path: PathBuf,
+    pub project: String,
+    /// The directories it created (private to their owner).
+    pub created: Vec<PathBuf>,
+    pub warnings: Vec<String>,
+}
+
+pub fn run(ctx: &Ctx, args: &InitArgs) -> anyhow::Result<InitReport> {
     let dir = std::path::absolute(&ctx.dir)?;
     if !dir.is_dir() {
         fail!(Exit::Usage, "{} is not a directory: create it first or pass another -C DIR", dir.display());
@@ -43,23 +55,25 @@ pub fn run(ctx: &Ctx, args: &InitArgs) -> anyhow::Result<()> {
         }
     }
     let warnings = crate::perms::exposure_warnings(&project, []);
-    let name = &project.config.project.name;
-    if ctx.json {
-        ctx.print_json(&serde_json::json!({
-            "path": path, "project": name, "created": created,
-            "warnings": warnings.iter().map(|w| &w.message).collect::<Vec<_>>(),
-        }))?;
-    } else {
-        outln!("wrote {} for compose project {name:?}", path.display())?;
-        for dir in &created {
-            outln!("created {} (mode 0700: private to its owner)", dir.display())?;
+    Ok(InitReport {
+        path,
+        project: project.config.project.name,
+        created,
+        warnings: warnings.into_iter().map(|w| w.message).collect(),
+    })
+}
+
+impl Report for InitReport {
+    fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(out, "wrote {} for compose project {:?}", self.path.display(), self.project)?;
+        for dir in &self.created {
+            writeln!(out, "created {} (mode 0700: private to its owner)", dir.display())?;
         }
-        for warning in &warnings {
-            outln!("warning: {}", warning.message)?;
+        for warning in &self.warnings {
+            writeln!(out, "warning: {warning}")?;
         }
-        outln!("next: check backup.paths, then run 'lifeboat backup'")?;
+        writeln!(out, "next: check backup.paths, then run 'lifeboat backup'")
     }
-    Ok(())
 }
 
 /// The name docker-compose gives a project by default: the directory's name, lowercased, with

@@ -1,5 +1,6 @@
-//! One module per command. Each takes the global options and returns `anyhow::Result`; the exit
-//! code travels in the error (see [`crate::exit`]).
+//! One module per command. Each returns a report (`crate::output::Report`) that `lib.rs` prints;
+//! the exit code of a failure travels in the error (see [`crate::exit`]). Commands never import
+//! one another: what two share lives in `crate::runs` or below.
 
 pub mod auto_backup;
 pub mod backup;
@@ -16,7 +17,6 @@ pub mod rollback;
 pub mod status;
 pub mod upgrade;
 
-use crate::docker::Docker;
 use crate::exit::Exit;
 use std::path::PathBuf;
 
@@ -27,14 +27,6 @@ pub struct Ctx {
     pub json: bool,
     /// Draw progress bars on stderr.
     pub progress: bool,
-}
-
-impl Ctx {
-    /// Prints `value` as the one JSON document on stdout.
-    pub fn print_json(&self, value: &serde_json::Value) -> anyhow::Result<()> {
-        crate::outln!("{}", serde_json::to_string_pretty(value)?)?;
-        Ok(())
-    }
 }
 
 /// Asks before a command that replaces data: `question` (on stderr) must be answered `y` on a
@@ -58,28 +50,4 @@ pub fn confirm(yes: bool, action: &str, question: &str) -> anyhow::Result<()> {
         crate::fail!(Exit::Usage, "{action} cancelled: nothing was changed");
     }
     Ok(())
-}
-
-/// Re-hashes and reads a catalogued archive through, against what the catalog recorded, with a
-/// progress bar when a person watches.
-pub fn verify_entry(
-    ctx: &Ctx,
-    entry: &lifeboat_journal::BackupEntry,
-    path: &std::path::Path,
-) -> Result<lifeboat_archive::VerifyReport, lifeboat_archive::ArchiveError> {
-    let expected = lifeboat_archive::Expected {
-        sha256: entry.sha256.clone(),
-        size_bytes: entry.size_bytes,
-        entry_count: Some(entry.entry_count),
-        content_bytes: Some(entry.content_bytes),
-    };
-    let bar = crate::progress::bar(ctx.progress, "verifying", Some(entry.size_bytes));
-    let result = lifeboat_archive::verify_archive(path, &expected, &mut |n| bar.set_position(n));
-    bar.finish_and_clear();
-    result
-}
-
-/// Connects to Docker before a run starts: no daemon means nothing was touched (exit 1).
-pub async fn connect_docker() -> anyhow::Result<Docker> {
-    Docker::connect().await.map_err(|err| Exit::Failed.wrap(err))
 }

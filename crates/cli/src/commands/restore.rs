@@ -3,18 +3,20 @@
 //! The run verifies the archive before it touches anything, stops the running services, swaps
 //! the backup's data in (keeping the current data aside), starts and verifies the services, and
 //! only then deletes the data kept aside. Any failure before that verification puts the data
-//! aside back and the services up again (see `crate::restore` and the machine's `settle`).
+//! aside back and the services up again (see `crate::effects::data_swap` and the machine's
+//! `settle`).
 
-use super::backup::{downtime_ms, failure_summary, restarted};
-use super::{Ctx, confirm, connect_docker};
+use super::{Ctx, confirm};
 use crate::args::RestoreArgs;
-use crate::executor::Executor;
 use crate::exit::Exit;
 use crate::fail;
+use crate::output::Report;
 use crate::project::Project;
 use crate::render;
+use crate::runs::{RunSession, conclude, history};
 use lifeboat_journal::BackupEntry;
-use lifeboat_machine::{Effect, Run, RunSpec, State};
+use lifeboat_machine::RunSpec;
+use std::io::Write;
 
 /// What a finished restore reports (JSON: add fields, never rename).
 #[derive(Debug, serde::Serialize)]
@@ -28,50 +30,28 @@ pub struct RestoreReport {
     pub downtime_ms: i64,
 }
 
-pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> anyhow::Result<()> {
-    let project = Project::load(&ctx.dir)?;
-    // The lock is held through the question, so nothing changes between the answer and the run.
-    let _lock = project.lock()?;
-    let journal = project.journal()?;
-    project.refuse_if_interrupted(&journal)?;
-    let Some(entry) = journal.backup(args.backup_id)? else {
+pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> anyhow::Result<RestoreReport> {
+    let mut session = RunSession::open(ctx)?;
+    let Some(entry) = session.journal.backup(args.backup_id)? else {
         fail!(Exit::Usage, "no backup {} in the catalog: see 'lifeboat list'", args.backup_id)
     };
-    confirm(args.yes, &format!("restore to backup {}", entry.id), &question(&project, &entry))?;
-    let docker = connect_docker().await?;
-    let executor = Executor { project: &project, journal: &journal, docker: Some(docker), progress: ctx.progress };
-    let backup = entry.backup_ref();
-    let run = executor.start(RunSpec::Restore { backup }).await?;
-    match run.state() {
-        State::Completed => {
-            let roots = crate::restore::data_roots(&project, executor.docker()?).await?;
-            let stopped = run.running().map(<[String]>::to_vec).unwrap_or_default();
-            let events = journal.events(run.id())?;
-            let report = RestoreReport {
-                run_id: run.id(),
-                backup_id: entry.id,
-                restored: roots.into_iter().map(|r| r.archive_name).collect(),
-                restarted: restarted(&events).unwrap_or_else(|| stopped.iter().rev().cloned().collect()),
-                stopped,
-                downtime_ms: downtime_ms(&events).unwrap_or(0),
-            };
-            print_report(ctx, &report)
-        }
-        _ if archive_refused(&run) => Err(Exit::Integrity.wrap(anyhow::anyhow!(
-            "{}\nthe archive does not match its catalog entry; check it with 'lifeboat verify {}'",
-            failure_summary(&run),
-            entry.id
-        ))),
-        _ => Err(Exit::of_unfinished_run(&run).wrap(anyhow::anyhow!("{}", failure_summary(&run)))),
-    }
+    confirm(args.yes, &format!("restore to backup {}", entry.id), &question(&session.project, &entry))?;
+    session.connect().await?;
+    let run = session.run(|_| RunSpec::Restore { backup: entry.backup_ref() }).await?;
+    conclude(&run)?;
+    let roots = crate::effects::data_swap::data_roots(&session.project, session.volumes().await?)?;
+    let stopped = run.running().map(<[String]>::to_vec).unwrap_or_default();
+    let events = session.journal.events(run.id())?;
+    Ok(RestoreReport {
+        run_id: run.id(),
+        backup_id: entry.id,
+        restored: roots.into_iter().map(|r| r.archive_name).collect(),
+        restarted: history::restarted(&events).unwrap_or_else(|| stopped.iter().rev().cloned().collect()),
+        stopped,
+        downtime_ms: history::downtime_ms(&events).unwrap_or(0),
+    })
 }
 
-/// Whether the run ended because its archive failed verification (nothing was touched).
-fn archive_refused(run: &Run) -> bool {
-    run.failures().first().is_some_and(|f| matches!(f.effect, Effect::VerifyArchive { .. }))
-}
-
-/// Asks on the terminal; `true` for yes.
 fn question(project: &Project, entry: &BackupEntry) -> String {
     let volumes = if project.config.backup.volumes { " and the named volumes" } else { "" };
     format!(
@@ -87,14 +67,12 @@ fn question(project: &Project, entry: &BackupEntry) -> String {
     )
 }
 
-fn print_report(ctx: &Ctx, report: &RestoreReport) -> anyhow::Result<()> {
-    if ctx.json {
-        return ctx.print_json(&serde_json::to_value(report)?);
+impl Report for RestoreReport {
+    fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(out, "restore of backup {} completed (run {})", self.backup_id, self.run_id)?;
+        writeln!(out, "  restored   {}", render::list(&self.restored))?;
+        writeln!(out, "  stopped    {}", render::list(&self.stopped))?;
+        writeln!(out, "  restarted  {}", render::list(&self.restarted))?;
+        writeln!(out, "  downtime   {}", render::duration_ms(self.downtime_ms))
     }
-    outln!("restore of backup {} completed (run {})", report.backup_id, report.run_id)?;
-    outln!("  restored   {}", render::list(&report.restored))?;
-    outln!("  stopped    {}", render::list(&report.stopped))?;
-    outln!("  restarted  {}", render::list(&report.restarted))?;
-    outln!("  downtime   {}", render::duration_ms(report.downtime_ms))?;
-    Ok(())
 }

@@ -5,17 +5,18 @@
 //! and files aside until the restored stack is verified up; on failure it puts them back. Once it
 //! commits, the deployed version is the one the backup protects.
 
-use super::backup::{downtime_ms, failure_summary};
-use super::upgrade::{StepTiming, step_timings};
-use super::{Ctx, confirm, connect_docker};
+use super::{Ctx, confirm};
 use crate::args::RollbackArgs;
-use crate::executor::Executor;
 use crate::exit::Exit;
 use crate::fail;
+use crate::output::Report;
 use crate::project::Project;
 use crate::render;
-use lifeboat_journal::{BackupEntry, Journal};
-use lifeboat_machine::{BackupKind, Effect, RunSpec, State, replay};
+use crate::runs::history::{self, StepTiming};
+use crate::runs::{RunSession, conclude};
+use lifeboat_journal::BackupEntry;
+use lifeboat_machine::{BackupKind, RunSpec};
+use std::io::Write;
 
 /// What a finished rollback reports (JSON: add fields, never rename).
 #[derive(Debug, serde::Serialize)]
@@ -28,17 +29,14 @@ pub struct RollbackReport {
     pub steps: Vec<StepTiming>,
 }
 
-pub async fn run(ctx: &Ctx, args: &RollbackArgs) -> anyhow::Result<()> {
-    let project = Project::load(&ctx.dir)?;
-    let _lock = project.lock()?;
-    let journal = project.journal()?;
-    project.refuse_if_interrupted(&journal)?;
+pub async fn run(ctx: &Ctx, args: &RollbackArgs) -> anyhow::Result<RollbackReport> {
+    let mut session = RunSession::open(ctx)?;
     let entry = match args.backup_id {
-        Some(id) => match journal.backup(id)? {
+        Some(id) => match session.journal.backup(id)? {
             Some(entry) => entry,
             None => fail!(Exit::Usage, "no backup {id} in the catalog: see 'lifeboat list'"),
         },
-        None => match last_upgrade_backup(&journal)? {
+        None => match history::last_upgrade_backup(&session.journal)? {
             Some(entry) => entry,
             None => fail!(
                 Exit::Usage,
@@ -53,47 +51,19 @@ pub async fn run(ctx: &Ctx, args: &RollbackArgs) -> anyhow::Result<()> {
             entry.kind.as_str()
         );
     }
-    confirm(args.yes, &format!("rollback to backup {}", entry.id), &question(&project, &entry))?;
-    let docker = connect_docker().await?;
-    let executor = Executor { project: &project, journal: &journal, docker: Some(docker), progress: ctx.progress };
-    let backup = entry.backup_ref();
-    let run = executor.start(RunSpec::Rollback { backup }).await?;
-    let events = journal.events(run.id())?;
-    match run.state() {
-        State::Completed => {
-            let report = RollbackReport {
-                run_id: run.id(),
-                backup_id: entry.id,
-                to_version: journal.settings()?.deployed_version,
-                state: run.state().as_str().to_owned(),
-                downtime_ms: downtime_ms(&events).unwrap_or(0),
-                steps: step_timings(&events),
-            };
-            print_report(ctx, &report)
-        }
-        _ if run.failures().first().is_some_and(|f| matches!(f.effect, Effect::VerifyArchive { .. })) => {
-            Err(Exit::Integrity.wrap(anyhow::anyhow!(
-                "{}\nthe archive does not match its catalog entry; check it with 'lifeboat verify {}'",
-                failure_summary(&run),
-                entry.id
-            )))
-        }
-        _ => Err(Exit::of_unfinished_run(&run).wrap(anyhow::anyhow!("{}", failure_summary(&run)))),
-    }
-}
-
-/// The newest pre-upgrade backup whose upgrade run completed.
-pub fn last_upgrade_backup(journal: &Journal) -> anyhow::Result<Option<BackupEntry>> {
-    let mut entries: Vec<BackupEntry> =
-        journal.backups()?.into_iter().filter(|e| e.kind == BackupKind::PreUpgrade).collect();
-    entries.sort_by_key(|e| std::cmp::Reverse(e.id));
-    for entry in entries {
-        let events = journal.events(entry.run_id)?;
-        if replay(entry.run_id, &events).is_ok_and(|run| run.state() == State::Completed) {
-            return Ok(Some(entry));
-        }
-    }
-    Ok(None)
+    confirm(args.yes, &format!("rollback to backup {}", entry.id), &question(&session.project, &entry))?;
+    session.connect().await?;
+    let run = session.run(|_| RunSpec::Rollback { backup: entry.backup_ref() }).await?;
+    conclude(&run)?;
+    let events = session.journal.events(run.id())?;
+    Ok(RollbackReport {
+        run_id: run.id(),
+        backup_id: entry.id,
+        to_version: session.journal.settings()?.deployed_version,
+        state: run.state().as_str().to_owned(),
+        downtime_ms: history::downtime_ms(&events).unwrap_or(0),
+        steps: history::step_timings(&events),
+    })
 }
 
 fn question(project: &Project, entry: &BackupEntry) -> String {
@@ -109,19 +79,16 @@ fn question(project: &Project, entry: &BackupEntry) -> String {
     )
 }
 
-fn print_report(ctx: &Ctx, report: &RollbackReport) -> anyhow::Result<()> {
-    if ctx.json {
-        return ctx.print_json(&serde_json::to_value(report)?);
+impl Report for RollbackReport {
+    fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "rollback to backup {} completed (run {}); version {}",
+            self.backup_id,
+            self.run_id,
+            self.to_version.as_deref().unwrap_or("unrecorded")
+        )?;
+        writeln!(out, "  downtime  {}", render::duration_ms(self.downtime_ms))?;
+        history::write_steps(out, &self.steps)
     }
-    outln!(
-        "rollback to backup {} completed (run {}); version {}",
-        report.backup_id,
-        report.run_id,
-        report.to_version.as_deref().unwrap_or("unrecorded")
-    )?;
-    outln!("  downtime  {}", render::duration_ms(report.downtime_ms))?;
-    for step in &report.steps {
-        outln!("  {:<19} {}", step.step, render::duration_ms(step.ms))?;
-    }
-    Ok(())
 }

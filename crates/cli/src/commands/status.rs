@@ -1,13 +1,83 @@
 //! `lifeboat status`: one screen on the project's health. Reads only; takes no lock.
 
 use super::Ctx;
-use crate::docker::Docker;
+use crate::docker::{Container, Docker};
 use crate::lock::ProjectLock;
+use crate::output::Report;
 use crate::project::Project;
 use crate::render;
-use serde_json::json;
+use lifeboat_journal::Settings;
+use serde::Serialize;
+use std::io::Write;
+use std::path::PathBuf;
 
-pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
+/// What `status` reports (JSON: add fields, never rename).
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub project: String,
+    pub dir: PathBuf,
+    /// The pid of the lifeboat holding the project lock, if one does.
+    pub run_in_progress: Option<String>,
+    /// The project's containers, or `{"error": ...}` when the daemon does not answer.
+    pub services: Services,
+    pub last_backup: Option<LastBackup>,
+    pub auto_backup: Option<AutoBackup>,
+    pub deployed_version: Option<String>,
+    pub interrupted_runs: Vec<InterruptedRun>,
+    pub journal_bytes: u64,
+    pub warnings: Vec<String>,
+    #[serde(skip)]
+    journal_path: PathBuf,
+    #[serde(skip)]
+    journal_open: bool,
+    #[serde(skip)]
+    next_run: Option<String>,
+    /// The schedule in effect: the journal's, else `lifeboat.toml`'s.
+    #[serde(skip)]
+    cron: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Services {
+    Listed(Vec<ServiceState>),
+    Unknown { error: String },
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceState {
+    pub service: String,
+    pub container: String,
+    pub state: String,
+    pub health: String,
+    #[serde(skip)]
+    has_healthcheck: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LastBackup {
+    pub id: u64,
+    pub created_at: String,
+    pub path: String,
+    pub size_bytes: u64,
+    #[serde(skip)]
+    text: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AutoBackup {
+    pub enabled: bool,
+    pub cron: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InterruptedRun {
+    pub run_id: u64,
+    pub kind: &'static str,
+    pub state: &'static str,
+}
+
+pub async fn run(ctx: &Ctx) -> anyhow::Result<StatusReport> {
     let project = Project::load(&ctx.dir)?;
     let name = &project.config.project.name;
     let holder = ProjectLock::holder(&project.state_dir());
@@ -43,85 +113,108 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         Some(j) => crate::project::interrupted_runs(j)?,
         None => Vec::new(),
     };
-    let settings = match &journal {
+    let settings: Option<Settings> = match &journal {
         Some(j) => Some(j.settings()?),
         None => None,
     };
-    let journal_bytes = std::fs::metadata(project.journal_path()).map(|m| m.len()).unwrap_or(0);
+    let cron =
+        settings.as_ref().and_then(|s| s.cron.clone()).unwrap_or_else(|| project.config.auto_backup.cron.clone());
+    let next_run = match &settings {
+        Some(s) if s.auto_backup_enabled => crate::schedule::next_runs_for(&project, &cron, 1)?.into_iter().next(),
+        _ => None,
+    };
+    Ok(StatusReport {
+        project: name.clone(),
+        dir: project.dir.clone(),
+        run_in_progress: holder,
+        services: match services {
+            Ok(list) => Services::Listed(list.iter().map(service_state).collect()),
+            Err(error) => Services::Unknown { error },
+        },
+        last_backup: last_backup.map(|b| LastBackup {
+            text: format!(
+                "last {} at {} ({}, {})",
+                b.id,
+                render::local_time(b.created_at),
+                render::bytes(b.size_bytes),
+                b.kind.as_str()
+            ),
+            id: b.id,
+            created_at: render::rfc3339(b.created_at),
+            path: b.path,
+            size_bytes: b.size_bytes,
+        }),
+        auto_backup: settings.as_ref().map(|s| AutoBackup { enabled: s.auto_backup_enabled, cron: s.cron.clone() }),
+        deployed_version: settings.as_ref().and_then(|s| s.deployed_version.clone()),
+        interrupted_runs: interrupted
+            .iter()
+            .map(|r| InterruptedRun { run_id: r.id(), kind: r.kind().as_str(), state: r.state().as_str() })
+            .collect(),
+        journal_bytes: std::fs::metadata(project.journal_path()).map(|m| m.len()).unwrap_or(0),
+        warnings: warnings.into_iter().map(|w| w.message).collect(),
+        journal_path: project.journal_path(),
+        journal_open: journal.is_some(),
+        next_run,
+        cron,
+    })
+}
 
-    if ctx.json {
-        return ctx.print_json(&json!({
-            "project": name,
-            "dir": project.dir,
-            "run_in_progress": holder,
-            "services": match &services {
-                Ok(list) => json!(list.iter().map(|c| json!({
-                    "service": c.service, "container": c.name, "state": c.state.to_string(), "health": c.health.to_string(),
-                })).collect::<Vec<_>>()),
-                Err(err) => json!({ "error": err }),
-            },
-            "last_backup": last_backup.as_ref().map(|b| json!({
-                "id": b.id, "created_at": render::rfc3339(b.created_at), "path": b.path, "size_bytes": b.size_bytes,
-            })),
-            "auto_backup": settings.as_ref().map(|s| json!({ "enabled": s.auto_backup_enabled, "cron": s.cron })),
-            "deployed_version": settings.as_ref().and_then(|s| s.deployed_version.clone()),
-            "interrupted_runs": interrupted.iter().map(|r| json!({
-                "run_id": r.id(), "kind": r.kind().as_str(), "state": r.state().as_str(),
-            })).collect::<Vec<_>>(),
-            "journal_bytes": journal_bytes,
-            "warnings": warnings.iter().map(|w| &w.message).collect::<Vec<_>>(),
-        }));
+fn service_state(c: &Container) -> ServiceState {
+    ServiceState {
+        service: c.service.clone(),
+        container: c.name.clone(),
+        state: c.state.to_string(),
+        health: c.health.to_string(),
+        has_healthcheck: c.has_healthcheck,
     }
+}
 
-    outln!("project   {name} ({})", project.dir.display())?;
-    if let Some(pid) = &holder {
-        outln!("run       in progress (lifeboat pid {pid})")?;
-    }
-    match &services {
-        Ok(list) if list.is_empty() => outln!("services  none found with label com.docker.compose.project={name}")?,
-        Ok(list) => {
-            outln!("services")?;
-            for c in list {
-                let health = if c.has_healthcheck { format!(", {}", c.health) } else { String::new() };
-                outln!("  {:<16} {}{health}", c.service, c.state)?;
+impl Report for StatusReport {
+    fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(out, "project   {} ({})", self.project, self.dir.display())?;
+        if let Some(pid) = &self.run_in_progress {
+            writeln!(out, "run       in progress (lifeboat pid {pid})")?;
+        }
+        match &self.services {
+            Services::Listed(list) if list.is_empty() => {
+                writeln!(out, "services  none found with label com.docker.compose.project={}", self.project)?
+            }
+            Services::Listed(list) => {
+                writeln!(out, "services")?;
+                for c in list {
+                    let health = if c.has_healthcheck { format!(", {}", c.health) } else { String::new() };
+                    writeln!(out, "  {:<16} {}{health}", c.service, c.state)?;
+                }
+            }
+            Services::Unknown { error } => writeln!(out, "services  unknown: {error}")?,
+        }
+        match &self.last_backup {
+            Some(b) => writeln!(out, "backup    {}", b.text)?,
+            None if self.journal_open => writeln!(out, "backup    none yet")?,
+            None => {}
+        }
+        if let Some(auto) = &self.auto_backup {
+            let cron = &self.cron;
+            if auto.enabled {
+                writeln!(out, "schedule  enabled, \"{cron}\", next {}", self.next_run.as_deref().unwrap_or("never"))?;
+            } else {
+                writeln!(out, "schedule  disabled, \"{cron}\"")?;
             }
         }
-        Err(err) => outln!("services  unknown: {err}")?,
-    }
-    match &last_backup {
-        Some(b) => outln!(
-            "backup    last {} at {} ({}, {})",
-            b.id,
-            render::local_time(b.created_at),
-            render::bytes(b.size_bytes),
-            b.kind.as_str()
-        )?,
-        None if journal.is_some() => outln!("backup    none yet")?,
-        None => {}
-    }
-    if let Some(s) = &settings {
-        let cron = s.cron.clone().unwrap_or_else(|| project.config.auto_backup.cron.clone());
-        if s.auto_backup_enabled {
-            let next = super::auto_backup::next_runs(&project, &cron, 1)?;
-            outln!("schedule  enabled, \"{cron}\", next {}", next.first().map_or("never", String::as_str))?;
-        } else {
-            outln!("schedule  disabled, \"{cron}\"")?;
+        if let Some(version) = &self.deployed_version {
+            writeln!(out, "version   {version}")?;
         }
-        if let Some(version) = &s.deployed_version {
-            outln!("version   {version}")?;
+        for run in &self.interrupted_runs {
+            writeln!(
+                out,
+                "ATTENTION run {} ({}) was interrupted while {}: run 'lifeboat recover'",
+                run.run_id, run.kind, run.state
+            )?;
         }
+        writeln!(out, "journal   {} ({})", render::bytes(self.journal_bytes), self.journal_path.display())?;
+        for warning in &self.warnings {
+            writeln!(out, "WARNING   {warning}")?;
+        }
+        Ok(())
     }
-    for run in &interrupted {
-        outln!(
-            "ATTENTION run {} ({}) was interrupted while {}: run 'lifeboat recover'",
-            run.id(),
-            run.kind(),
-            run.state()
-        )?;
-    }
-    outln!("journal   {} ({})", render::bytes(journal_bytes), project.journal_path().display())?;
-    for warning in &warnings {
-        outln!("WARNING   {}", warning.message)?;
-    }
-    Ok(())
 }

@@ -1,6 +1,6 @@
-//! Deploying a package's files and images, putting the old files back, and bringing the stack up:
-//! the effects `Deploy`, `RestoreDeployment`, `CommitDeploy` and `ComposeUp`, and the deployment
-//! half of a rollback's `RestoreData { deployment: true }` (with its `RevertData` and `CommitData`).
+//! The deployment swap: deploying a package's files and images and putting the old files back,
+//! the effects `Deploy`, `RestoreDeployment` and `CommitDeploy`, and the deployment half of a
+//! rollback's `RestoreData { deployment: true }` (with its `RevertData` and `CommitData`).
 //!
 //! # One swap, its directory and its states
 //!
@@ -25,18 +25,17 @@
 //!
 //! Files a package adds leave behind the directories created for them (empty) after a revert.
 
-use crate::compose::Compose;
-use crate::docker;
-use crate::executor::Executor;
+use crate::fsutil::{exists, fsync_dir, parent, remove_tree};
 use crate::package;
 use crate::project::{Project, STATE_DIR};
+use crate::services::Services;
 use anyhow::Context;
 use lifeboat_archive::{ArchiveError, ExtractOptions, Root};
-use lifeboat_machine::{BackupRef, PackageRef, RunId, RunSpec};
+use lifeboat_journal::Journal;
+use lifeboat_machine::{BackupKind, BackupRef, PackageRef, Run, RunId, RunSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 const PLAN: &str = "swap.json";
 
@@ -63,20 +62,6 @@ pub struct SwapFile {
 struct Plan {
     format: u32,
     files: Vec<SwapFile>,
-}
-
-fn exists(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok()
-}
-
-fn fsync_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync the directory {}", dir.display()))
-}
-
-fn parent(path: &Path) -> &Path {
-    path.parent().unwrap_or(Path::new("."))
 }
 
 fn read_plan(base: &Path) -> anyhow::Result<Option<Vec<SwapFile>>> {
@@ -227,14 +212,6 @@ pub fn commit(base: &Path) -> anyhow::Result<()> {
     remove_tree(base)
 }
 
-fn remove_tree(path: &Path) -> anyhow::Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Ok(()) => fsync_dir(parent(path)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
-    }
-}
-
 /// The deployment files a pre-upgrade backup keeps (`deploy/<rel>` roots): each current file the
 /// package replaces, and the compose file. Empty for other runs.
 pub fn deployment_roots(project: &Project, spec: &RunSpec) -> anyhow::Result<Vec<Root>> {
@@ -251,178 +228,118 @@ pub fn deployment_roots(project: &Project, spec: &RunSpec) -> anyhow::Result<Vec
     Ok(roots)
 }
 
-/// The services a compose file starts by default (those without `profiles`).
-fn default_services(path: &Path) -> anyhow::Result<Vec<String>> {
-    #[derive(Deserialize)]
-    struct File {
-        services: Option<std::collections::BTreeMap<String, Option<Service>>>,
-    }
-    #[derive(Deserialize)]
-    struct Service {
-        profiles: Option<Vec<String>>,
-    }
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read compose file {}", path.display()))?;
-    let file: File =
-        serde_yaml_ng::from_str(&text).with_context(|| format!("cannot parse compose file {}", path.display()))?;
-    Ok(file
-        .services
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(_, s)| s.as_ref().and_then(|s| s.profiles.as_ref()).is_none_or(Vec::is_empty))
-        .map(|(name, _)| name)
-        .collect())
-}
-
-/// The deployment effects that need the executor's adapters.
-impl Executor<'_> {
-    /// `Deploy`: re-validates the package, extracts it, loads its images, then swaps the files in.
-    pub(crate) async fn deploy(&self, run_id: RunId, package: &PackageRef) -> anyhow::Result<()> {
-        let base = upgrade_dir(self.project, run_id);
-        let dir = self.project.dir.clone();
-        let files = match read_plan(&base)? {
-            Some(files) => files,
-            None => {
-                let path = PathBuf::from(&package.path);
-                // Extract (synced), then load the images, then write the plan: the files swap only
-                // once the images they name are in the daemon.
-                let checked = tokio::task::spawn_blocking({
-                    let base = base.clone();
-                    move || stage_package(&path, &base)
-                })
-                .await
-                .context("the package extraction panicked")??;
-                if checked.sha256 != package.sha256 {
-                    anyhow::bail!(
-                        "package {} changed since the upgrade started (sha256 {} instead of {}): nothing was deployed",
-                        package.path,
-                        checked.sha256,
-                        package.sha256
-                    );
-                }
-                for image in &checked.images {
-                    let loaded = self.docker()?.load_image(&base.join("staged").join(image)).await?;
-                    tracing::info!("loaded {} from {image}", loaded.join(", "));
-                }
-                let files = plan_files(&dir, checked.deploy_files);
-                write_plan(&base, files.clone())?;
-                files
-            }
-        };
-        tokio::task::spawn_blocking(move || swap(&dir, &base, &files)).await.context("the deploy panicked")?
-    }
-
-    /// `RestoreDeployment`: puts the files `Deploy` kept aside back. Idempotent.
-    pub(crate) async fn restore_deployment(&self, run_id: RunId) -> anyhow::Result<()> {
-        let base = upgrade_dir(self.project, run_id);
-        let dir = self.project.dir.clone();
-        tokio::task::spawn_blocking(move || revert(&dir, &base)).await.context("the restore panicked")?
-    }
-
-    /// `CommitDeploy`: records the deployed version, then deletes the old files kept aside.
-    pub(crate) fn commit_deploy(&self, run_id: RunId, version: &str) -> anyhow::Result<()> {
-        self.journal.update_settings(|s| s.deployed_version = Some(version.to_owned()))?;
-        commit(&upgrade_dir(self.project, run_id))
-    }
-
-    /// `ComposeUp`: `up -d` with the configured compose command, then waits until the services'
-    /// containers are up (running, and healthy where they have a healthcheck). Returns the
-    /// services in the order they were found up (dependencies first).
-    pub(crate) async fn compose_up(&self, services: Option<&[String]>) -> anyhow::Result<Vec<String>> {
-        let config = &self.project.config.project;
-        let compose = Compose::new(&config.compose_command, &config.name, &config.compose_file, &self.project.dir)?;
-        if services.is_some_and(<[String]>::is_empty) {
-            // "No service", not compose's "every service" for an empty list: a rollback of a
-            // stack where nothing was running must leave everything stopped.
-            return Ok(Vec::new());
-        }
-        compose.up(services.unwrap_or_default()).await?;
-        let wanted = match services {
-            Some(services) => services.to_vec(),
-            None => default_services(&self.project.compose_file())?,
-        };
-        let timeout = Duration::from_secs(self.project.config.services.start_timeout_secs);
-        let file = self.project.compose_file();
-        let containers = self.docker()?.project_containers(&config.name, Some(&file)).await?;
-        for service in &wanted {
-            if !containers.iter().any(|c| &c.service == service) {
+/// `Deploy`: re-validates the package, extracts it, loads its images, then swaps the files in.
+pub async fn deploy<S: Services>(
+    project: &Project,
+    services: &S,
+    run_id: RunId,
+    package: &PackageRef,
+) -> anyhow::Result<()> {
+    let base = upgrade_dir(project, run_id);
+    let dir = project.dir.clone();
+    let files = match read_plan(&base)? {
+        Some(files) => files,
+        None => {
+            let path = PathBuf::from(&package.path);
+            // Extract (synced), then load the images, then write the plan: the files swap only
+            // once the images they name are in the daemon.
+            let checked = tokio::task::spawn_blocking({
+                let base = base.clone();
+                move || stage_package(&path, &base)
+            })
+            .await
+            .context("the package extraction panicked")??;
+            if checked.sha256 != package.sha256 {
                 anyhow::bail!(
-                    "service {service} has no container after '{} up': check the compose file",
-                    config.compose_command
+                    "package {} changed since the upgrade started (sha256 {} instead of {}): nothing was deployed",
+                    package.path,
+                    checked.sha256,
+                    package.sha256
                 );
             }
+            for image in &checked.images {
+                let loaded = services.load_image(&base.join("staged").join(image)).await?;
+                tracing::info!("loaded {} from {image}", loaded.join(", "));
+            }
+            let files = plan_files(&dir, checked.deploy_files);
+            write_plan(&base, files.clone())?;
+            files
         }
-        let mut order = Vec::new();
-        for container in docker::start_order(&containers)? {
-            if wanted.contains(&container.service) {
-                self.docker()?.wait_up(&container.name, timeout).await?;
-                if !order.contains(&container.service) {
-                    order.push(container.service.clone());
+    };
+    tokio::task::spawn_blocking(move || swap(&dir, &base, &files)).await.context("the deploy panicked")?
+}
+
+/// `RestoreDeployment`: puts the files `Deploy` kept aside back. Idempotent.
+pub async fn revert_upgrade(project: &Project, run_id: RunId) -> anyhow::Result<()> {
+    revert_in_background(project, upgrade_dir(project, run_id)).await
+}
+
+/// `CommitDeploy`: records the deployed version, then deletes the old files kept aside.
+pub fn commit_upgrade(journal: &Journal, project: &Project, run_id: RunId, version: &str) -> anyhow::Result<()> {
+    journal.update_settings(|s| s.deployed_version = Some(version.to_owned()))?;
+    commit(&upgrade_dir(project, run_id))
+}
+
+/// The deployment half of a rollback's `RestoreData { deployment: true }`: the archive's
+/// `deploy/` files swapped in, the current ones kept in `.lifeboat/rollback-run<ID>/old`.
+/// A backup without deployment files (not a pre-upgrade backup) restores data only.
+pub async fn restore_backup_files(project: &Project, run_id: RunId, backup: &BackupRef) -> anyhow::Result<()> {
+    let base = rollback_dir(project, run_id);
+    let dir = project.dir.clone();
+    let archive = PathBuf::from(&backup.path);
+    let backup_id = backup.backup_id;
+    tokio::task::spawn_blocking(move || {
+        apply(&dir, &base, |base| {
+            let staged = base.join("staged");
+            std::fs::create_dir_all(&staged).with_context(|| format!("cannot create {}", staged.display()))?;
+            let options = ExtractOptions {
+                subtree: Some("deploy".to_owned()),
+                staging: Some(staged.join("deploy")),
+                ..ExtractOptions::default()
+            };
+            match lifeboat_archive::extract_to_staging(&archive, &base.join("deploy-target"), &options) {
+                Ok(_staged) => {}
+                Err(ArchiveError::MemberNotFound { .. }) => {
+                    tracing::warn!("backup {backup_id} holds no deployment files: restoring its data only");
+                    return Ok(Vec::new());
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("cannot extract the deployment files of backup {backup_id}")));
                 }
             }
-        }
-        Ok(order)
-    }
-
-    /// The deployment half of a rollback's `RestoreData { deployment: true }`: the archive's
-    /// `deploy/` files swapped in, the current ones kept in `.lifeboat/rollback-run<ID>/old`.
-    /// A backup without deployment files (not a pre-upgrade backup) restores data only.
-    pub(crate) async fn restore_backup_deployment(&self, run_id: RunId, backup: &BackupRef) -> anyhow::Result<()> {
-        let base = rollback_dir(self.project, run_id);
-        let dir = self.project.dir.clone();
-        let archive = PathBuf::from(&backup.path);
-        let backup_id = backup.backup_id;
-        tokio::task::spawn_blocking(move || {
-            apply(&dir, &base, |base| {
-                let staged = base.join("staged");
-                std::fs::create_dir_all(&staged).with_context(|| format!("cannot create {}", staged.display()))?;
-                let options = ExtractOptions {
-                    subtree: Some("deploy".to_owned()),
-                    staging: Some(staged.join("deploy")),
-                    ..ExtractOptions::default()
-                };
-                match lifeboat_archive::extract_to_staging(&archive, &base.join("deploy-target"), &options) {
-                    Ok(_staged) => {}
-                    Err(ArchiveError::MemberNotFound { .. }) => {
-                        tracing::warn!("backup {backup_id} holds no deployment files: restoring its data only");
-                        return Ok(Vec::new());
-                    }
-                    Err(e) => {
-                        return Err(anyhow::Error::new(e)
-                            .context(format!("cannot extract the deployment files of backup {backup_id}")));
-                    }
-                }
-                let mut rels = Vec::new();
-                collect_files(&staged.join("deploy"), "", &mut rels)?;
-                Ok(rels)
-            })
-            .map(drop)
+            let mut rels = Vec::new();
+            collect_files(&staged.join("deploy"), "", &mut rels)?;
+            Ok(rels)
         })
-        .await
-        .context("the restore panicked")?
-    }
+        .map(drop)
+    })
+    .await
+    .context("the restore panicked")?
+}
 
-    /// The deployment half of a rollback's `RevertData`.
-    pub(crate) async fn revert_backup_deployment(&self, run_id: RunId) -> anyhow::Result<()> {
-        let base = rollback_dir(self.project, run_id);
-        let dir = self.project.dir.clone();
-        tokio::task::spawn_blocking(move || revert(&dir, &base)).await.context("the revert panicked")?
-    }
+/// The deployment half of a rollback's `RevertData`.
+pub async fn revert_rollback(project: &Project, run_id: RunId) -> anyhow::Result<()> {
+    revert_in_background(project, rollback_dir(project, run_id)).await
+}
 
-    /// The deployment half of a rollback's `CommitData`: records the version the backup protects
-    /// as the deployed one (so recovery of a rollback does it too), then deletes the files kept
-    /// aside.
-    pub(crate) fn commit_backup_deployment(&self, run: &lifeboat_machine::Run) -> anyhow::Result<()> {
-        let RunSpec::Rollback { backup } = run.spec() else {
-            anyhow::bail!("run {} is not a rollback", run.id());
-        };
-        let run_id = run.id();
-        if let Some(entry) = self.journal.backup(backup.backup_id)?
-            && entry.kind == lifeboat_machine::BackupKind::PreUpgrade
-        {
-            self.journal.update_settings(|s| s.deployed_version = entry.protects_version.clone())?;
-        }
-        commit(&rollback_dir(self.project, run_id))
+/// The deployment half of a rollback's `CommitData`: records the version the backup protects as
+/// the deployed one (so recovery of a rollback does it too), then deletes the files kept aside.
+pub fn commit_rollback(journal: &Journal, project: &Project, run: &Run) -> anyhow::Result<()> {
+    let RunSpec::Rollback { backup } = run.spec() else {
+        anyhow::bail!("run {} is not a rollback", run.id());
+    };
+    if let Some(entry) = journal.backup(backup.backup_id)?
+        && entry.kind == BackupKind::PreUpgrade
+    {
+        journal.update_settings(|s| s.deployed_version = entry.protects_version.clone())?;
     }
+    commit(&rollback_dir(project, run.id()))
+}
+
+async fn revert_in_background(project: &Project, base: PathBuf) -> anyhow::Result<()> {
+    let dir = project.dir.clone();
+    tokio::task::spawn_blocking(move || revert(&dir, &base)).await.context("the revert panicked")?
 }
 
 /// Every regular file below `dir`, as `/`-separated paths relative to it.

@@ -1,6 +1,5 @@
-//! Putting a backup's data back in place: the effects of a restore run (`VerifyArchive`,
-//! `RestoreData`, `RevertData`, `CommitData`) and the service checks that surround them
-//! (`VerifyServices`, `StopStack`).
+//! The data swap: putting a backup's data back in place, the effects `RestoreData`, `RevertData`
+//! and `CommitData` of a restore or rollback run (their deployment half is `deploy_swap`).
 //!
 //! # Roots and their names
 //!
@@ -52,14 +51,13 @@
 //! backup. A root the backup does not hold fails the restore before anything is swapped; a root
 //! the backup holds but the configuration no longer has is left out.
 
-use crate::docker::{self, Docker};
-use crate::executor::Executor;
+use crate::docker::Volume;
+use crate::fsutil::{self, exists};
 use crate::project::Project;
 use anyhow::Context;
-use lifeboat_archive::{ArchiveError, Expected, ExtractOptions, ExtractReport, Staged, Swapped};
-use lifeboat_machine::{BackupRef, RunId};
+use lifeboat_archive::{ArchiveError, ExtractOptions, ExtractReport, Staged, Swapped};
+use lifeboat_machine::RunId;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// One tree of a backup and where it goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,9 +84,9 @@ fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The data roots of the project as configured now: each data path, then each named volume (the
-/// same trees, under the same names, as a backup archives).
-pub async fn data_roots(project: &Project, docker: &Docker) -> anyhow::Result<Vec<DataRoot>> {
+/// The data roots of the project as configured now: each data path, then each of `volumes` (the
+/// project's named volumes; the same trees, under the same names, as a backup archives).
+pub fn data_roots(project: &Project, volumes: Vec<Volume>) -> anyhow::Result<Vec<DataRoot>> {
     let config = &project.config;
     let mut roots = Vec::new();
     for path in &config.backup.paths {
@@ -100,7 +98,7 @@ pub async fn data_roots(project: &Project, docker: &Docker) -> anyhow::Result<Ve
         roots.push(DataRoot { archive_name: format!("paths/{path}"), target });
     }
     if config.backup.volumes {
-        for volume in docker.project_volumes(&config.project.name).await? {
+        for volume in volumes {
             let name = volume.compose_name.clone().unwrap_or(volume.name.clone());
             roots.push(DataRoot { archive_name: format!("volumes/{name}"), target: volume.mountpoint });
         }
@@ -108,22 +106,11 @@ pub async fn data_roots(project: &Project, docker: &Docker) -> anyhow::Result<Ve
     Ok(roots)
 }
 
-fn exists(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok()
-}
-
 /// Removes a staging directory (idempotent).
 fn remove_staging(staging: &Path, target: &Path) -> anyhow::Result<()> {
     Staged { staging: staging.to_path_buf(), target: target.to_path_buf(), report: ExtractReport::default() }
         .discard()
         .with_context(|| format!("cannot remove the staging directory {}", staging.display()))
-}
-
-fn fsync_parent(path: &Path) -> anyhow::Result<()> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(parent)
-        .and_then(|dir| dir.sync_all())
-        .with_context(|| format!("cannot sync the directory {}", parent.display()))
 }
 
 /// `RestoreData`: extracts every root that is not swapped yet into its staging directory, then
@@ -170,7 +157,7 @@ fn prepare_root(archive: &Path, root: &DataRoot, run_id: RunId) -> anyhow::Resul
             // before the swap began, so finishing the swap is safe.
             std::fs::rename(&staging, target)
                 .with_context(|| format!("cannot move {} into place at {}", staging.display(), target.display()))?;
-            fsync_parent(target)?;
+            fsutil::fsync_dir(fsutil::parent(target))?;
             return Ok(None);
         }
         anyhow::bail!(
@@ -185,7 +172,7 @@ fn prepare_root(archive: &Path, root: &DataRoot, run_id: RunId) -> anyhow::Resul
         // An empty target, so the swap always leaves an aside for `RevertData` and the states
         // above stay unambiguous.
         std::fs::create_dir_all(target).with_context(|| format!("cannot create {}", target.display()))?;
-        fsync_parent(target)?;
+        fsutil::fsync_dir(fsutil::parent(target))?;
     }
     let options = ExtractOptions {
         subtree: Some(root.archive_name.clone()),
@@ -246,92 +233,6 @@ pub fn commit_data(roots: &[DataRoot], run_id: RunId) -> anyhow::Result<()> {
         remove_staging(&staging_path(&root.target, run_id), &root.target)?;
     }
     Ok(())
-}
-
-/// The restore effects that need the executor's adapters.
-impl Executor<'_> {
-    /// `VerifyArchive`: re-hashes and reads the archive through, against the catalog entry (with its
-    /// counts, while the entry is still there) or else the sha256 and size the run was started with.
-    pub(crate) async fn verify_backup_archive(&self, backup: &BackupRef) -> anyhow::Result<()> {
-        let entry = self.journal.backup(backup.backup_id)?;
-        let expected = Expected {
-            sha256: backup.sha256.clone(),
-            size_bytes: backup.size_bytes,
-            entry_count: entry.as_ref().map(|e| e.entry_count),
-            content_bytes: entry.as_ref().map(|e| e.content_bytes),
-        };
-        let path = PathBuf::from(&backup.path);
-        let bar = crate::progress::bar(self.progress, "verifying", Some(backup.size_bytes));
-        let result = tokio::task::spawn_blocking({
-            let bar = bar.clone();
-            move || lifeboat_archive::verify_archive(&path, &expected, &mut |n| bar.set_position(n))
-        })
-        .await
-        .context("the archive verifier panicked")?;
-        bar.finish_and_clear();
-        result.with_context(|| {
-            format!("backup {} failed verification, so nothing was changed: restore another backup", backup.backup_id)
-        })?;
-        Ok(())
-    }
-
-    pub(crate) async fn restore_backup_data(&self, run_id: RunId, backup: &BackupRef) -> anyhow::Result<()> {
-        let roots = data_roots(self.project, self.docker()?).await?;
-        let archive = PathBuf::from(&backup.path);
-        tokio::task::spawn_blocking(move || restore_data(&archive, &roots, run_id))
-            .await
-            .context("the restore panicked")?
-    }
-
-    pub(crate) async fn revert_restored_data(&self, run_id: RunId) -> anyhow::Result<()> {
-        let roots = data_roots(self.project, self.docker()?).await?;
-        tokio::task::spawn_blocking(move || revert_data(&roots, run_id)).await.context("the revert panicked")?
-    }
-
-    pub(crate) async fn commit_restored_data(&self, run_id: RunId) -> anyhow::Result<()> {
-        let roots = data_roots(self.project, self.docker()?).await?;
-        tokio::task::spawn_blocking(move || commit_data(&roots, run_id)).await.context("the commit panicked")?
-    }
-
-    async fn project_containers(&self) -> anyhow::Result<Vec<docker::Container>> {
-        let compose_file = self.project.compose_file();
-        let compose_file = compose_file.exists().then_some(compose_file.as_path());
-        Ok(self.docker()?.project_containers(&self.project.config.project.name, compose_file).await?)
-    }
-
-    /// `VerifyServices`: each container of `services` (of every service when `None`) is running
-    /// and, where it has a healthcheck, healthy, within `services.start_timeout_secs`. Read-only.
-    pub(crate) async fn verify_services(&self, services: Option<&[String]>) -> anyhow::Result<()> {
-        let timeout = Duration::from_secs(self.project.config.services.start_timeout_secs);
-        let containers = self.project_containers().await?;
-        if let Some(services) = services {
-            for service in services {
-                if !containers.iter().any(|c| &c.service == service) {
-                    anyhow::bail!("service {service} has no container: run the compose command's 'up' for it");
-                }
-            }
-        }
-        for container in docker::start_order(&containers)? {
-            if services.is_some_and(|s| !s.contains(&container.service)) {
-                continue;
-            }
-            self.docker()?.wait_up(&container.name, timeout).await?;
-        }
-        Ok(())
-    }
-
-    /// `StopStack`: stops every running container of the project, dependants first. A container
-    /// Docker had to kill is only a warning here: the stack stops so that its data can be replaced.
-    pub(crate) async fn stop_stack(&self) -> anyhow::Result<()> {
-        let timeout = Duration::from_secs(self.project.config.services.stop_timeout_secs);
-        let containers = self.project_containers().await?;
-        for container in docker::stop_order(&containers)? {
-            if self.docker()?.stop(&container.name, timeout).await? == docker::StopOutcome::Killed {
-                tracing::warn!("{} did not stop within {} s, so Docker killed it", container.name, timeout.as_secs());
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
