@@ -6,89 +6,115 @@
 use crate::run::{MachineError, Mode, Run};
 use crate::types::*;
 
-/// The index of each step in the forward list of its kind. Indices, not states, because a state
-/// (Checking, Verifying) can hold more than one step.
-mod step {
-    // Backup and upgrade.
-    pub const STOP: usize = 1;
-    pub const WRITE: usize = 2;
-    pub const RECORD: usize = 3;
-    // Upgrade only.
-    pub const DEPLOY: usize = 4;
-    pub const COMPOSE_UP: usize = 5;
-    pub const VERIFY_UPGRADE: usize = 6;
-    // Restore and rollback.
-    pub const RESTORE_STOP: usize = 2;
-    pub const RESTORE_DATA: usize = 3;
-    pub const RESTORE_START: usize = 4;
-    pub const RESTORE_VERIFY: usize = 5;
+/// A forward step of a backup, upgrade, restore or rollback (a prune's steps are its deletions).
+/// Steps, not states, name a position in a run because a state (Checking, Verifying) can hold
+/// more than one step.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    VerifyArchive,
+    Inspect,
+    Stop,
+    Write,
+    Record,
+    Deploy,
+    /// The upgraded stack up, whatever services its files now name.
+    UpStack,
+    VerifyStack,
+    CommitDeploy,
+    RestoreData,
+    /// The services that were running up again.
+    Start,
+    Verify,
+    CommitData,
 }
 
-/// The number of forward steps that must have succeeded before a run is past its point of no
-/// return: from there, a failure or crash finishes the run instead of undoing it.
-///
-/// - backup: the archive is recorded; undoing would throw away a good backup.
-/// - upgrade: the new version was verified healthy.
-/// - restore and rollback: the restored data was verified with the services up.
-/// - prune: from the start. A deleted backup cannot be undeleted, and every deletion is
-///   idempotent, so an interrupted prune always finishes.
-pub(crate) fn point_of_no_return(kind: RunKind) -> usize {
-    match kind {
-        RunKind::Prune => 0,
-        RunKind::Backup => step::RECORD + 1,
-        RunKind::Upgrade => step::VERIFY_UPGRADE + 1,
-        RunKind::Restore | RunKind::Rollback => step::RESTORE_VERIFY + 1,
-    }
+/// The forward steps of a kind, in order, and the one whose success takes a run past its point of
+/// no return: from there, a failure or crash finishes the run instead of undoing it.
+fn steps(kind: RunKind) -> Option<(&'static [Step], Step)> {
+    use Step::*;
+    Some(match kind {
+        // The archive is recorded: undoing would throw away a good backup.
+        RunKind::Backup => (&[Inspect, Stop, Write, Record, Start], Record),
+        // The new version was verified healthy.
+        RunKind::Upgrade => (&[Inspect, Stop, Write, Record, Deploy, UpStack, VerifyStack, CommitDeploy], VerifyStack),
+        // The restored data was verified with the services up.
+        RunKind::Restore | RunKind::Rollback => {
+            (&[VerifyArchive, Inspect, Stop, RestoreData, Start, Verify, CommitData], Verify)
+        }
+        // A prune's steps are its deletions, and it is past its point of no return from the start:
+        // a deleted backup cannot be undeleted, and every deletion is idempotent, so an
+        // interrupted prune always finishes.
+        RunKind::Prune => return None,
+    })
+}
+
+/// Whether a run whose first `done` forward steps succeeded is past its point of no return.
+pub(crate) fn is_committed(kind: RunKind, done: usize) -> bool {
+    steps(kind).is_none_or(|(list, committed_by)| list.iter().take(done).any(|&step| step == committed_by))
 }
 
 /// The forward step at `index`, or `None` past the last one.
 pub(crate) fn forward_step(run: &Run, index: usize) -> Result<Option<(State, Effect)>, MachineError> {
-    let running = || run.running().map(<[String]>::to_vec).ok_or(MachineError::MissingFact("running services"));
-    let step = match run.spec() {
-        RunSpec::Backup { archive_path, backup_kind, note } => match index {
-            0 => (State::Checking, Effect::Inspect),
-            1 => (State::Stopping, Effect::StopServices { services: running()? }),
-            2 => (State::Archiving, Effect::WriteArchive { path: archive_path.clone() }),
-            3 => (
-                State::Recording,
-                Effect::RecordBackup { archive: archive(run)?, backup_kind: *backup_kind, note: note.clone() },
-            ),
-            4 => (State::Restarting, Effect::StartServices { services: running()? }),
-            _ => return Ok(None),
-        },
-        RunSpec::Upgrade { archive_path, package } => match index {
-            0 => (State::Checking, Effect::Inspect),
-            1 => (State::Stopping, Effect::StopServices { services: running()? }),
-            2 => (State::Archiving, Effect::WriteArchive { path: archive_path.clone() }),
-            3 => (
-                State::Recording,
-                Effect::RecordBackup { archive: archive(run)?, backup_kind: BackupKind::PreUpgrade, note: None },
-            ),
-            4 => (State::Deploying, Effect::Deploy { package: package.clone() }),
-            5 => (State::Restarting, Effect::ComposeUp { services: None }),
-            6 => (State::Verifying, Effect::VerifyServices { services: None }),
-            7 => (State::Verifying, Effect::CommitDeploy { version: package.version.clone() }),
-            _ => return Ok(None),
-        },
-        RunSpec::Restore { backup } | RunSpec::Rollback { backup } => {
-            let rollback = run.kind() == RunKind::Rollback;
-            match index {
-                0 => (State::Checking, Effect::VerifyArchive { backup: backup.clone() }),
-                1 => (State::Checking, Effect::Inspect),
-                2 => (State::Stopping, Effect::StopServices { services: running()? }),
-                3 => (State::Restoring, Effect::RestoreData { backup: backup.clone(), deployment: rollback }),
-                4 => (State::Restarting, start_effect(rollback, running()?)),
-                5 => (State::Verifying, Effect::VerifyServices { services: Some(running()?) }),
-                6 => (State::Verifying, Effect::CommitData),
-                _ => return Ok(None),
-            }
+    if let RunSpec::Prune { deletions } = run.spec() {
+        return Ok(deletions
+            .get(index)
+            .map(|backup| (State::Pruning, Effect::DeleteBackup { backup: backup.clone() })));
+    }
+    match steps(run.kind()).and_then(|(list, _)| list.get(index)) {
+        Some(&step) => Ok(Some((step.state(), step.effect(run)?))),
+        None => Ok(None),
+    }
+}
+
+impl Step {
+    fn state(self) -> State {
+        match self {
+            Step::VerifyArchive | Step::Inspect => State::Checking,
+            Step::Stop => State::Stopping,
+            Step::Write => State::Archiving,
+            Step::Record => State::Recording,
+            Step::Deploy => State::Deploying,
+            Step::RestoreData => State::Restoring,
+            Step::UpStack | Step::Start => State::Restarting,
+            Step::VerifyStack | Step::CommitDeploy | Step::Verify | Step::CommitData => State::Verifying,
         }
-        RunSpec::Prune { deletions } => match deletions.get(index) {
-            Some(backup) => (State::Pruning, Effect::DeleteBackup { backup: backup.clone() }),
-            None => return Ok(None),
-        },
-    };
-    Ok(Some(step))
+    }
+
+    /// The effect of this step in `run`, from its spec and the facts its outcomes reported.
+    fn effect(self, run: &Run) -> Result<Effect, MachineError> {
+        let rollback = run.kind() == RunKind::Rollback;
+        Ok(match (self, run.spec()) {
+            (Step::VerifyArchive, RunSpec::Restore { backup } | RunSpec::Rollback { backup }) => {
+                Effect::VerifyArchive { backup: backup.clone() }
+            }
+            (Step::Inspect, _) => Effect::Inspect,
+            (Step::Stop, _) => Effect::StopServices { services: running(run)? },
+            (Step::Write, RunSpec::Backup { archive_path, .. } | RunSpec::Upgrade { archive_path, .. }) => {
+                Effect::WriteArchive { path: archive_path.clone() }
+            }
+            (Step::Record, RunSpec::Backup { backup_kind, note, .. }) => {
+                Effect::RecordBackup { archive: archive(run)?, backup_kind: *backup_kind, note: note.clone() }
+            }
+            (Step::Record, _) => {
+                Effect::RecordBackup { archive: archive(run)?, backup_kind: BackupKind::PreUpgrade, note: None }
+            }
+            (Step::Deploy, RunSpec::Upgrade { package, .. }) => Effect::Deploy { package: package.clone() },
+            (Step::UpStack, _) => Effect::ComposeUp { services: None },
+            (Step::VerifyStack, _) => Effect::VerifyServices { services: None },
+            (Step::CommitDeploy, RunSpec::Upgrade { package, .. }) => {
+                Effect::CommitDeploy { version: package.version.clone() }
+            }
+            (Step::RestoreData, RunSpec::Restore { backup } | RunSpec::Rollback { backup }) => {
+                Effect::RestoreData { backup: backup.clone(), deployment: rollback }
+            }
+            (Step::Start, _) => start_effect(rollback, running(run)?),
+            (Step::Verify, _) => Effect::VerifyServices { services: Some(running(run)?) },
+            (Step::CommitData, _) => Effect::CommitData,
+            (Step::VerifyArchive | Step::Write | Step::Deploy | Step::CommitDeploy | Step::RestoreData, _) => {
+                unreachable!("`steps` lists this step only for kinds whose spec holds what it needs")
+            }
+        })
+    }
 }
 
 /// How services come back: `docker start` of the existing containers, or, when deployment files
@@ -106,7 +132,7 @@ fn archive(run: &Run) -> Result<ArchiveFacts, MachineError> {
 /// `begun` forward steps had their intent journaled; the first `done` of them succeeded. Returns
 /// the steps that settle the run and the terminal state they lead to.
 pub(crate) fn settle(run: &Run, begun: usize, done: usize) -> Result<(Vec<Effect>, State), MachineError> {
-    if done >= point_of_no_return(run.kind()) {
+    if is_committed(run.kind(), done) {
         // Finish: the remaining forward steps, from the one that failed or was interrupted.
         let mut steps = Vec::new();
         let mut index = done;
@@ -116,29 +142,15 @@ pub(crate) fn settle(run: &Run, begun: usize, done: usize) -> Result<(Vec<Effect
         }
         return Ok((steps, State::Completed));
     }
+    // Undo, asking by name which forward steps began and which succeeded.
+    let list = steps(run.kind()).map(|(list, _)| list).unwrap_or_default();
+    let began = |step| list.iter().take(begun).any(|&s| s == step);
+    let succeeded = |step| list.iter().take(done).any(|&s| s == step);
     let mut steps = Vec::new();
     match run.spec() {
-        RunSpec::Backup { archive_path, .. } => {
-            if begun > step::WRITE {
-                steps.push(Effect::DiscardArchive { path: archive_path.clone() });
-            }
-            if begun > step::STOP {
-                steps.extend(start_again(run, done > step::STOP)?);
-            }
-        }
-        RunSpec::Upgrade { archive_path, .. } if begun <= step::DEPLOY => {
-            // Nothing deployed yet: like a backup, except that a recorded pre-upgrade backup is a
-            // good backup and stays.
-            if begun > step::WRITE && done <= step::RECORD {
-                steps.push(Effect::DiscardArchive { path: archive_path.clone() });
-            }
-            if begun > step::STOP {
-                steps.extend(start_again(run, done > step::STOP)?);
-            }
-        }
-        RunSpec::Upgrade { .. } => {
+        RunSpec::Upgrade { .. } if began(Step::Deploy) => {
             // Deploying began: put the old files back and, if the new stack ran, the old data.
-            let new_stack_ran = begun > step::COMPOSE_UP;
+            let new_stack_ran = began(Step::UpStack);
             let running = running(run)?;
             steps.push(Effect::StopStack);
             steps.push(Effect::RestoreDeployment);
@@ -158,20 +170,30 @@ pub(crate) fn settle(run: &Run, begun: usize, done: usize) -> Result<(Vec<Effect
                 steps.push(Effect::CommitData);
             }
         }
+        RunSpec::Backup { archive_path, .. } | RunSpec::Upgrade { archive_path, .. } => {
+            // Nothing deployed: undo the backup. A recorded archive (an upgrade's pre-upgrade
+            // backup) is a good backup and stays.
+            if began(Step::Write) && !succeeded(Step::Record) {
+                steps.push(Effect::DiscardArchive { path: archive_path.clone() });
+            }
+            if began(Step::Stop) {
+                steps.extend(start_again(run, succeeded(Step::Stop))?);
+            }
+        }
         // Past its point of no return from the start: handled above.
         RunSpec::Prune { .. } => {}
         RunSpec::Restore { .. } | RunSpec::Rollback { .. } => {
             let rollback = run.kind() == RunKind::Rollback;
-            if begun > step::RESTORE_DATA {
+            if began(Step::RestoreData) {
                 let running = running(run)?;
-                if begun > step::RESTORE_START {
+                if began(Step::Start) {
                     steps.push(Effect::StopStack);
                 }
                 steps.push(Effect::RevertData);
                 steps.push(start_effect(rollback, running.clone()));
                 steps.push(Effect::VerifyServices { services: Some(running) });
-            } else if begun > step::RESTORE_STOP {
-                steps.extend(start_again(run, done > step::RESTORE_STOP)?);
+            } else if began(Step::Stop) {
+                steps.extend(start_again(run, succeeded(Step::Stop))?);
             }
         }
     }
@@ -277,8 +299,7 @@ impl Run {
             Mode::Forward => {
                 let done = self.cursor();
                 let begun = done + usize::from(self.in_flight().is_some());
-                let decision =
-                    if done >= point_of_no_return(self.kind()) { Decision::Resume } else { Decision::RollBack };
+                let decision = if is_committed(self.kind(), done) { Decision::Resume } else { Decision::RollBack };
                 let (steps, end) = settle(self, begun, done)?;
                 (decision, steps, end)
             }

@@ -1,6 +1,6 @@
 //! [`Run`]: one backup, upgrade, restore or rollback, as the fold of its events.
 
-use crate::plan::{forward_step, point_of_no_return, settle};
+use crate::plan::{forward_step, is_committed, settle};
 use crate::types::*;
 use std::fmt;
 
@@ -205,7 +205,7 @@ impl Run {
     /// Whether the run is past its point of no return: from here it finishes rather than undoes.
     pub fn is_committed(&self) -> bool {
         match &self.mode {
-            Mode::Forward => self.cursor >= point_of_no_return(self.kind()),
+            Mode::Forward => is_committed(self.kind(), self.cursor),
             Mode::Compensating { end, .. } | Mode::Ended(end) => *end == State::Completed,
         }
     }

@@ -1,4 +1,16 @@
 //! The vocabulary of runs: what is started, what is asked, what is reported, what is journaled.
+//!
+//! # These types are the journal's wire format
+//!
+//! Events are stored with bincode, which writes an enum variant as its index in the declaration
+//! and the fields of a variant or struct by position, without names. So the order of the variants
+//! of every enum here that is stored ([`Event`], [`RunSpec`], [`Effect`], [`Outcome`],
+//! [`Decision`], [`BackupKind`]; and [`State`] and [`RunKind`], which no record holds yet but which
+//! follow the same rule), and the fields of every variant and struct inside them, are the on-disk
+//! format of every journal ever written. Variants are only appended at the end; none is ever
+//! reordered, removed or given new fields. A new fact travels in a new variant (as
+//! [`Outcome::Archived`] beside [`Outcome::ArchiveWritten`]) or in a new journal table. See
+//! docs/journal-format.md; `crates/journal/tests/golden_events.rs` pins the bytes of every variant.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -84,6 +96,9 @@ pub struct PackageRef {
 
 /// What a run was asked to do. Fixed when the run starts and journaled in its `Started` event, so
 /// recovery needs nothing but the journal.
+///
+/// The variant order is the journal's wire format (bincode writes the variant's index): append new
+/// variants at the end, never reorder, remove or add fields. See docs/journal-format.md.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum RunSpec {
@@ -198,6 +213,10 @@ pub struct SkippedPath {
 
 /// A side effect the machine asks the executor to carry out. Every effect is idempotent or
 /// checkable, so carrying it out again after a crash is safe; the doc line of each variant says how.
+///
+/// Journaled in every `Intent` event, so the variant order is the journal's wire format (bincode
+/// writes the variant's index): append new variants at the end, never reorder, remove or add
+/// fields. See docs/journal-format.md.
 #[must_use = "an effect does nothing until the executor carries it out"]
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -277,6 +296,11 @@ impl Effect {
 }
 
 /// What the executor reports after carrying out an effect.
+///
+/// Journaled in every `Outcome` event, so the variant order is the journal's wire format (bincode
+/// writes the variant's index): append new variants at the end, never reorder, remove or add
+/// fields; a new report is a new variant, as `Archived` beside `ArchiveWritten`. See
+/// docs/journal-format.md.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Outcome {
@@ -330,6 +354,10 @@ impl Decision {
 }
 
 /// One journal record of a run. Events are appended, never modified or deleted.
+///
+/// The variant order is the journal's wire format (bincode writes the variant's index, then the
+/// fields by position): append new variants at the end, never reorder, remove or add fields. See
+/// docs/journal-format.md.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Event {
