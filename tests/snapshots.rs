@@ -118,3 +118,75 @@ fn journal_and_catalog_snapshots() {
     insta::assert_snapshot!("status", lifeboat(dir.path(), &["status"]));
     insta::assert_snapshot!("journal_show_json", lifeboat(dir.path(), &["--json", "journal", "show", "1"]));
 }
+
+/// Runs lifeboat with `--json` and returns its stdout parsed as the one JSON document it must
+/// be, with the exit code. A failing command prints `{"error", "exit_code"}` instead of its report.
+fn lifeboat_json(dir: &Path, args: &[&str]) -> (serde_json::Value, i32) {
+    let output = Command::new(LIFEBOAT)
+        .arg("-C")
+        .arg(dir)
+        .arg("--json")
+        .args(args)
+        .env("TZ", "UTC")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .env_remove("FAILPOINTS")
+        .output()
+        .expect("run lifeboat");
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8 on stdout");
+    let value: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|err| panic!("lifeboat --json {args:?} printed no single JSON document ({err}):\n{stdout}"));
+    (value, output.status.code().expect("an exit code"))
+}
+
+/// The JSON as a snapshot: pretty, with the temporary directory and times that move replaced.
+fn json_snapshot(dir: &Path, value: &serde_json::Value) -> String {
+    let mut value = value.clone();
+    for moving in ["next_runs"] {
+        if let Some(field) = value.get_mut(moving) {
+            *field = serde_json::json!("[moves with the clock]");
+        }
+    }
+    serde_json::to_string_pretty(&value).unwrap().replace(&dir.display().to_string(), "[DIR]")
+}
+
+/// Every command's `--json` output is one JSON document, whether it succeeds or fails, and each
+/// shape is pinned (docs/json.md documents them).
+#[test]
+fn every_command_prints_one_json_document() {
+    let dir = fixed_project();
+    let dir = dir.path();
+    let cases: &[(&str, &[&str], i32)] = &[
+        ("json_list", &["list"], 0),
+        ("json_journal_list", &["journal", "list"], 0),
+        ("json_journal_replay", &["journal", "replay", "2"], 0),
+        ("json_journal_verify", &["journal", "verify"], 0),
+        ("json_status", &["status"], 0),
+        ("json_auto_backup_status", &["auto-backup", "status"], 0),
+        ("json_auto_backup_schedule", &["auto-backup", "schedule", "30 3 * * *"], 0),
+        ("json_auto_backup_enable", &["auto-backup", "enable"], 0),
+        ("json_auto_backup_disable", &["auto-backup", "disable"], 0),
+        // The archives of the fixed journal do not exist: verification fails (exit 5).
+        ("json_verify_all", &["verify", "--all"], 5),
+        // Run 2 is interrupted: a new run is refused (exit 4), and recovery needs the daemon,
+        // which does not answer here (exit 1).
+        ("json_backup_refused", &["backup"], 4),
+        ("json_prune_refused", &["prune", "--dry-run"], 4),
+        ("json_recover_no_daemon", &["recover"], 1),
+        ("json_journal_show_unknown", &["journal", "show", "99"], 2),
+    ];
+    for (name, args, code) in cases {
+        let (value, exit) = lifeboat_json(dir, args);
+        assert_eq!(exit, *code, "lifeboat --json {args:?}: {value}");
+        insta::assert_snapshot!(*name, json_snapshot(dir, &value));
+    }
+    let fresh = tempfile::tempdir().unwrap();
+    let (init, exit) = lifeboat_json(fresh.path(), &["init", "--project", "demo"]);
+    assert_eq!(exit, 0);
+    insta::assert_snapshot!("json_init", json_snapshot(fresh.path(), &init));
+    for (args, format) in [(&["completions", "bash"][..], "bash"), (&["man"][..], "roff")] {
+        let (value, exit) = lifeboat_json(dir, args);
+        assert_eq!(exit, 0);
+        assert_eq!(value["format"], format);
+        assert!(value["text"].as_str().is_some_and(|t| t.contains("lifeboat")), "{args:?}");
+    }
+}

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// The name of the configuration file in the project directory.
@@ -109,7 +110,7 @@ impl AutoBackupSection {
 impl BackupSection {
     /// The gid of `backup.group`, `None` when it is not set; an unknown group is an error naming it.
     pub fn group_id(&self) -> anyhow::Result<Option<u32>> {
-        self.group.as_deref().map(crate::perms::group_id).transpose()
+        self.group.as_deref().map(group_id).transpose()
     }
 
     /// The archive writer's options from this section: level, group and limits.
@@ -294,6 +295,35 @@ pub fn parse_cron(expr: &str) -> anyhow::Result<croner::Cron> {
         bail!("{expr:?} has {fields} fields: use 5 (minute hour day-of-month month day-of-week), e.g. \"0 2 * * *\"");
     }
     expr.parse::<croner::Cron>().map_err(|err| anyhow::anyhow!("{expr:?} is not a cron expression: {err}"))
+}
+
+/// The gid of the group named `name`; an unknown name is a configuration error.
+pub fn group_id(name: &str) -> anyhow::Result<u32> {
+    let c_name = std::ffi::CString::new(name).map_err(|_| anyhow::anyhow!("backup.group {name:?} contains a NUL"))?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: `libc::group` is plain data (integers and pointers), valid when zeroed.
+        let mut group: libc::group = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: `group` and `result` are valid out-pointers; `buf` outlives the call and its
+        // length is passed; getgrnam_r is the re-entrant lookup.
+        let rc =
+            unsafe { libc::getgrnam_r(c_name.as_ptr(), &mut group, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc)).with_context(|| format!("cannot look up the group {name:?}"));
+        }
+        if result.is_null() {
+            anyhow::bail!(
+                "backup.group {name:?} is not a group on this host: create it ('groupadd {name}'), name an existing \
+                 one, or remove backup.group to keep backups readable by root only"
+            );
+        }
+        return Ok(group.gr_gid);
+    }
 }
 
 #[cfg(test)]

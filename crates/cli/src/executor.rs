@@ -7,8 +7,12 @@
 //! journal. Effects report failures as [`Outcome::Failed`], which the machine settles; only a
 //! journal that cannot be written stops the loop with an error.
 
+#[cfg(test)]
+pub use crate::crash::CRASH_AFTER;
+pub use crate::crash::crash_point;
 use crate::effects::services::ServiceOps;
 use crate::effects::{backups, data_swap, deploy_swap};
+use crate::fsutil;
 use crate::project::Project;
 use crate::render::{self, now};
 use crate::services::Services;
@@ -137,9 +141,7 @@ impl<S: Services> Executor<'_, S> {
             Effect::RestoreData { backup, deployment } => {
                 let roots = self.data_roots().await?;
                 let (archive, id) = (std::path::PathBuf::from(&backup.path), run.id());
-                tokio::task::spawn_blocking(move || data_swap::restore_data(&archive, &roots, id))
-                    .await
-                    .context("the restore panicked")??;
+                fsutil::blocking("the restore", move || data_swap::restore_data(&archive, &roots, id)).await?;
                 if *deployment {
                     deploy_swap::restore_backup_files(project, run.id(), backup).await?;
                 }
@@ -149,15 +151,11 @@ impl<S: Services> Executor<'_, S> {
                     deploy_swap::revert_rollback(project, run.id()).await?;
                 }
                 let (roots, id) = (self.data_roots().await?, run.id());
-                tokio::task::spawn_blocking(move || data_swap::revert_data(&roots, id))
-                    .await
-                    .context("the revert panicked")??;
+                fsutil::blocking("the revert", move || data_swap::revert_data(&roots, id)).await?;
             }
             Effect::CommitData => {
                 let (roots, id) = (self.data_roots().await?, run.id());
-                tokio::task::spawn_blocking(move || data_swap::commit_data(&roots, id))
-                    .await
-                    .context("the commit panicked")??;
+                fsutil::blocking("the commit", move || data_swap::commit_data(&roots, id)).await?;
                 if rollback {
                     deploy_swap::commit_rollback(journal, project, run)?;
                 }
@@ -185,42 +183,4 @@ impl<S: Services> Executor<'_, S> {
         roots.extend(deploy_swap::deployment_roots(self.project, run.spec())?);
         Ok(roots)
     }
-}
-
-/// A fail point: with the `failpoints` feature and `FAILPOINTS=<name>=return`, the process kills
-/// itself here with SIGKILL, exactly as a crash would (no unwinding, no destructors, no flush).
-///
-/// `FAILPOINTS=<name>=return(SIGINT)` (or `SIGTERM`) sends that signal instead and carries on, as
-/// an operator's Ctrl-C or a service manager's stop landing exactly there would.
-pub fn crash_point(name: &str) {
-    #[cfg(feature = "failpoints")]
-    fail::fail_point!(name, |signal: Option<String>| {
-        let signal = match signal.as_deref() {
-            Some("SIGINT") => libc::SIGINT,
-            Some("SIGTERM") => libc::SIGTERM,
-            _ => libc::SIGKILL,
-        };
-        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
-        unsafe {
-            libc::kill(libc::getpid(), signal);
-        }
-    });
-    #[cfg(test)]
-    CRASH_AFTER.with(|left| match left.get() {
-        Some(0) => {
-            left.set(None);
-            panic!("simulated crash at {name}");
-        }
-        Some(n) => left.set(Some(n - 1)),
-        None => {}
-    });
-    let _ = name;
-}
-
-#[cfg(test)]
-thread_local! {
-    /// For the unit tests: how many crash points still pass before one panics, standing in for a
-    /// kill (the test catches the panic and drops the in-memory run, keeping only the journal and
-    /// the world). Thread-local, as a current-thread runtime drives the run on the test's thread.
-    pub static CRASH_AFTER: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
 }

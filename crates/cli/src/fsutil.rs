@@ -2,6 +2,9 @@
 //! renames and removals (the directory fsynced after), free space and tree sizes.
 
 use anyhow::Context;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Whether anything (a dangling symlink included) is at `path`.
@@ -79,4 +82,60 @@ pub fn tree_size(path: &Path) -> u64 {
     }
     let Ok(entries) = std::fs::read_dir(path) else { return 0 };
     entries.filter_map(Result::ok).map(|e| tree_size(&e.path())).sum()
+}
+
+/// Runs blocking filesystem work (extracting, swapping, hashing) off the async threads. A panic
+/// in it is an error naming `what`, as any other failure of the effect.
+pub async fn blocking<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(work).await.with_context(|| format!("{what} panicked"))?
+}
+
+/// The mode of the directories lifeboat creates for backups: `0700`, or `0750` with a group.
+pub fn dir_mode(group: Option<u32>) -> u32 {
+    if group.is_some() { 0o750 } else { 0o700 }
+}
+
+/// Creates the directory `path` and its missing parents, each new one with [`dir_mode`] (and the
+/// group) whatever the umask, so a parent lifeboat made cannot let others swap the directory out.
+/// Existing directories are left as they are. Returns whether `path` itself was created.
+pub fn create_private_dir(path: &Path, group: Option<u32>) -> io::Result<bool> {
+    let mut missing: Vec<&Path> = Vec::new();
+    let mut at = path;
+    while std::fs::metadata(at).is_err() {
+        missing.push(at);
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+            _ => break,
+        }
+    }
+    let mut created_leaf = false;
+    for dir in missing.iter().rev() {
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            // Another process made it in between: it is not ours to chmod.
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(err) => return Err(err),
+        }
+        // Through a descriptor opened without following links: what gets the mode is the
+        // directory just made, never something swapped in at its name.
+        let handle = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dir)?;
+        if let Some(gid) = group {
+            std::os::unix::fs::fchown(&handle, None, Some(gid))?;
+        }
+        handle.set_permissions(std::fs::Permissions::from_mode(dir_mode(group)))?;
+        created_leaf = *dir == path;
+    }
+    Ok(created_leaf)
+}
+
+/// Creates `path` as a new empty file, `0600` whatever the umask (the journal, before redb lays
+/// it out, so it is never readable by others, not even for an instant).
+pub fn create_private_file(path: &Path) -> io::Result<File> {
+    lifeboat_archive::create_private_file(path, None)
 }

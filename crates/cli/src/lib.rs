@@ -2,13 +2,15 @@
 //! bollard, compose through its CLI, archives through `lifeboat-archive`). `main.rs` is a thin
 //! shell over [`main_entry`].
 //!
-//! **Architecture invariant**: this crate is the only one that performs I/O. The state machine
-//! decides; the executor here carries its effects out and journals them.
+//! The state machine decides; the executor here carries its effects out and journals them. The
+//! journal and archive crates write their own files; everything else that touches the world is
+//! here (ARCHITECTURE.md, "crates/cli").
 
 pub mod args;
 pub mod commands;
 pub mod compose;
 pub mod config;
+pub mod crash;
 pub mod docker;
 pub mod effects;
 pub mod executor;
@@ -23,6 +25,8 @@ pub mod perms;
 pub mod progress;
 pub mod project;
 pub mod render;
+#[cfg(test)]
+mod report_shapes;
 pub mod retention;
 pub mod runs;
 pub mod schedule;

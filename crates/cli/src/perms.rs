@@ -7,88 +7,13 @@
 //! run starts), and [`exposure_warnings`] names what others can read or write.
 
 use crate::exit::Exit;
+use crate::fsutil::{create_private_dir, dir_mode};
 use crate::project::Project;
 use anyhow::Context;
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::Metadata;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-
-/// The gid of the group named `name`; an unknown name is a configuration error.
-pub fn group_id(name: &str) -> anyhow::Result<u32> {
-    let c_name = std::ffi::CString::new(name).map_err(|_| anyhow::anyhow!("backup.group {name:?} contains a NUL"))?;
-    let mut buf = vec![0u8; 4096];
-    loop {
-        // SAFETY: `libc::group` is plain data (integers and pointers), valid when zeroed.
-        let mut group: libc::group = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: `group` and `result` are valid out-pointers; `buf` outlives the call and its
-        // length is passed; getgrnam_r is the re-entrant lookup.
-        let rc =
-            unsafe { libc::getgrnam_r(c_name.as_ptr(), &mut group, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc)).with_context(|| format!("cannot look up the group {name:?}"));
-        }
-        if result.is_null() {
-            anyhow::bail!(
-                "backup.group {name:?} is not a group on this host: create it ('groupadd {name}'), name an existing \
-                 one, or remove backup.group to keep backups readable by root only"
-            );
-        }
-        return Ok(group.gr_gid);
-    }
-}
-
-/// The mode of the directories lifeboat creates for backups: `0700`, or `0750` with a group.
-pub fn dir_mode(group: Option<u32>) -> u32 {
-    if group.is_some() { 0o750 } else { 0o700 }
-}
-
-/// Creates the directory `path` and its missing parents, each new one with [`dir_mode`] (and the
-/// group) whatever the umask, so a parent lifeboat made cannot let others swap the directory out.
-/// Existing directories are left as they are. Returns whether `path` itself was created.
-pub fn create_private_dir(path: &Path, group: Option<u32>) -> io::Result<bool> {
-    let mut missing: Vec<&Path> = Vec::new();
-    let mut at = path;
-    while std::fs::metadata(at).is_err() {
-        missing.push(at);
-        match at.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
-            _ => break,
-        }
-    }
-    let mut created_leaf = false;
-    for dir in missing.iter().rev() {
-        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-            Ok(()) => {}
-            // Another process made it in between: it is not ours to chmod.
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(err) => return Err(err),
-        }
-        // Through a descriptor opened without following links: what gets the mode is the
-        // directory just made, never something swapped in at its name.
-        let handle = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(dir)?;
-        if let Some(gid) = group {
-            std::os::unix::fs::fchown(&handle, None, Some(gid))?;
-        }
-        handle.set_permissions(std::fs::Permissions::from_mode(dir_mode(group)))?;
-        created_leaf = *dir == path;
-    }
-    Ok(created_leaf)
-}
-
-/// Creates `path` as a new empty file, `0600` whatever the umask (the journal, before redb lays
-/// it out, so it is never readable by others, not even for an instant).
-pub fn create_private_file(path: &Path) -> io::Result<File> {
-    lifeboat_archive::create_private_file(path, None)
-}
 
 /// Before a run that writes an archive (`backup`, `auto-backup run`, `upgrade`): refuses an
 /// existing backup dir other users could put names in (exit 2, nothing started). A missing one is
@@ -164,7 +89,7 @@ fn euid() -> u32 {
 /// A group's name for messages, its number when it has none.
 fn group_name(gid: u32) -> String {
     let mut buf = vec![0u8; 4096];
-    // SAFETY: as in `group_id`: zeroed plain data, then getgrgid_r with valid out-pointers.
+    // SAFETY: as in `config::group_id`: zeroed plain data, then getgrgid_r with valid out-pointers.
     let mut group: libc::group = unsafe { std::mem::zeroed() };
     let mut result: *mut libc::group = std::ptr::null_mut();
     // SAFETY: as above.
@@ -271,6 +196,9 @@ pub fn concerning<'a>(warnings: &'a [Exposure], archive: &Path) -> Vec<&'a str> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::group_id;
+    use crate::fsutil::create_private_file;
+    use std::os::unix::fs::PermissionsExt;
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().mode() & 0o7777

@@ -51,7 +51,8 @@ impl Project {
     /// `.lifeboat/`, created `0700` whatever the umask if it is missing (docs/security.md).
     pub fn create_state_dir(&self) -> anyhow::Result<PathBuf> {
         let state = self.state_dir();
-        crate::perms::create_private_dir(&state, None).with_context(|| format!("cannot create {}", state.display()))?;
+        crate::fsutil::create_private_dir(&state, None)
+            .with_context(|| format!("cannot create {}", state.display()))?;
         Ok(state)
     }
 
@@ -67,7 +68,7 @@ impl Project {
         let new = std::fs::symlink_metadata(&path).map_or(true, |m| m.len() == 0);
         // redb creates files with the umask's mode; created here first, the journal is `0600`
         // from its first instant (redb lays a new journal out in an empty file).
-        match crate::perms::create_private_file(&path) {
+        match crate::fsutil::create_private_file(&path) {
             Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => {
                 return Err(err).with_context(|| format!("cannot create the journal {}", path.display()));
             }

@@ -111,7 +111,9 @@ impl Step {
             (Step::Verify, _) => Effect::VerifyServices { services: Some(running(run)?) },
             (Step::CommitData, _) => Effect::CommitData,
             (Step::VerifyArchive | Step::Write | Step::Deploy | Step::CommitDeploy | Step::RestoreData, _) => {
-                unreachable!("`steps` lists this step only for kinds whose spec holds what it needs")
+                // `steps` lists these only for kinds whose spec holds what they need; an error,
+                // not a panic, should that ever change.
+                return Err(MachineError::MissingFact("the spec a step needs"));
             }
         })
     }

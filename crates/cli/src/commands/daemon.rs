@@ -246,3 +246,24 @@ impl Report for RunLine<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runs::prune::PruneReport;
+
+    #[test]
+    fn run_line_shapes() {
+        let at = DateTime::parse_from_rfc3339("2026-11-26T02:00:00Z").unwrap().with_timezone(&Utc);
+        let ok = Ok(ScheduledRun { backup: crate::report_shapes::backup(), prune: Ok(PruneReport::default()) });
+        insta::assert_snapshot!("daemon_line_ok", serde_json::to_string(&RunLine::new(at, &ok)).unwrap());
+        let failed = Err(Exit::NeedsRecovery.wrap(anyhow::anyhow!("run 2 (backup) was interrupted")));
+        insta::assert_snapshot!("daemon_line_failed", serde_json::to_string(&RunLine::new(at, &failed)).unwrap());
+        let mut text = Vec::new();
+        RunLine::new(at, &failed).write_text(&mut text).unwrap();
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            "2026-11-26T02:00:00Z scheduled backup FAILED (exit 4): see stderr\n"
+        );
+    }
+}

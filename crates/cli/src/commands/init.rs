@@ -50,7 +50,7 @@ pub fn run(ctx: &Ctx, args: &InitArgs) -> anyhow::Result<InitReport> {
     let project = crate::project::Project { dir, config };
     let mut created = Vec::new();
     for dir in [project.state_dir(), project.backup_dir()] {
-        if crate::perms::create_private_dir(&dir, None).with_context(|| format!("cannot create {}", dir.display()))? {
+        if crate::fsutil::create_private_dir(&dir, None).with_context(|| format!("cannot create {}", dir.display()))? {
             created.push(dir);
         }
     }

@@ -7,13 +7,17 @@ use crate::output::Report;
 use crate::project::Project;
 use crate::render;
 use crate::runs::history::{self, outcome};
-use lifeboat_journal::Journal;
+use lifeboat_journal::{Journal, JournalError};
 use lifeboat_machine::{Event, Run, replay};
 use serde::Serialize;
 use std::io::Write;
 
 fn load(journal: &Journal, run_id: u64) -> anyhow::Result<(Run, Vec<Event>)> {
-    let events = journal.events(run_id).map_err(|err| Exit::Integrity.wrap(err))?;
+    let events = match journal.events(run_id) {
+        // An id the operator typed that is not there is a usage error, not a damaged journal.
+        Err(JournalError::UnknownRun { .. }) => Vec::new(),
+        other => other.map_err(|err| Exit::Integrity.wrap(err))?,
+    };
     if events.is_empty() {
         fail!(Exit::Usage, "no run {run_id} in the journal: see 'lifeboat journal list'");
     }

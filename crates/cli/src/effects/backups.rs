@@ -125,7 +125,7 @@ pub fn discard(journal: &Journal, run: &Run, path: &str) -> anyhow::Result<()> {
 /// relative to the project directory unless absolute).
 pub fn delete(journal: &Journal, project: &Project, backup: &BackupRef) -> anyhow::Result<()> {
     journal.remove_backup(backup.backup_id)?;
-    crate::executor::crash_point("delete_backup:catalog_removed");
+    crate::crash::crash_point("delete_backup:catalog_removed");
     let path = project.dir.join(&backup.path);
     if fsutil::remove_file(&path)? {
         tracing::info!("deleted {}", path.display());
@@ -147,9 +147,8 @@ pub async fn verify(journal: &Journal, backup: &BackupRef, progress: bool) -> an
         content_bytes: entry.as_ref().map(|e| e.content_bytes),
     };
     let path = PathBuf::from(&backup.path);
-    tokio::task::spawn_blocking(move || check(&path, &expected, progress))
+    crate::fsutil::blocking("the archive verifier", move || Ok(check(&path, &expected, progress)?))
         .await
-        .context("the archive verifier panicked")?
         .with_context(|| {
             format!("backup {} failed verification, so nothing was changed: restore another backup", backup.backup_id)
         })?;

@@ -25,7 +25,7 @@
 //!
 //! Files a package adds leave behind the directories created for them (empty) after a revert.
 
-use crate::fsutil::{exists, fsync_dir, parent, remove_tree};
+use crate::fsutil::{blocking, exists, fsync_dir, parent, remove_tree};
 use crate::package;
 use crate::project::{Project, STATE_DIR};
 use crate::services::Services;
@@ -243,12 +243,11 @@ pub async fn deploy<S: Services>(
             let path = PathBuf::from(&package.path);
             // Extract (synced), then load the images, then write the plan: the files swap only
             // once the images they name are in the daemon.
-            let checked = tokio::task::spawn_blocking({
+            let checked = blocking("the package extraction", {
                 let base = base.clone();
                 move || stage_package(&path, &base)
             })
-            .await
-            .context("the package extraction panicked")??;
+            .await?;
             if checked.sha256 != package.sha256 {
                 anyhow::bail!(
                     "package {} changed since the upgrade started (sha256 {} instead of {}): nothing was deployed",
@@ -266,7 +265,7 @@ pub async fn deploy<S: Services>(
             files
         }
     };
-    tokio::task::spawn_blocking(move || swap(&dir, &base, &files)).await.context("the deploy panicked")?
+    blocking("the deploy", move || swap(&dir, &base, &files)).await
 }
 
 /// `RestoreDeployment`: puts the files `Deploy` kept aside back. Idempotent.
@@ -288,7 +287,7 @@ pub async fn restore_backup_files(project: &Project, run_id: RunId, backup: &Bac
     let dir = project.dir.clone();
     let archive = PathBuf::from(&backup.path);
     let backup_id = backup.backup_id;
-    tokio::task::spawn_blocking(move || {
+    blocking("the restore of the deployment files", move || {
         apply(&dir, &base, |base| {
             let staged = base.join("staged");
             std::fs::create_dir_all(&staged).with_context(|| format!("cannot create {}", staged.display()))?;
@@ -315,7 +314,6 @@ pub async fn restore_backup_files(project: &Project, run_id: RunId, backup: &Bac
         .map(drop)
     })
     .await
-    .context("the restore panicked")?
 }
 
 /// The deployment half of a rollback's `RevertData`.
@@ -339,7 +337,7 @@ pub fn commit_rollback(journal: &Journal, project: &Project, run: &Run) -> anyho
 
 async fn revert_in_background(project: &Project, base: PathBuf) -> anyhow::Result<()> {
     let dir = project.dir.clone();
-    tokio::task::spawn_blocking(move || revert(&dir, &base)).await.context("the revert panicked")?
+    blocking("the revert", move || revert(&dir, &base)).await
 }
 
 /// Every regular file below `dir`, as `/`-separated paths relative to it.

@@ -102,7 +102,7 @@ impl RunSession {
 
 async fn resume<S: Services>(executor: Executor<'_, S>, mut run: Run, plan: &RecoveryPlan) -> anyhow::Result<Run> {
     executor.record(&mut run, plan.event(crate::render::now())).await?;
-    crate::executor::crash_point("recovering");
+    crate::crash::crash_point("recovering");
     executor.drive(run).await
 }
 
