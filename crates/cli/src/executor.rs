@@ -224,3 +224,7 @@ thread_local! {
     /// the world). Thread-local, as a current-thread runtime drives the run on the test's thread.
     pub static CRASH_AFTER: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
 }
+
+#[cfg(test)]
+#[path = "executor_tests.rs"]
+mod tests;
