@@ -184,3 +184,7 @@ impl<S: Services> Executor<'_, S> {
         Ok(roots)
     }
 }
+
+#[cfg(test)]
+#[path = "executor_tests.rs"]
+mod tests;
