@@ -24,9 +24,7 @@ use crate::exit::Exit;
 use anyhow::Context;
 use lifeboat_archive::{ArchiveError, EntryKind, Root, WriteOptions};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The manifest's name at the root of a package.
@@ -301,17 +299,7 @@ fn hash_tree(dir: &Path, prefix: &str, files: &mut BTreeMap<String, String>) -> 
 }
 
 fn sha256_of(path: &Path) -> anyhow::Result<String> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    lifeboat_archive::sha256_file(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 #[cfg(test)]

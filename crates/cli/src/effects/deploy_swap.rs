@@ -126,32 +126,37 @@ pub fn apply(
     let files = match read_plan(base)? {
         Some(files) => files,
         None => {
-            // No plan: nothing was swapped, anything staged is an unfinished attempt.
-            remove_tree(&base.join("staged"))?;
-            std::fs::create_dir_all(base).with_context(|| format!("cannot create {}", base.display()))?;
-            fsync_dir(parent(base))?;
-            let files = plan_files(project_dir, stage(base)?);
-            write_plan(base, files.clone())?;
-            files
+            fresh_swap_dir(base)?;
+            record_plan(project_dir, base, stage(base)?)?
         }
     };
     swap(project_dir, base, &files)?;
     Ok(files)
 }
 
-fn plan_files(project_dir: &Path, rels: Vec<String>) -> Vec<SwapFile> {
-    rels.into_iter().map(|rel| SwapFile { existed: exists(&project_dir.join(&rel)), rel }).collect()
+/// Makes the swap directory ready for staging. Called only while there is no plan: nothing was
+/// swapped, so anything staged is an unfinished attempt and goes.
+fn fresh_swap_dir(base: &Path) -> anyhow::Result<()> {
+    remove_tree(&base.join("staged"))?;
+    std::fs::create_dir_all(base).with_context(|| format!("cannot create {}", base.display()))?;
+    fsync_dir(parent(base))
+}
+
+/// Writes the plan for the staged files `rels` (noting which exist now): from here on the swap
+/// is finished or reverted, never staged again.
+fn record_plan(project_dir: &Path, base: &Path, rels: Vec<String>) -> anyhow::Result<Vec<SwapFile>> {
+    let files: Vec<SwapFile> =
+        rels.into_iter().map(|rel| SwapFile { existed: exists(&project_dir.join(&rel)), rel }).collect();
+    write_plan(base, files.clone())?;
+    Ok(files)
 }
 
 /// Validates the package again and extracts it whole into `<base>/staged` (an unfinished earlier
 /// extraction is removed first).
 fn stage_package(path: &Path, base: &Path) -> anyhow::Result<package::Package> {
     let checked = package::validate(path)?;
-    let staged = base.join("staged");
-    remove_tree(&staged)?;
-    std::fs::create_dir_all(base).with_context(|| format!("cannot create {}", base.display()))?;
-    fsync_dir(parent(base))?;
-    let options = ExtractOptions { staging: Some(staged), ..ExtractOptions::default() };
+    fresh_swap_dir(base)?;
+    let options = ExtractOptions { staging: Some(base.join("staged")), ..ExtractOptions::default() };
     let _staged = lifeboat_archive::extract_to_staging(path, &base.join("package"), &options)
         .with_context(|| format!("cannot extract package {}", path.display()))?;
     Ok(checked)
@@ -260,9 +265,7 @@ pub async fn deploy<S: Services>(
                 let loaded = services.load_image(&base.join("staged").join(image)).await?;
                 tracing::info!("loaded {} from {image}", loaded.join(", "));
             }
-            let files = plan_files(&dir, checked.deploy_files);
-            write_plan(&base, files.clone())?;
-            files
+            record_plan(&dir, &base, checked.deploy_files)?
         }
     };
     blocking("the deploy", move || swap(&dir, &base, &files)).await
