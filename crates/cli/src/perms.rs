@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 /// Before a run that writes an archive (`backup`, `auto-backup run`, `upgrade`): refuses an
 /// existing backup dir other users could put names in (exit 2, nothing started). A missing one is
-/// created private when the archive is written (`executor.rs`).
+/// created private when the archive is written (`effects::backups::write_archive`).
 pub fn refuse_unsafe_backup_dir(project: &Project) -> anyhow::Result<()> {
     let dir = project.backup_dir();
     match std::fs::metadata(&dir) {
