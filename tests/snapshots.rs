@@ -11,8 +11,9 @@ const LIFEBOAT: &str = env!("CARGO_BIN_EXE_lifeboat");
 /// 2026-11-26 02:00:00 UTC.
 const T0: i64 = 1_795_658_400_000;
 
-fn lifeboat(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new(LIFEBOAT)
+/// Runs lifeboat in `dir` with fixed time zone and no daemon, so outputs are reproducible.
+fn run_fixed(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(LIFEBOAT)
         .arg("-C")
         .arg(dir)
         .args(args)
@@ -20,7 +21,11 @@ fn lifeboat(dir: &Path, args: &[&str]) -> String {
         .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
         .env_remove("FAILPOINTS")
         .output()
-        .expect("run lifeboat");
+        .expect("run lifeboat")
+}
+
+fn lifeboat(dir: &Path, args: &[&str]) -> String {
+    let output = run_fixed(dir, args);
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     text.replace(&dir.display().to_string(), "[DIR]")
 }
@@ -122,16 +127,7 @@ fn journal_and_catalog_snapshots() {
 /// Runs lifeboat with `--json` and returns its stdout parsed as the one JSON document it must
 /// be, with the exit code. A failing command prints `{"error", "exit_code"}` instead of its report.
 fn lifeboat_json(dir: &Path, args: &[&str]) -> (serde_json::Value, i32) {
-    let output = Command::new(LIFEBOAT)
-        .arg("-C")
-        .arg(dir)
-        .arg("--json")
-        .args(args)
-        .env("TZ", "UTC")
-        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-        .env_remove("FAILPOINTS")
-        .output()
-        .expect("run lifeboat");
+    let output = run_fixed(dir, &[&["--json"], args].concat());
     let stdout = String::from_utf8(output.stdout).expect("UTF-8 on stdout");
     let value: serde_json::Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|err| panic!("lifeboat --json {args:?} printed no single JSON document ({err}):\n{stdout}"));
