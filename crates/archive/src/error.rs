@@ -27,6 +27,9 @@ pub enum ArchiveError {
         "{path} changed while it was being archived (expected {expected} bytes): stop whatever writes to it and retry"
     )]
     FileChanged { path: PathBuf, expected: u64 },
+    /// A root's files changed between the census in front of the archive and the archiving.
+    #[error("{path} changed while it was being archived ({detail}): stop whatever writes to it and retry")]
+    TreeChanged { path: PathBuf, detail: String },
     /// Reading a source file, directory or link failed.
     #[error("cannot read {path}: {source}; check its permissions")]
     Read { path: PathBuf, source: io::Error },

@@ -76,6 +76,7 @@
 //! **Architecture Invariant:** nothing here panics on hostile input; every failure is an
 //! [`ArchiveError`] naming the file or entry and what to do.
 
+mod census;
 mod create;
 mod error;
 mod extract;
@@ -90,10 +91,14 @@ mod util;
 mod write;
 mod xattr;
 
+pub use census::{RootTally, census};
 pub use create::create_private_file;
 pub use error::ArchiveError;
 pub use extract::{ExtractOptions, ExtractReport, Staged, Swapped, extract_to_staging};
 pub use notes::{ExtractWarning, Skipped, SkippedKind};
 pub use pgzip::ParallelGzEncoder;
-pub use read::{EntryInfo, EntryKind, Expected, VerifyReport, list_entries, read_member, sha256_file, verify_archive};
-pub use write::{ArchiveSummary, Root, WriteOptions, partial_path, write_archive};
+pub use read::{
+    EntryInfo, EntryKind, Expected, VerifyReport, list_entries, read_first_member, read_member, sha256_file,
+    verify_archive,
+};
+pub use write::{ArchiveSummary, LeadingFile, Root, WriteOptions, partial_path, write_archive};

@@ -203,6 +203,9 @@ pub struct Expected {
     /// Uncompressed bytes of regular files (apparent sizes, holes included:
     /// [`crate::ArchiveSummary::content_bytes`]), if recorded.
     pub content_bytes: Option<u64>,
+    /// Roots to count on their own (archive names: an entry belongs to a root when its name is
+    /// the root's or lies below it); [`VerifyReport::roots`] has their tallies in this order.
+    pub roots: Vec<String>,
 }
 
 /// What [`verify_archive`] found: everything matched. The counts are defined as in
@@ -225,6 +228,8 @@ pub struct VerifyReport {
     pub apparent_bytes: u64,
     /// Bytes of file data stored in the archive (the holes of sparse files left out).
     pub stored_bytes: u64,
+    /// What each of [`Expected::roots`] holds, in that order.
+    pub roots: Vec<crate::RootTally>,
 }
 
 /// What [`verify_archive`] counts while it reads.
@@ -236,6 +241,7 @@ struct Counts {
     specials: u64,
     apparent: u64,
     stored: u64,
+    roots: Vec<crate::RootTally>,
 }
 
 /// Re-hashes `path` and reads it through: gzip (CRC32 and ISIZE of every member), tar structure,
@@ -274,8 +280,8 @@ pub fn verify_archive(
     };
 
     let mut opened = open(path)?;
-    let mut counts = Counts::default();
-    let walked = walk_counts(&mut opened, &mut counts, progress);
+    let mut counts = Counts { roots: vec![crate::RootTally::default(); expected.roots.len()], ..Counts::default() };
+    let walked = walk_counts(&mut opened, &mut counts, &expected.roots, progress);
     if let Err(e) = walked {
         let err = opened.classify(e);
         return Err(match opened.rest_sha256() {
@@ -301,6 +307,7 @@ pub fn verify_archive(
         specials,
         apparent: content_bytes,
         stored: stored_bytes,
+        roots,
     } = counts;
     let count_err =
         |what, expected, actual| ArchiveError::CountMismatch { path: path.to_path_buf(), what, expected, actual };
@@ -325,10 +332,16 @@ pub fn verify_archive(
         content_bytes,
         apparent_bytes: content_bytes,
         stored_bytes,
+        roots,
     })
 }
 
-fn walk_counts(opened: &mut Opened, counts: &mut Counts, progress: &mut dyn FnMut(u64)) -> io::Result<()> {
+fn walk_counts(
+    opened: &mut Opened,
+    counts: &mut Counts,
+    roots: &[String],
+    progress: &mut dyn FnMut(u64),
+) -> io::Result<()> {
     let pos = Rc::clone(&opened.pos);
     let sniffer = Rc::clone(&opened.sniffer);
     let mut reported = 0u64;
@@ -347,9 +360,13 @@ fn walk_counts(opened: &mut Opened, counts: &mut Counts, progress: &mut dyn FnMu
         }
         // Every entry's PAX records are read, so that what extraction would refuse as malformed
         // fails verification too.
-        let (_, map) = open_entry_sniffed(&sniffer, &mut entry)?;
+        let (name, map) = open_entry_sniffed(&sniffer, &mut entry)?;
         if is_file_kind(kind) {
             counts.files += 1;
+            let name = display_name(&name);
+            let root = roots.iter().position(|root| {
+                name.strip_prefix(root.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            });
             let mut read = 0u64;
             loop {
                 let n = entry.read(&mut buf)?;
@@ -361,6 +378,11 @@ fn walk_counts(opened: &mut Opened, counts: &mut Counts, progress: &mut dyn FnMu
                     reported = pos.get();
                     progress(reported);
                 }
+            }
+            let apparent = map.as_ref().map_or(read, |map| map.realsize);
+            if let Some(i) = root {
+                counts.roots[i].file_count += 1;
+                counts.roots[i].content_bytes += apparent;
             }
             match map {
                 Some(map) => {
@@ -497,17 +519,38 @@ pub(crate) fn normalize_name(raw: &[u8]) -> String {
 /// Reads one member (a small file such as a package manifest) by name, refusing more than
 /// `limit` bytes. Stops at the member: the rest of the archive is not checked.
 pub fn read_member(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>, ArchiveError> {
+    find_member(path, name, limit, false)
+}
+
+/// Reads the archive's first entry if it is the regular file `name` (a manifest written in front
+/// of everything else, see [`crate::WriteOptions::leading`]); [`ArchiveError::MemberNotFound`]
+/// otherwise. Reads no further than that entry.
+pub fn read_first_member(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>, ArchiveError> {
+    find_member(path, name, limit, true)
+}
+
+fn find_member(path: &Path, name: &str, limit: u64, first_only: bool) -> Result<Vec<u8>, ArchiveError> {
     let wanted = normalize_name(name.as_bytes());
     let mut opened = open(path)?;
     let sniffer = Rc::clone(&opened.sniffer);
     let found = (|| -> io::Result<Option<Result<Vec<u8>, u64>>> {
         for entry in opened.archive.entries()? {
             let mut entry = entry?;
-            if !is_file_kind(entry.header().entry_type()) {
+            let kind = entry.header().entry_type();
+            if kind == EntryType::XGlobalHeader {
+                continue;
+            }
+            if !is_file_kind(kind) {
+                if first_only {
+                    break;
+                }
                 continue;
             }
             let (raw, map) = open_entry_sniffed(&sniffer, &mut entry)?;
             if normalize_name(&raw) != wanted {
+                if first_only {
+                    break;
+                }
                 continue;
             }
             let size = map.as_ref().map_or(entry.size(), |m| m.realsize);

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header, HeaderMode};
 
+use crate::census::RootTally;
 use crate::create::{open_source, private_file, rename_noreplace};
 use crate::error::ArchiveError;
 use crate::links::LinkTable;
@@ -50,12 +51,39 @@ pub struct WriteOptions {
     /// Most entries to store (files, directories and links alike, roots included), `None` for no
     /// limit; checked before each entry and before a directory's children are looked at.
     pub max_files: Option<u64>,
+    /// Small files written first, before any root (a manifest that says what follows), each a
+    /// regular file entry `0600` owned by the writer. Counted like any file in the summary, and
+    /// in no root's tally.
+    pub leading: Vec<LeadingFile>,
+    /// What each root is expected to hold, in the order of the roots (a [`crate::census`] taken
+    /// just before): the write fails with [`ArchiveError::TreeChanged`] if a root's tally differs,
+    /// so a manifest written from the census never lies about what follows it.
+    pub expect: Option<Vec<RootTally>>,
 }
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { level: 6, threads: 0, cancel: None, group: None, max_bytes: None, max_files: None }
+        WriteOptions {
+            level: 6,
+            threads: 0,
+            cancel: None,
+            group: None,
+            max_bytes: None,
+            max_files: None,
+            leading: Vec::new(),
+            expect: None,
+        }
     }
+}
+
+/// A small file written in front of an archive's roots ([`WriteOptions::leading`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeadingFile {
+    /// Its name in the archive, relative and `/`-separated (`lifeboat/manifest.json`).
+    pub name: String,
+    pub data: Vec<u8>,
+    /// Its mtime, seconds since the epoch.
+    pub mtime: u64,
 }
 
 /// What [`write_archive`] produced. The counts are what [`crate::verify_archive`] checks later.
@@ -88,6 +116,8 @@ pub struct ArchiveSummary {
     pub stored_bytes: u64,
     /// Paths left out (sockets), in walk order, for the caller to warn about.
     pub skipped: Vec<Skipped>,
+    /// What each root holds, in the order of the roots.
+    pub roots: Vec<RootTally>,
 }
 
 /// Where [`write_archive`] writes before the final rename: `dest` with `.partial` appended.
@@ -183,6 +213,13 @@ pub fn write_archive(
         return Err(ArchiveError::InvalidOptions(format!("compression level {} is above 9", opts.level)));
     }
     let names = validate_roots(roots)?;
+    for lead in &opts.leading {
+        validate_name(&lead.name)
+            .map_err(|reason| ArchiveError::InvalidRootName { name: lead.name.clone(), reason })?;
+    }
+    if opts.expect.as_ref().is_some_and(|e| e.len() != roots.len()) {
+        return Err(ArchiveError::InvalidOptions("one expected tally per root is needed".into()));
+    }
     let mut root_meta = Vec::with_capacity(roots.len());
     for root in roots {
         match fs::metadata(&root.source) {
@@ -223,7 +260,7 @@ pub fn write_archive(
         max_files: opts.max_files,
     };
     let result = write_partial(roots, &names, &root_meta, &partial, opts, threads, &mut stats);
-    let (sha256, size_bytes) = match result {
+    let (sha256, size_bytes, tallies) = match result {
         Ok(done) => done,
         Err(e) => {
             let _ = fs::remove_file(&partial);
@@ -253,6 +290,7 @@ pub fn write_archive(
         apparent_bytes: stats.content_bytes,
         stored_bytes: stats.stored_bytes,
         skipped: stats.skipped,
+        roots: tallies,
     })
 }
 
@@ -264,13 +302,31 @@ fn write_partial(
     opts: &WriteOptions,
     threads: usize,
     stats: &mut Stats<'_>,
-) -> Result<(String, u64), ArchiveError> {
+) -> Result<(String, u64, Vec<RootTally>), ArchiveError> {
     let werr = |e: io::Error| ArchiveError::Write { path: partial.to_path_buf(), source: e };
     let file = private_file(partial, opts.group).map_err(werr)?;
     let hashing = HashWriter { inner: file, hasher: Sha256::new(), count: 0 };
     let encoder = ParallelGzEncoder::new(hashing, opts.level, threads, DEFAULT_BLOCK_SIZE).map_err(werr)?;
     let mut builder = tar::Builder::new(encoder);
-    for ((root, name), meta) in roots.iter().zip(names).zip(root_meta) {
+    for lead in &opts.leading {
+        let mut header = Header::new_gnu();
+        header.set_entry_type(EntryType::Regular);
+        header.set_mode(0o600);
+        // SAFETY: getuid and getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        header.set_uid(u64::from(uid));
+        header.set_gid(u64::from(gid));
+        header.set_mtime(lead.mtime);
+        header.set_size(lead.data.len() as u64);
+        builder.append_data(&mut header, &lead.name, lead.data.as_slice()).map_err(werr)?;
+        stats.entry_count += 1;
+        stats.file_count += 1;
+        stats.stored_bytes += lead.data.len() as u64;
+        stats.add_content(lead.data.len() as u64);
+    }
+    let mut tallies = Vec::with_capacity(roots.len());
+    for (i, ((root, name), meta)) in roots.iter().zip(names).zip(root_meta).enumerate() {
+        let before = (stats.file_count, stats.content_bytes);
         // A root given as a symlink is followed (see `Root::source`), and so are its attributes.
         let is_link = fs::symlink_metadata(&root.source).is_ok_and(|m| m.file_type().is_symlink());
         let root_real = if is_link { fs::canonicalize(&root.source).ok() } else { None };
@@ -284,11 +340,25 @@ fn write_partial(
             root_real,
         };
         w.entry(&root.source, name, meta)?;
+        let tally =
+            RootTally { file_count: stats.file_count - before.0, content_bytes: stats.content_bytes - before.1 };
+        if let Some(expected) = opts.expect.as_ref().map(|e| e[i])
+            && expected != tally
+        {
+            return Err(ArchiveError::TreeChanged {
+                path: root.source.clone(),
+                detail: format!(
+                    "{} files of {} bytes counted before archiving, {} of {} archived",
+                    expected.file_count, expected.content_bytes, tally.file_count, tally.content_bytes
+                ),
+            });
+        }
+        tallies.push(tally);
     }
     let encoder = builder.into_inner().map_err(werr)?;
     let hashing = encoder.finish().map_err(werr)?;
     hashing.inner.sync_all().map_err(werr)?;
-    Ok((hex(&hashing.hasher.finalize()), hashing.count))
+    Ok((hex(&hashing.hasher.finalize()), hashing.count, tallies))
 }
 
 /// Checks the archive names and turns them into relative paths.
@@ -302,16 +372,7 @@ fn validate_roots(roots: &[Root]) -> Result<Vec<PathBuf>, ArchiveError> {
             name: root.archive_name.clone(),
             reason: reason.to_string(),
         };
-        let trimmed = root.archive_name.trim_end_matches('/');
-        if trimmed.is_empty() {
-            return Err(bad("it is empty"));
-        }
-        if trimmed.starts_with('/') {
-            return Err(bad("it must be relative"));
-        }
-        if trimmed.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-            return Err(bad("it must not contain empty, `.` or `..` parts"));
-        }
+        let trimmed = validate_name(&root.archive_name).map_err(|reason| bad(&reason))?;
         let path = PathBuf::from(trimmed);
         for other in &names {
             if path.starts_with(other) || other.starts_with(&path) {
@@ -321,6 +382,22 @@ fn validate_roots(roots: &[Root]) -> Result<Vec<PathBuf>, ArchiveError> {
         names.push(path);
     }
     Ok(names)
+}
+
+/// A name inside the archive: relative, no empty, `.` or `..` parts. Returns it without a
+/// trailing `/`.
+fn validate_name(name: &str) -> Result<&str, String> {
+    let trimmed = name.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err("it is empty".into());
+    }
+    if trimmed.starts_with('/') {
+        return Err("it must be relative".into());
+    }
+    if trimmed.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err("it must not contain empty, `.` or `..` parts".into());
+    }
+    Ok(trimmed)
 }
 
 struct Walker<'a, 'p, W: Write> {

@@ -80,6 +80,7 @@ fn killed_writer_leaves_only_a_partial() {
         size_bytes: s.size_bytes,
         entry_count: Some(s.entry_count),
         content_bytes: Some(s.content_bytes),
+        roots: Vec::new(),
     };
     verify_archive(&dest, &expected, &mut |_| {}).unwrap();
 }

@@ -88,6 +88,7 @@ fn verify_reports_size_and_count_mismatches() {
         size_bytes: s.size_bytes,
         entry_count: Some(s.entry_count),
         content_bytes: Some(s.content_bytes),
+        roots: Vec::new(),
     };
     let report = verify_archive(&dest, &good, &mut |_| {}).unwrap();
     assert_eq!((report.entry_count, report.file_count), (s.entry_count, s.file_count));

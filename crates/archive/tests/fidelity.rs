@@ -251,6 +251,7 @@ fn gnu_tar_restores_lifeboat_archives_exactly() {
         size_bytes: s.size_bytes,
         entry_count: Some(s.entry_count),
         content_bytes: Some(s.content_bytes),
+        roots: Vec::new(),
     };
     let v = verify_archive(&dest, &expected, &mut |_| {}).unwrap();
     assert_eq!(

@@ -266,6 +266,7 @@ fn good_archive(w: &World) -> (PathBuf, Expected) {
         size_bytes: s.size_bytes,
         entry_count: Some(s.entry_count),
         content_bytes: Some(s.content_bytes),
+        roots: Vec::new(),
     };
     (dest, e)
 }

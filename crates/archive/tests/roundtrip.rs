@@ -152,6 +152,7 @@ proptest! {
             size_bytes: summary.size_bytes,
             entry_count: Some(summary.entry_count),
             content_bytes: Some(summary.content_bytes),
+            roots: Vec::new(),
         };
         let report = verify_archive(&dest, &expected, &mut |_| {}).unwrap();
         prop_assert_eq!(report.file_count, summary.file_count);

@@ -57,6 +57,7 @@ fn verify(s: &lifeboat_archive::ArchiveSummary) {
         size_bytes: s.size_bytes,
         entry_count: Some(s.entry_count),
         content_bytes: Some(s.content_bytes),
+        roots: Vec::new(),
     };
     verify_archive(&s.path, &e, &mut |_| {}).unwrap();
 }

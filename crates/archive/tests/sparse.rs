@@ -82,6 +82,7 @@ fn expected(s: &lifeboat_archive::ArchiveSummary) -> Expected {
         size_bytes: s.size_bytes,
         entry_count: Some(s.entry_count),
         content_bytes: Some(s.content_bytes),
+        roots: Vec::new(),
     }
 }
 
@@ -221,7 +222,13 @@ fn gnu_tar_and_lifeboat_agree_on_sparse_files() {
         let sha256 = lifeboat_archive::sha256_file(&theirs).unwrap();
         let v = verify_archive(
             &theirs,
-            &Expected { sha256, size_bytes: size, entry_count: None, content_bytes: Some(s.content_bytes) },
+            &Expected {
+                sha256,
+                size_bytes: size,
+                entry_count: None,
+                content_bytes: Some(s.content_bytes),
+                roots: Vec::new(),
+            },
             &mut |_| {},
         )
         .unwrap();
@@ -358,9 +365,12 @@ fn hostile_sparse_entries_are_refused() {
     );
     let sha256 = lifeboat_archive::sha256_file(&a).unwrap();
     let size = fs::metadata(&a).unwrap().len();
-    let v =
-        verify_archive(&a, &Expected { sha256, size_bytes: size, entry_count: None, content_bytes: None }, &mut |_| {})
-            .unwrap();
+    let v = verify_archive(
+        &a,
+        &Expected { sha256, size_bytes: size, entry_count: None, content_bytes: None, roots: Vec::new() },
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!((v.apparent_bytes, v.stored_bytes), (1 << 50, 4));
 }
 
@@ -544,7 +554,13 @@ fn a_sparse_file_keeps_its_attributes_acl_and_nanosecond_mtime() {
         ));
         let size = fs::metadata(&gnu).unwrap().len();
         let sha = lifeboat_archive::sha256_file(&gnu).unwrap();
-        let e = Expected { sha256: sha, size_bytes: size, entry_count: Some(3), content_bytes: Some(16 * MIB) };
+        let e = Expected {
+            sha256: sha,
+            size_bytes: size,
+            entry_count: Some(3),
+            content_bytes: Some(16 * MIB),
+            roots: Vec::new(),
+        };
         let v = verify_archive(&gnu, &e, &mut |_| {}).unwrap();
         assert_eq!((v.file_count, v.hardlink_count, v.apparent_bytes), (1, 1, 16 * MIB), "format {version}");
         let target = tmp.path().join(format!("from-gnu-{version}"));

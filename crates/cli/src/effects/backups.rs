@@ -145,6 +145,7 @@ pub async fn verify(journal: &Journal, backup: &BackupRef, progress: bool) -> an
         size_bytes: backup.size_bytes,
         entry_count: entry.as_ref().map(|e| e.entry_count),
         content_bytes: entry.as_ref().map(|e| e.content_bytes),
+        roots: Vec::new(),
     };
     let path = PathBuf::from(&backup.path);
     crate::fsutil::blocking("the archive verifier", move || Ok(check(&path, &expected, progress)?))
@@ -167,6 +168,7 @@ pub fn verify_entry(
         size_bytes: entry.size_bytes,
         entry_count: Some(entry.entry_count),
         content_bytes: Some(entry.content_bytes),
+        roots: Vec::new(),
     };
     check(path, &expected, progress)
 }

@@ -1,0 +1,98 @@
+//! A manifest in front of the roots: leading files come first, the census agrees with what the
+//! writer archives, a tree that changes between the two is refused, and verification tallies each
+//! root as the writer did.
+
+mod common;
+
+use common::sh;
+use lifeboat_archive::{
+    ArchiveError, Expected, LeadingFile, Root, RootTally, WriteOptions, census, read_first_member, verify_archive,
+    write_archive,
+};
+use std::fs;
+use std::os::unix::net::UnixListener;
+
+fn tree(dir: &std::path::Path) -> Vec<Root> {
+    let a = dir.join("a");
+    fs::create_dir_all(a.join("sub")).unwrap();
+    fs::write(a.join("one"), b"12345").unwrap();
+    fs::write(a.join("sub/two"), vec![7u8; 3000]).unwrap();
+    fs::hard_link(a.join("one"), a.join("one-again")).unwrap();
+    std::os::unix::fs::symlink("one", a.join("link")).unwrap();
+    let _socket = UnixListener::bind(a.join("sock")).unwrap();
+    let sparse = fs::File::create(a.join("sparse")).unwrap();
+    sparse.set_len(1 << 20).unwrap();
+    let b = dir.join("b.conf");
+    fs::write(&b, b"conf").unwrap();
+    vec![Root { archive_name: "paths/a".into(), source: a }, Root { archive_name: "deploy/b.conf".into(), source: b }]
+}
+
+#[test]
+fn the_census_matches_what_is_archived_and_the_manifest_comes_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let roots = tree(dir.path());
+    let tallies = census(&roots).unwrap();
+    assert_eq!(
+        tallies,
+        [
+            RootTally { file_count: 3, content_bytes: 5 + 3000 + (1 << 20) },
+            RootTally { file_count: 1, content_bytes: 4 }
+        ]
+    );
+    let dest = dir.path().join("out.tar.gz");
+    let manifest = br#"{"format":1}"#.to_vec();
+    let opts = WriteOptions {
+        threads: 2,
+        leading: vec![LeadingFile { name: "lifeboat/manifest.json".into(), data: manifest.clone(), mtime: 1 }],
+        expect: Some(tallies.clone()),
+        ..WriteOptions::default()
+    };
+    let summary = write_archive(&roots, &dest, &opts, &mut |_| {}).unwrap();
+    assert_eq!(summary.roots, tallies);
+    // The leading file counts as a file of the archive, in no root.
+    assert_eq!(summary.file_count, 3 + 1 + 1);
+
+    let listing = sh(&format!("tar -tzf {}", dest.display()));
+    assert_eq!(listing.lines().next(), Some("lifeboat/manifest.json"), "{listing}");
+    assert_eq!(read_first_member(&dest, "lifeboat/manifest.json", 1024).unwrap(), manifest);
+    assert!(matches!(read_first_member(&dest, "paths/a/one", 1024), Err(ArchiveError::MemberNotFound { .. })));
+
+    let expected = Expected {
+        sha256: summary.sha256.clone(),
+        size_bytes: summary.size_bytes,
+        entry_count: Some(summary.entry_count),
+        content_bytes: Some(summary.content_bytes),
+        roots: vec!["paths/a".into(), "deploy/b.conf".into(), "paths/nothing".into()],
+    };
+    let report = verify_archive(&dest, &expected, &mut |_| {}).unwrap();
+    assert_eq!(report.roots, [tallies[0], tallies[1], RootTally::default()]);
+}
+
+#[test]
+fn a_tree_that_changed_since_its_census_is_refused_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let roots = tree(dir.path());
+    let tallies = census(&roots).unwrap();
+    fs::write(roots[0].source.join("late"), b"written after the census").unwrap();
+    let dest = dir.path().join("out.tar.gz");
+    let opts = WriteOptions { threads: 1, expect: Some(tallies), ..WriteOptions::default() };
+    let err = write_archive(&roots, &dest, &opts, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, ArchiveError::TreeChanged { .. }), "{err}");
+    assert!(err.to_string().contains("3 files of"), "{err}");
+    assert!(!dest.exists());
+    assert!(!lifeboat_archive::partial_path(&dest).exists());
+}
+
+#[test]
+fn a_leading_file_with_a_bad_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let roots = tree(dir.path());
+    let dest = dir.path().join("out.tar.gz");
+    let opts = WriteOptions {
+        leading: vec![LeadingFile { name: "../escape".into(), data: Vec::new(), mtime: 0 }],
+        ..WriteOptions::default()
+    };
+    let err = write_archive(&roots, &dest, &opts, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, ArchiveError::InvalidRootName { .. }), "{err}");
+    assert!(!dest.exists());
+}
