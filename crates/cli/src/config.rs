@@ -148,6 +148,15 @@ impl Default for ServicesSection {
     }
 }
 
+/// Whether `name` can be a compose project name (and the prefix of its volumes' names): letters,
+/// digits, `_`, `-` and `.`, starting with a letter or digit. A manifest's project name is
+/// checked with this before a restore uses it.
+pub fn is_valid_project_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.len() <= 255
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
 fn default_compose_file() -> String {
     "docker-compose.yml".into()
 }

@@ -316,6 +316,11 @@ pub struct Volume {
     pub compose_name: Option<String>,
     /// Where its data lives on the host.
     pub mountpoint: PathBuf,
+    /// Its driver (`local`), driver options and labels: what a restore onto a new host creates
+    /// it with again (the archive's manifest records them).
+    pub driver: String,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// How a `stop` ended.
@@ -448,6 +453,9 @@ impl Docker {
                 compose_name: v.labels.get(VOLUME_LABEL).cloned(),
                 name: v.name,
                 mountpoint: PathBuf::from(v.mountpoint),
+                driver: v.driver,
+                options: v.options.into_iter().collect(),
+                labels: v.labels.into_iter().collect(),
             })
             .collect();
         volumes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -642,6 +650,77 @@ impl Docker {
             Ok(()) => Ok(()),
             Err(ApiError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
             Err(source) => Err(container_error("remove container", container, source)),
+        }
+    }
+
+    /// One volume by its Docker name; `None` when there is none.
+    pub async fn volume(&self, name: &str) -> Result<Option<Volume>, DockerError> {
+        match self.api.inspect_volume(name).await {
+            Ok(v) => Ok(Some(Volume {
+                compose_name: v.labels.get(VOLUME_LABEL).cloned(),
+                name: v.name,
+                mountpoint: PathBuf::from(v.mountpoint),
+                driver: v.driver,
+                options: v.options.into_iter().collect(),
+                labels: v.labels.into_iter().collect(),
+            })),
+            Err(ApiError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(source) => Err(api_error("inspect volume", name, source)),
+        }
+    }
+
+    /// Creates a named volume with this driver, options and labels.
+    pub async fn create_volume(
+        &self,
+        name: &str,
+        driver: &str,
+        options: &[(String, String)],
+        labels: &[(String, String)],
+    ) -> Result<(), DockerError> {
+        let request = bollard::models::VolumeCreateRequest {
+            name: Some(name.to_owned()),
+            driver: Some(driver.to_owned()),
+            driver_opts: Some(options.iter().cloned().collect()),
+            labels: Some(labels.iter().cloned().collect()),
+            ..Default::default()
+        };
+        self.api.create_volume(request).await.map_err(|source| api_error("create volume", name, source))?;
+        Ok(())
+    }
+
+    /// Removes a named volume. Idempotent: one that does not exist counts as removed.
+    pub async fn remove_volume(&self, name: &str) -> Result<(), DockerError> {
+        match self.api.remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>).await {
+            Ok(()) | Err(ApiError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(source) => Err(api_error("remove volume", name, source)),
+        }
+    }
+
+    /// Removes the networks of compose project `project` (those compose created for it).
+    pub async fn remove_project_networks(&self, project: &str) -> Result<(), DockerError> {
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{PROJECT_LABEL}={project}")])]);
+        let options = bollard::query_parameters::ListNetworksOptions { filters: Some(filters) };
+        let networks = self
+            .api
+            .list_networks(Some(options))
+            .await
+            .map_err(|source| api_error("list the networks of", project, source))?;
+        for network in networks {
+            let Some(id) = network.id else { continue };
+            match self.api.remove_network(&id).await {
+                Ok(()) | Err(ApiError::DockerResponseServerError { status_code: 404, .. }) => {}
+                Err(source) => return Err(api_error("remove network", &id, source)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the daemon has image `name` (`repo:tag` or an id).
+    pub async fn has_image(&self, name: &str) -> Result<bool, DockerError> {
+        match self.api.inspect_image(name).await {
+            Ok(_) => Ok(true),
+            Err(ApiError::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+            Err(source) => Err(api_error("inspect image", name, source)),
         }
     }
 

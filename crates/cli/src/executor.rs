@@ -11,7 +11,7 @@
 pub use crate::crash::CRASH_AFTER;
 pub use crate::crash::crash_point;
 use crate::effects::services::ServiceOps;
-use crate::effects::{backups, data_swap, deploy_swap};
+use crate::effects::{backups, data_swap, deploy_swap, provision};
 use crate::fsutil;
 use crate::project::Project;
 use crate::render::{self, now};
@@ -128,8 +128,10 @@ impl<S: Services> Executor<'_, S> {
             }
             Effect::VerifyServices { services: names } => services.verify_up(names.as_deref()).await?,
             Effect::WriteArchive { path } => {
-                let roots = self.archive_roots(run).await?;
-                let (facts, details) = backups::write_archive(project, roots, path, self.progress).await?;
+                let volumes = self.volumes().await?;
+                let roots = self.archive_roots(run, &volumes)?;
+                let manifest = backups::manifest_input(project, journal, run, &volumes)?;
+                let (facts, details) = backups::write_archive(project, roots, manifest, path, self.progress).await?;
                 return Ok(Outcome::Archived { facts, details });
             }
             Effect::RecordBackup { archive, backup_kind, note } => {
@@ -139,7 +141,7 @@ impl<S: Services> Executor<'_, S> {
             Effect::DeleteBackup { backup } => backups::delete(journal, project, backup)?,
             Effect::VerifyArchive { backup } => backups::verify(journal, backup, self.progress).await?,
             Effect::RestoreData { backup, deployment } => {
-                let roots = self.data_roots().await?;
+                let roots = self.restore_roots(run, true).await?;
                 let (archive, id) = (std::path::PathBuf::from(&backup.path), run.id());
                 fsutil::blocking("the restore", move || data_swap::restore_data(&archive, &roots, id)).await?;
                 if *deployment {
@@ -150,11 +152,11 @@ impl<S: Services> Executor<'_, S> {
                 if rollback {
                     deploy_swap::revert_rollback(project, run.id()).await?;
                 }
-                let (roots, id) = (self.data_roots().await?, run.id());
+                let (roots, id) = (self.restore_roots(run, false).await?, run.id());
                 fsutil::blocking("the revert", move || data_swap::revert_data(&roots, id)).await?;
             }
             Effect::CommitData => {
-                let (roots, id) = (self.data_roots().await?, run.id());
+                let (roots, id) = (self.restore_roots(run, false).await?, run.id());
                 fsutil::blocking("the commit", move || data_swap::commit_data(&roots, id)).await?;
                 if rollback {
                     deploy_swap::commit_rollback(journal, project, run)?;
@@ -163,20 +165,62 @@ impl<S: Services> Executor<'_, S> {
             Effect::Deploy { package } => deploy_swap::deploy(project, self.services, run.id(), package).await?,
             Effect::RestoreDeployment => deploy_swap::revert_upgrade(project, run.id()).await?,
             Effect::CommitDeploy { version } => deploy_swap::commit_upgrade(journal, project, run.id(), version)?,
+            Effect::Provision { backup, provision: plan } => {
+                provision::provision(project, self.services, run.id(), backup, plan).await?
+            }
+            Effect::Unprovision { provision: plan } => {
+                provision::unprovision(project, self.services, run.id(), plan).await?
+            }
         }
         Ok(Outcome::Done)
     }
 
-    /// The project's data roots now: each data path, then each named volume.
-    async fn data_roots(&self) -> anyhow::Result<Vec<data_swap::DataRoot>> {
-        let volumes = if self.project.config.backup.volumes { self.services.volumes().await? } else { Vec::new() };
-        data_swap::data_roots(self.project, volumes)
+    /// The project's named volumes, when `backup.volumes` says to keep them.
+    async fn volumes(&self) -> anyhow::Result<Vec<crate::docker::Volume>> {
+        if self.project.config.backup.volumes { self.services.volumes().await } else { Ok(Vec::new()) }
     }
 
-    /// The trees a backup archives: the data roots (the same a restore puts back) and, for a
-    /// pre-upgrade backup, the deployment files the package replaces.
-    async fn archive_roots(&self, run: &Run) -> anyhow::Result<Vec<Root>> {
-        let mut roots: Vec<Root> = (self.data_roots().await?)
+    /// The project's data roots now: each data path, then each named volume.
+    async fn data_roots(&self) -> anyhow::Result<Vec<data_swap::DataRoot>> {
+        data_swap::data_roots(self.project, self.volumes().await?)
+    }
+
+    /// The roots a restore, rollback or restore onto a new host swaps: those the archive's
+    /// manifest lists, or for an archive without one the configured roots (`data_swap`). When
+    /// the run only settles (`strict` false: reverting or committing a swap) and the archive
+    /// cannot be read any more, the configured roots are the best guess, said in a warning.
+    async fn restore_roots(&self, run: &Run, strict: bool) -> anyhow::Result<Vec<data_swap::DataRoot>> {
+        let backup = match run.spec() {
+            RunSpec::Restore { backup } | RunSpec::Rollback { backup } | RunSpec::RestoreNew { backup, .. } => backup,
+            // An upgrade's rollback restores its own archive, made from the configured roots.
+            _ => return self.data_roots().await,
+        };
+        let path = std::path::PathBuf::from(&backup.path);
+        let manifest = fsutil::blocking("reading the manifest", move || crate::manifest::Manifest::read(&path)).await;
+        match manifest {
+            Ok(Some(manifest)) => {
+                // By name, labelled by compose or not: a volume the operator named to be replaced.
+                let mut volumes = Vec::new();
+                for root in manifest.volumes() {
+                    if let crate::manifest::RootTarget::Volume { docker_name, .. } = &root.target {
+                        volumes.extend(self.services.volume(docker_name).await?);
+                    }
+                }
+                data_swap::manifest_roots(self.project, &manifest, &volumes)
+            }
+            Ok(None) => self.data_roots().await,
+            Err(err) if strict => Err(err),
+            Err(err) => {
+                tracing::warn!("{err:#}: settling the roots of the current configuration");
+                self.data_roots().await
+            }
+        }
+    }
+
+    /// The trees a backup archives: the data roots (the same a restore puts back), then the
+    /// deployment files.
+    fn archive_roots(&self, run: &Run, volumes: &[crate::docker::Volume]) -> anyhow::Result<Vec<Root>> {
+        let mut roots: Vec<Root> = data_swap::data_roots(self.project, volumes.to_vec())?
             .into_iter()
             .map(|root| Root { archive_name: root.archive_name, source: root.target })
             .collect();

@@ -77,11 +77,25 @@ impl Env {
     }
 
     /// The files in the backup dir, by name.
+    /// The archives in the backup dir (and `.partial` files); each archive must have its
+    /// `NAME.sha256` sidecar, holding its hash, and no sidecar is left without its archive.
     fn backup_files(&self) -> BTreeSet<String> {
-        match std::fs::read_dir(self.project.backup_dir()) {
+        let all: BTreeSet<String> = match std::fs::read_dir(self.project.backup_dir()) {
             Ok(dir) => dir.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
             Err(_) => BTreeSet::new(),
+        };
+        let archives: BTreeSet<String> = all.iter().filter(|n| !n.ends_with(".sha256")).cloned().collect();
+        for name in &all {
+            if let Some(archive) = name.strip_suffix(".sha256") {
+                assert!(archives.contains(archive), "sidecar {name} without its archive");
+            }
         }
+        for name in archives.iter().filter(|n| !n.ends_with(".partial")) {
+            let path = self.project.backup_dir().join(name);
+            let hash = crate::effects::backups::read_sidecar(&path).unwrap();
+            assert_eq!(hash, Some(lifeboat_archive::sha256_file(&path).unwrap()), "the sidecar of {name}");
+        }
+        archives
     }
 
     /// The names of the project directory's entries that a restore leaves behind while it is
@@ -223,8 +237,15 @@ async fn a_backup_stops_the_running_services_in_stop_order_and_restarts_them_in_
     let entry = env.journal.backup(run.id()).unwrap().expect("catalogued");
     assert_eq!(entry.path, env.archive_path(run.id()));
     assert_eq!(entry.kind, BackupKind::Manual);
-    assert_eq!(entry.file_count, 2);
+    // The two data files, then the manifest and `lifeboat.toml` that make it stand alone.
+    assert_eq!(entry.file_count, 4);
     check_catalog(&env);
+    let manifest = crate::manifest::Manifest::read(Path::new(&entry.path)).unwrap().expect("a manifest");
+    assert_eq!(manifest.run_id, run.id());
+    assert_eq!(manifest.running_services, names(&["app", "cache", "db"]));
+    assert_eq!(manifest.deployment_files, ["lifeboat.toml"]);
+    assert_eq!(manifest.paths().map(|(_, p)| p).collect::<Vec<_>>(), ["data"]);
+    assert_eq!((manifest.roots[0].file_count, manifest.roots[0].content_bytes), (2, 12));
     let archive = Path::new(&entry.path);
     assert_eq!(lifeboat_archive::read_member(archive, "paths/data/file", 1 << 20).unwrap(), b"before");
     assert_eq!(lifeboat_archive::read_member(archive, "paths/data/sub/nested", 1 << 20).unwrap(), b"nested");

@@ -432,4 +432,21 @@ impl Services for FakeServices {
         self.world.borrow_mut().images_loaded.push(archive.to_path_buf());
         Ok(vec![format!("{}:latest", archive.file_stem().unwrap_or_default().to_string_lossy())])
     }
+
+    // The executor's tests keep their data in `backup.paths`: no volumes.
+    async fn volume(&self, _name: &str) -> anyhow::Result<Option<Volume>> {
+        Ok(None)
+    }
+
+    async fn create_volume(&self, volume: &lifeboat_machine::NewVolume) -> anyhow::Result<()> {
+        anyhow::bail!("the fake daemon has no volumes (asked to create {})", volume.name)
+    }
+
+    async fn remove_volume(&self, _name: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn remove_project(&self) -> anyhow::Result<()> {
+        anyhow::bail!("the fake daemon does not remove containers")
+    }
 }

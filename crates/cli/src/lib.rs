@@ -19,6 +19,7 @@ pub mod exit;
 mod fake_services;
 pub mod fsutil;
 pub mod lock;
+pub mod manifest;
 pub mod output;
 pub mod package;
 pub mod perms;

@@ -67,6 +67,12 @@ pub fn event_detail(event: &Event) -> String {
                 let ids: Vec<String> = deletions.iter().map(|b| b.backup_id.to_string()).collect();
                 format!("prune of backup(s) {}", ids.join(", "))
             }
+            RunSpec::RestoreNew { backup, provision } => format!(
+                "restore onto a new host from {} (backup {}): creates {}",
+                backup.path,
+                backup.backup_id,
+                provision_summary(provision)
+            ),
         },
         Event::Intent { effect, .. } => effect_detail(effect),
         Event::Outcome { outcome, .. } => match outcome {
@@ -128,7 +134,17 @@ pub fn effect_detail(effect: &Effect) -> String {
         Effect::RevertData => "put the data moved aside back".into(),
         Effect::CommitData => "delete the data moved aside".into(),
         Effect::DeleteBackup { backup } => format!("delete backup {} ({})", backup.backup_id, backup.path),
+        Effect::Provision { provision, .. } => format!("create {}", provision_summary(provision)),
+        Effect::Unprovision { provision } => {
+            format!("remove the containers and networks, and {}", provision_summary(provision))
+        }
     }
+}
+
+/// What a restore onto a new host creates, in words.
+pub fn provision_summary(provision: &lifeboat_machine::Provision) -> String {
+    let volumes: Vec<String> = provision.volumes.iter().map(|v| v.name.clone()).collect();
+    format!("volumes {}, files {}, directories {}", list(&volumes), list(&provision.files), list(&provision.dirs))
 }
 
 pub fn short_sha(sha: &str) -> &str {

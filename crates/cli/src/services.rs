@@ -9,6 +9,7 @@ use crate::compose::Compose;
 use crate::docker::{Container, Docker, StartOutcome, StopOutcome, Volume};
 use crate::exit::Exit;
 use crate::project::Project;
+use lifeboat_machine::NewVolume;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,6 +33,14 @@ pub trait Services {
     async fn compose_up(&self, services: &[String]) -> anyhow::Result<()>;
     /// Loads the images of a `docker save` archive; returns the names it held.
     async fn load_image(&self, archive: &Path) -> anyhow::Result<Vec<String>>;
+    /// One volume by its Docker name, project or not; `None` when there is none.
+    async fn volume(&self, name: &str) -> anyhow::Result<Option<Volume>>;
+    /// Creates a named volume as a restore onto a new host recorded it.
+    async fn create_volume(&self, volume: &NewVolume) -> anyhow::Result<()>;
+    /// Removes a named volume; one already gone is fine.
+    async fn remove_volume(&self, name: &str) -> anyhow::Result<()>;
+    /// Removes every container of the project (stopping it first) and its networks.
+    async fn remove_project(&self) -> anyhow::Result<()>;
 }
 
 /// The real services: the Docker daemon (through bollard) and the configured compose command.
@@ -85,6 +94,25 @@ impl Services for DockerServices {
     async fn load_image(&self, archive: &Path) -> anyhow::Result<Vec<String>> {
         Ok(self.docker.load_image(archive).await?)
     }
+
+    async fn volume(&self, name: &str) -> anyhow::Result<Option<Volume>> {
+        Ok(self.docker.volume(name).await?)
+    }
+
+    async fn create_volume(&self, volume: &NewVolume) -> anyhow::Result<()> {
+        Ok(self.docker.create_volume(&volume.name, &volume.driver, &volume.driver_options, &volume.labels).await?)
+    }
+
+    async fn remove_volume(&self, name: &str) -> anyhow::Result<()> {
+        Ok(self.docker.remove_volume(name).await?)
+    }
+
+    async fn remove_project(&self) -> anyhow::Result<()> {
+        for container in self.docker.project_containers(&self.project, None).await? {
+            self.docker.remove_container(&container.id, true).await?;
+        }
+        Ok(self.docker.remove_project_networks(&self.project).await?)
+    }
 }
 
 /// For runs that touch no service (a prune): every operation fails, saying so.
@@ -117,6 +145,18 @@ impl Services for NoServices {
         self.refuse()
     }
     async fn load_image(&self, _: &Path) -> anyhow::Result<Vec<String>> {
+        self.refuse()
+    }
+    async fn volume(&self, _: &str) -> anyhow::Result<Option<Volume>> {
+        self.refuse()
+    }
+    async fn create_volume(&self, _: &NewVolume) -> anyhow::Result<()> {
+        self.refuse()
+    }
+    async fn remove_volume(&self, _: &str) -> anyhow::Result<()> {
+        self.refuse()
+    }
+    async fn remove_project(&self) -> anyhow::Result<()> {
         self.refuse()
     }
 }

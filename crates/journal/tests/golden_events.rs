@@ -26,8 +26,8 @@
 use arbitrary::{Arbitrary, Unstructured};
 use lifeboat_journal::{decode_event, encode_event};
 use lifeboat_machine::{
-    ArchiveDetails, ArchiveFacts, BackupKind, BackupRef, Decision, Effect, Event, Outcome, PackageRef, RunSpec,
-    SkippedPath, Timestamp,
+    ArchiveDetails, ArchiveFacts, BackupKind, BackupRef, Decision, Effect, Event, NewVolume, Outcome, PackageRef,
+    Provision, RunSpec, SkippedPath, Timestamp,
 };
 use std::fmt::Debug;
 use std::mem::{Discriminant, discriminant};
@@ -41,6 +41,20 @@ fn backup_ref() -> BackupRef {
 
 fn package_ref() -> PackageRef {
     PackageRef { path: "p.tgz".into(), version: "2".into(), sha256: "cd".into() }
+}
+
+fn provision() -> Provision {
+    Provision {
+        volumes: vec![NewVolume {
+            name: "p_db".into(),
+            driver: "local".into(),
+            driver_options: vec![("o".into(), "1".into())],
+            labels: vec![("l".into(), "v".into())],
+        }],
+        files: vec!["c.yml".into()],
+        dirs: vec!["data".into()],
+        services: vec!["db".into()],
+    }
 }
 
 fn facts() -> ArchiveFacts {
@@ -84,6 +98,10 @@ fn started_golden(variant: &RunSpec) -> (RunSpec, &'static str) {
                 deletions: vec![backup_ref(), BackupRef { backup_id: 8, path: "b8.tgz".into(), ..backup_ref() }],
             },
             "0100fd00d0ca9f170300000402070662372e74677a026162fb2c01080662382e74677a026162fb2c01",
+        ),
+        RunSpec::RestoreNew { .. } => (
+            RunSpec::RestoreNew { backup: backup_ref(), provision: provision() },
+            "0100fd00d0ca9f1703000005070662372e74677a026162fb2c010104705f6462056c6f63616c01016f013101016c01760105632e796d6c01046461746101026462",
         ),
     }
 }
@@ -144,6 +162,14 @@ fn intent_golden(variant: &Effect) -> (Effect, &'static str) {
         Effect::DeleteBackup { .. } => {
             (Effect::DeleteBackup { backup: backup_ref() }, "0101fd00d0ca9f1703000010070662372e74677a026162fb2c01")
         }
+        Effect::Provision { .. } => (
+            Effect::Provision { backup: backup_ref(), provision: provision() },
+            "0101fd00d0ca9f1703000011070662372e74677a026162fb2c010104705f6462056c6f63616c01016f013101016c01760105632e796d6c01046461746101026462",
+        ),
+        Effect::Unprovision { .. } => (
+            Effect::Unprovision { provision: provision() },
+            "0101fd00d0ca9f17030000120104705f6462056c6f63616c01016f013101016c01760105632e796d6c01046461746101026462",
+        ),
     }
 }
 

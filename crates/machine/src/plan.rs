@@ -26,6 +26,8 @@ enum Step {
     Start,
     Verify,
     CommitData,
+    /// The volumes and deployment files of a restore onto a new host.
+    Provision,
 }
 
 /// The forward steps of a kind, in order, and the one whose success takes a run past its point of
@@ -45,6 +47,8 @@ fn steps(kind: RunKind) -> Option<(&'static [Step], Step)> {
         // a deleted backup cannot be undeleted, and every deletion is idempotent, so an
         // interrupted prune always finishes.
         RunKind::Prune => return None,
+        // As a restore: the data was verified running.
+        RunKind::RestoreNew => (&[VerifyArchive, Provision, RestoreData, UpStack, Verify, CommitData], Verify),
     })
 }
 
@@ -73,7 +77,7 @@ impl Step {
             Step::Stop => State::Stopping,
             Step::Write => State::Archiving,
             Step::Record => State::Recording,
-            Step::Deploy => State::Deploying,
+            Step::Deploy | Step::Provision => State::Deploying,
             Step::RestoreData => State::Restoring,
             Step::UpStack | Step::Start => State::Restarting,
             Step::VerifyStack | Step::CommitDeploy | Step::Verify | Step::CommitData => State::Verifying,
@@ -84,8 +88,12 @@ impl Step {
     fn effect(self, run: &Run) -> Result<Effect, MachineError> {
         let rollback = run.kind() == RunKind::Rollback;
         Ok(match (self, run.spec()) {
-            (Step::VerifyArchive, RunSpec::Restore { backup } | RunSpec::Rollback { backup }) => {
-                Effect::VerifyArchive { backup: backup.clone() }
+            (
+                Step::VerifyArchive,
+                RunSpec::Restore { backup } | RunSpec::Rollback { backup } | RunSpec::RestoreNew { backup, .. },
+            ) => Effect::VerifyArchive { backup: backup.clone() },
+            (Step::Provision, RunSpec::RestoreNew { backup, provision }) => {
+                Effect::Provision { backup: backup.clone(), provision: provision.clone() }
             }
             (Step::Inspect, _) => Effect::Inspect,
             (Step::Stop, _) => Effect::StopServices { services: running(run)? },
@@ -99,6 +107,9 @@ impl Step {
                 Effect::RecordBackup { archive: archive(run)?, backup_kind: BackupKind::PreUpgrade, note: None }
             }
             (Step::Deploy, RunSpec::Upgrade { package, .. }) => Effect::Deploy { package: package.clone() },
+            (Step::UpStack, RunSpec::RestoreNew { provision, .. }) => {
+                Effect::ComposeUp { services: Some(provision.services.clone()) }
+            }
             (Step::UpStack, _) => Effect::ComposeUp { services: None },
             (Step::VerifyStack, _) => Effect::VerifyServices { services: None },
             (Step::CommitDeploy, RunSpec::Upgrade { package, .. }) => {
@@ -107,10 +118,24 @@ impl Step {
             (Step::RestoreData, RunSpec::Restore { backup } | RunSpec::Rollback { backup }) => {
                 Effect::RestoreData { backup: backup.clone(), deployment: rollback }
             }
+            (Step::RestoreData, RunSpec::RestoreNew { backup, .. }) => {
+                Effect::RestoreData { backup: backup.clone(), deployment: false }
+            }
             (Step::Start, _) => start_effect(rollback, running(run)?),
+            (Step::Verify, RunSpec::RestoreNew { provision, .. }) => {
+                Effect::VerifyServices { services: Some(provision.services.clone()) }
+            }
             (Step::Verify, _) => Effect::VerifyServices { services: Some(running(run)?) },
             (Step::CommitData, _) => Effect::CommitData,
-            (Step::VerifyArchive | Step::Write | Step::Deploy | Step::CommitDeploy | Step::RestoreData, _) => {
+            (
+                Step::VerifyArchive
+                | Step::Write
+                | Step::Deploy
+                | Step::CommitDeploy
+                | Step::RestoreData
+                | Step::Provision,
+                _,
+            ) => {
                 // `steps` lists these only for kinds whose spec holds what they need; an error,
                 // not a panic, should that ever change.
                 return Err(MachineError::MissingFact("the spec a step needs"));
@@ -184,6 +209,19 @@ pub(crate) fn settle(run: &Run, begun: usize, done: usize) -> Result<(Vec<Effect
         }
         // Past its point of no return from the start: handled above.
         RunSpec::Prune { .. } => {}
+        RunSpec::RestoreNew { provision, .. } => {
+            // Stop what came up, put back what the swap moved aside (empty directories, or a
+            // volume the operator named to be replaced), then remove exactly what the run created.
+            if began(Step::UpStack) {
+                steps.push(Effect::StopStack);
+            }
+            if began(Step::RestoreData) {
+                steps.push(Effect::RevertData);
+            }
+            if began(Step::Provision) {
+                steps.push(Effect::Unprovision { provision: provision.clone() });
+            }
+        }
         RunSpec::Restore { .. } | RunSpec::Rollback { .. } => {
             let rollback = run.kind() == RunKind::Rollback;
             if began(Step::RestoreData) {

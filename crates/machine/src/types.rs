@@ -34,6 +34,8 @@ pub enum RunKind {
     Restore,
     Rollback,
     Prune,
+    /// A restore onto a host that lacks the project (`restore --from`).
+    RestoreNew,
 }
 
 impl RunKind {
@@ -45,6 +47,7 @@ impl RunKind {
             RunKind::Restore => "restore",
             RunKind::Rollback => "rollback",
             RunKind::Prune => "prune",
+            RunKind::RestoreNew => "restore-new",
         }
     }
 }
@@ -113,6 +116,37 @@ pub enum RunSpec {
     /// Delete these backups, as the retention policy decided (planned, and their archives
     /// verified, before the run starts).
     Prune { deletions: Vec<BackupRef> },
+    /// Bring a backup up on a host that lacks the project: create what `provision` lists, put the
+    /// data in place, start the services it names. Rolling back removes exactly what it lists,
+    /// nothing that existed before the run.
+    RestoreNew { backup: BackupRef, provision: Provision },
+}
+
+/// What a restore onto a new host creates, decided (and checked absent) before the run starts,
+/// so that a rollback removes exactly this and never something that was there before.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Provision {
+    /// Named volumes to create, none of which existed when the run started.
+    pub volumes: Vec<NewVolume>,
+    /// Deployment files to write from the archive, relative to the project directory; none
+    /// existed when the run started.
+    pub files: Vec<String>,
+    /// Directories it creates below the project directory (the data paths), relative; none existed.
+    pub dirs: Vec<String>,
+    /// The services to bring up: those that were running when the backup was made.
+    pub services: Vec<String>,
+}
+
+/// A named volume as a restore creates it again.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct NewVolume {
+    /// Its Docker name.
+    pub name: String,
+    pub driver: String,
+    pub driver_options: Vec<(String, String)>,
+    pub labels: Vec<(String, String)>,
 }
 
 impl RunSpec {
@@ -123,6 +157,7 @@ impl RunSpec {
             RunSpec::Restore { .. } => RunKind::Restore,
             RunSpec::Rollback { .. } => RunKind::Rollback,
             RunSpec::Prune { .. } => RunKind::Prune,
+            RunSpec::RestoreNew { .. } => RunKind::RestoreNew,
         }
     }
 }
@@ -268,6 +303,13 @@ pub enum Effect {
     /// Remove a backup's catalog entry, then its archive, in that order, so a crash never leaves
     /// an entry without its file. Either already gone is fine.
     DeleteBackup { backup: BackupRef },
+    /// Create the volumes and write the deployment files `provision` lists (from the archive).
+    /// A volume already there with the same labels, or a file already written with the archive's
+    /// content, is left as it is, so a rerun is safe.
+    Provision { backup: BackupRef, provision: Provision },
+    /// Remove the project's containers and networks, then the volumes, files and directories
+    /// `provision` lists. What is already gone is skipped, so a rerun is safe.
+    Unprovision { provision: Provision },
 }
 
 impl Effect {
@@ -291,6 +333,8 @@ impl Effect {
             Effect::RevertData => "revert_data",
             Effect::CommitData => "commit_data",
             Effect::DeleteBackup { .. } => "delete_backup",
+            Effect::Provision { .. } => "provision",
+            Effect::Unprovision { .. } => "unprovision",
         }
     }
 }

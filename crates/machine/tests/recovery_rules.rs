@@ -934,3 +934,77 @@ fn an_archive_write_reports_its_details_and_older_journals_without_them_replay()
     let j = Journal::new(backup()).ok(3);
     assert_eq!((j.run.archive(), j.run.archive_details()), (Some(&facts()), None));
 }
+
+// -------------------------------------------------------------------------------------------------
+// Restore onto a new host.
+
+fn new_host_plan() -> Provision {
+    Provision {
+        volumes: vec![NewVolume {
+            name: "shop_db".into(),
+            driver: "local".into(),
+            driver_options: Vec::new(),
+            labels: vec![("com.docker.compose.project".into(), "shop".into())],
+        }],
+        files: vec!["docker-compose.yml".into()],
+        dirs: vec!["data".into()],
+        services: running(),
+    }
+}
+
+fn restore_new() -> RunSpec {
+    RunSpec::RestoreNew { backup: catalogued(), provision: new_host_plan() }
+}
+
+#[test]
+fn a_restore_onto_a_new_host_interrupted_at_any_step_before_its_verification_removes_what_it_created() {
+    let unprovision = Effect::Unprovision { provision: new_host_plan() };
+    let verify_archive = Effect::VerifyArchive { backup: catalogued() };
+    // (steps done, the next in flight?) → the state it was in, and the settling steps.
+    let cases: Vec<(usize, bool, State, Vec<Effect>)> = vec![
+        (0, false, State::Checking, vec![]),
+        (0, true, State::Checking, vec![]),
+        (1, false, State::Deploying, vec![]),
+        (1, true, State::Deploying, vec![unprovision.clone()]),
+        (2, false, State::Restoring, vec![unprovision.clone()]),
+        (2, true, State::Restoring, vec![Effect::RevertData, unprovision.clone()]),
+        (3, false, State::Restarting, vec![Effect::RevertData, unprovision.clone()]),
+        (3, true, State::Restarting, vec![Effect::StopStack, Effect::RevertData, unprovision.clone()]),
+        (4, false, State::Verifying, vec![Effect::StopStack, Effect::RevertData, unprovision.clone()]),
+        (4, true, State::Verifying, vec![Effect::StopStack, Effect::RevertData, unprovision.clone()]),
+    ];
+    for (done, in_flight, state, steps) in cases {
+        let mut j = Journal::new(restore_new()).ok(done);
+        if in_flight {
+            j = j.begin();
+        }
+        j.expect(state, Decision::RollBack, steps, State::RolledBack);
+    }
+    // The plan's first steps name what it creates, and the archive is verified before any.
+    let j = Journal::new(restore_new());
+    assert_eq!(j.run.poll_effect(), Some(verify_archive));
+    let j = j.ok(1);
+    assert_eq!(j.run.poll_effect(), Some(Effect::Provision { backup: catalogued(), provision: new_host_plan() }));
+}
+
+#[test]
+fn a_restore_onto_a_new_host_verified_running_resumes_and_commits() {
+    let j = Journal::new(restore_new()).ok(5);
+    j.expect(State::Verifying, Decision::Resume, vec![Effect::CommitData], State::Completed);
+    let j = Journal::new(restore_new()).ok(5).begin();
+    j.expect(State::Verifying, Decision::Resume, vec![Effect::CommitData], State::Completed);
+}
+
+#[test]
+fn a_restore_onto_a_new_host_that_fails_to_come_up_rolls_back_everything_it_created() {
+    let j = Journal::new(restore_new()).ok(3).fail();
+    assert_eq!(j.run.state(), State::RollingBack);
+    // Interrupted while rolling back: the same steps, from the one interrupted.
+    let j = j.begin();
+    j.expect(
+        State::RollingBack,
+        Decision::ContinueRollBack,
+        vec![Effect::StopStack, Effect::RevertData, Effect::Unprovision { provision: new_host_plan() }],
+        State::RolledBack,
+    );
+}

@@ -6,9 +6,10 @@
 //! stray file (which `prune` reports), never a catalog entry without its archive.
 
 use crate::fsutil;
+use crate::manifest::{MANIFEST_NAME, ManifestInput};
 use crate::project::Project;
 use anyhow::Context;
-use lifeboat_archive::{Expected, Root, WriteOptions};
+use lifeboat_archive::{Expected, LeadingFile, Root, WriteOptions};
 use lifeboat_journal::{BackupEntry, Journal};
 use lifeboat_machine::{ArchiveDetails, ArchiveFacts, BackupKind, BackupRef, Run, RunSpec, SkippedPath};
 use std::path::{Path, PathBuf};
@@ -24,18 +25,34 @@ pub fn check_data_paths(project: &Project) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `WriteArchive`: walk → tar → parallel gzip → sha256 inline → `NAME.partial` → fsync → rename.
-/// The writer polls the signal flag, so a cancelled run stops within about 1 MiB.
+/// `WriteArchive`: census → manifest → walk → tar → parallel gzip → sha256 inline →
+/// `NAME.partial` → fsync → rename, then the `NAME.sha256` sidecar. The manifest
+/// (`crate::manifest`) is the archive's first entry and says what each root holds; the writer
+/// checks its own counts against that census, so a root that changed between the two walks fails
+/// the backup rather than leaving a manifest that lies. The writer polls the signal flag, so a
+/// cancelled run stops within about 1 MiB.
 pub async fn write_archive(
     project: &Project,
     roots: Vec<Root>,
+    manifest: ManifestInput<'_>,
     path: &str,
     progress: bool,
 ) -> anyhow::Result<(ArchiveFacts, ArchiveDetails)> {
     let dest = PathBuf::from(path);
+    let census = {
+        let roots = roots.clone();
+        crate::fsutil::blocking("the census of the roots", move || Ok(lifeboat_archive::census(&roots)?)).await?
+    };
+    let mtime = u64::try_from(manifest.created_at_ms / 1000).unwrap_or(0);
+    let manifest = crate::manifest::build(manifest, &roots, &census)?;
     // Level, group and limits from `[backup]` (docs/security.md).
-    let options =
-        WriteOptions { threads: 0, cancel: crate::signals::cancel_flag(), ..project.config.backup.write_options()? };
+    let options = WriteOptions {
+        threads: 0,
+        cancel: crate::signals::cancel_flag(),
+        leading: vec![LeadingFile { name: MANIFEST_NAME.to_owned(), data: manifest.to_json(), mtime }],
+        expect: Some(census),
+        ..project.config.backup.write_options()?
+    };
     if let Some(dir) = dest.parent() {
         crate::perms::ready_backup_dir(dir, options.group)?;
     }
@@ -51,6 +68,7 @@ pub async fn write_archive(
     for skipped in &summary.skipped {
         tracing::warn!("{skipped}");
     }
+    write_sidecar(Path::new(path), &summary.sha256, project.config.backup.group_id()?)?;
     let details = ArchiveDetails {
         apparent_bytes: summary.apparent_bytes,
         stored_bytes: summary.stored_bytes,
@@ -71,6 +89,83 @@ pub async fn write_archive(
     Ok((facts, details))
 }
 
+/// `NAME.sha256` beside archive `NAME`: its hash in `sha256sum` format, so a copy can be checked
+/// with `sha256sum -c` alone. Written whole under a temporary name, fsynced, then renamed, with
+/// the archive's mode.
+pub fn write_sidecar(archive: &Path, sha256: &str, group: Option<u32>) -> anyhow::Result<()> {
+    let sidecar = sidecar_path(archive);
+    let name = archive.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = lifeboat_archive::partial_path(&sidecar);
+    let _ = std::fs::remove_file(&temp);
+    let mut file =
+        crate::fsutil::create_private_file(&temp).with_context(|| format!("cannot create {}", temp.display()))?;
+    use std::io::Write;
+    file.write_all(format!("{sha256}  {name}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", temp.display()))?;
+    drop(file);
+    if let Some(gid) = group {
+        // As the archive: `0640` for `backup.group` (docs/security.md).
+        use std::os::unix::fs::PermissionsExt;
+        std::os::unix::fs::chown(&temp, None, Some(gid))
+            .and_then(|()| std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o640)))
+            .with_context(|| format!("cannot share {} with backup.group", temp.display()))?;
+    }
+    std::fs::rename(&temp, &sidecar).with_context(|| format!("cannot write {}", sidecar.display()))?;
+    if let Some(dir) = sidecar.parent() {
+        fsutil::fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Where the `sha256sum` line of `archive` lives: `NAME.sha256`.
+pub fn sidecar_path(archive: &Path) -> PathBuf {
+    let mut name = archive.as_os_str().to_owned();
+    name.push(".sha256");
+    PathBuf::from(name)
+}
+
+/// The hash a sidecar holds for `archive`, `Ok(None)` when there is no sidecar. A sidecar that
+/// is not one `sha256sum` line for this file is an error.
+pub fn read_sidecar(archive: &Path) -> anyhow::Result<Option<String>> {
+    let sidecar = sidecar_path(archive);
+    let text = match std::fs::read(&sidecar) {
+        Ok(bytes) if bytes.len() <= 4096 => String::from_utf8_lossy(&bytes).into_owned(),
+        Ok(_) => anyhow::bail!("{} is not a sha256sum line", sidecar.display()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", sidecar.display())),
+    };
+    let line = text.lines().next().unwrap_or_default();
+    let (hash, _name) = line.split_once("  ").unwrap_or((line, ""));
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        anyhow::bail!("{} is not a sha256sum line", sidecar.display());
+    }
+    Ok(Some(hash.to_ascii_lowercase()))
+}
+
+/// What the manifest of run `run`'s archive says beyond its roots.
+pub fn manifest_input<'a>(
+    project: &'a Project,
+    journal: &Journal,
+    run: &Run,
+    volumes: &'a [crate::docker::Volume],
+) -> anyhow::Result<ManifestInput<'a>> {
+    let (kind, note) = match run.spec() {
+        RunSpec::Backup { backup_kind, note, .. } => (*backup_kind, note.clone()),
+        _ => (BackupKind::PreUpgrade, None),
+    };
+    Ok(ManifestInput {
+        project: &project.config.project.name,
+        run_id: run.id(),
+        kind: kind.as_str(),
+        note,
+        created_at_ms: run.started_at().0,
+        deployed_version: journal.settings()?.deployed_version,
+        running_services: run.running().map(<[String]>::to_vec).unwrap_or_default(),
+        volumes,
+    })
+}
+
 /// `RecordBackup`: checks the archive is still there, whole, then catalogs it under the run's id
 /// (an upgrade's backup with the version it protects).
 pub fn record(
@@ -83,6 +178,10 @@ pub fn record(
     let size = std::fs::metadata(&archive.path).with_context(|| format!("the archive {} is gone", archive.path))?.len();
     if size != archive.size_bytes {
         anyhow::bail!("the archive {} is {size} bytes, but {} were written", archive.path, archive.size_bytes);
+    }
+    // A crash between the archive's rename and its sidecar's leaves no sidecar: write it now.
+    if read_sidecar(Path::new(&archive.path)).ok().flatten().as_deref() != Some(archive.sha256.as_str()) {
+        write_sidecar(Path::new(&archive.path), &archive.sha256, None)?;
     }
     let protects_version = match run.spec() {
         RunSpec::Upgrade { .. } => journal.settings()?.deployed_version,
@@ -110,7 +209,10 @@ pub fn record(
 pub fn discard(journal: &Journal, run: &Run, path: &str) -> anyhow::Result<()> {
     journal.remove_backup(run.id())?;
     let path = Path::new(path);
-    for file in [path.to_path_buf(), lifeboat_archive::partial_path(path)] {
+    let sidecar = sidecar_path(path);
+    for file in
+        [path.to_path_buf(), lifeboat_archive::partial_path(path), lifeboat_archive::partial_path(&sidecar), sidecar]
+    {
         if fsutil::remove_file(&file)? {
             tracing::info!("removed {}", file.display());
         }
@@ -130,6 +232,7 @@ pub fn delete(journal: &Journal, project: &Project, backup: &BackupRef) -> anyho
     if fsutil::remove_file(&path)? {
         tracing::info!("deleted {}", path.display());
     }
+    fsutil::remove_file(&sidecar_path(&path))?;
     if let Some(dir) = path.parent().filter(|d| d.exists()) {
         fsutil::fsync_dir(dir)?;
     }

@@ -47,12 +47,16 @@
 //! before, and the extractor never writes through a symlink whatever this setting, so an
 //! accepted link cannot make the restore write outside its target.
 //!
-//! The roots are those of the current configuration and the project's current volumes, as for a
-//! backup. A root the backup does not hold fails the restore before anything is swapped; a root
-//! the backup holds but the configuration no longer has is left out.
+//! The roots are those the archive's manifest lists (`manifest_roots`): what the backup holds,
+//! whatever the configuration says today (the restore command names any difference before it
+//! starts). An archive without a manifest (made before manifests existed) is restored onto the
+//! roots of the current configuration and the project's current volumes, as a backup would take
+//! them: a root the backup does not hold then fails the restore before anything is swapped, and
+//! a root the backup holds but the configuration no longer has is left out.
 
 use crate::docker::Volume;
 use crate::fsutil::{self, exists};
+use crate::manifest::{Manifest, RootTarget};
 use crate::project::Project;
 use anyhow::Context;
 use lifeboat_archive::{ArchiveError, ExtractOptions, ExtractReport, Staged, Swapped};
@@ -102,6 +106,29 @@ pub fn data_roots(project: &Project, volumes: Vec<Volume>) -> anyhow::Result<Vec
             let name = volume.compose_name.clone().unwrap_or(volume.name.clone());
             roots.push(DataRoot { archive_name: format!("volumes/{name}"), target: volume.mountpoint });
         }
+    }
+    Ok(roots)
+}
+
+/// The data roots an archive's manifest lists (docs/design.md, "Archive manifest"): each bind
+/// path below the project directory, then each named volume at its mountpoint in `volumes` (the
+/// daemon's volumes now, found by their Docker name). A volume the archive holds that the daemon
+/// lacks is an error naming it.
+pub fn manifest_roots(project: &Project, manifest: &Manifest, volumes: &[Volume]) -> anyhow::Result<Vec<DataRoot>> {
+    let mut roots = Vec::new();
+    for (root, path) in manifest.paths() {
+        let target: PathBuf = project.dir.join(path).components().collect();
+        roots.push(DataRoot { archive_name: root.archive_name.clone(), target });
+    }
+    for root in manifest.volumes() {
+        let RootTarget::Volume { docker_name, .. } = &root.target else { continue };
+        let volume = volumes.iter().find(|v| &v.name == docker_name).with_context(|| {
+            format!(
+                "the backup holds volume {docker_name}, which does not exist here: create it \
+                 ('docker volume create {docker_name}') or restore with 'lifeboat restore --from' into a new directory"
+            )
+        })?;
+        roots.push(DataRoot { archive_name: root.archive_name.clone(), target: volume.mountpoint.clone() });
     }
     Ok(roots)
 }

@@ -217,12 +217,20 @@ pub fn commit(base: &Path) -> anyhow::Result<()> {
     remove_tree(base)
 }
 
-/// The deployment files a pre-upgrade backup keeps (`deploy/<rel>` roots): each current file the
-/// package replaces, and the compose file. Empty for other runs.
+/// The deployment files every backup carries (`deploy/<rel>` roots), so an archive stands alone
+/// (docs/design.md, "Archive manifest"): the compose file, its override file, `.env` and
+/// `lifeboat.toml`, those of them that exist; a pre-upgrade backup also keeps each current file
+/// the package replaces.
 pub fn deployment_roots(project: &Project, spec: &RunSpec) -> anyhow::Result<Vec<Root>> {
-    let RunSpec::Upgrade { package, .. } = spec else { return Ok(Vec::new()) };
-    let mut rels: BTreeSet<String> = package::deploy_files_of(Path::new(&package.path))?.into_iter().collect();
-    rels.insert(project.config.project.compose_file.clone());
+    let mut rels = BTreeSet::from([
+        project.config.project.compose_file.clone(),
+        override_file(&project.config.project.compose_file),
+        ".env".to_owned(),
+        crate::config::CONFIG_FILE.to_owned(),
+    ]);
+    if let RunSpec::Upgrade { package, .. } = spec {
+        rels.extend(package::deploy_files_of(Path::new(&package.path))?);
+    }
     let mut roots = Vec::new();
     for rel in rels {
         let source = project.dir.join(&rel);
@@ -231,6 +239,19 @@ pub fn deployment_roots(project: &Project, spec: &RunSpec) -> anyhow::Result<Vec
         }
     }
     Ok(roots)
+}
+
+/// The override file compose reads beside `compose_file` (`docker-compose.override.yml` beside
+/// `docker-compose.yml`).
+fn override_file(compose_file: &str) -> String {
+    let path = Path::new(compose_file);
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("docker-compose");
+    let ext = path.extension().and_then(|s| s.to_str()).unwrap_or("yml");
+    let name = format!("{stem}.override.{ext}");
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => format!("{}/{name}", dir.display()),
+        None => name,
+    }
 }
 
 /// `Deploy`: re-validates the package, extracts it, loads its images, then swaps the files in.
@@ -312,6 +333,9 @@ pub async fn restore_backup_files(project: &Project, run_id: RunId, backup: &Bac
             }
             let mut rels = Vec::new();
             collect_files(&staged.join("deploy"), "", &mut rels)?;
+            // `lifeboat.toml` travels with every backup for a restore onto a new host; a
+            // rollback puts back the deployment, not the operator's settings.
+            rels.retain(|rel| rel != crate::config::CONFIG_FILE);
             Ok(rels)
         })
         .map(drop)

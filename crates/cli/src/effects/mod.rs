@@ -9,9 +9,12 @@
 //! - `data_swap`: a backup's data swapped in, kept aside until commit (`RestoreData`,
 //!   `RevertData`, `CommitData`);
 //! - `deploy_swap`: deployment files swapped in, kept aside until commit (`Deploy`,
-//!   `RestoreDeployment`, `CommitDeploy`, and a rollback's deployment half).
+//!   `RestoreDeployment`, `CommitDeploy`, and a rollback's deployment half);
+//! - `provision`: what a restore onto a new host creates, and removes on rollback
+//!   (`Provision`, `Unprovision`).
 
 pub mod backups;
 pub mod data_swap;
 pub mod deploy_swap;
+pub mod provision;
 pub mod services;

@@ -119,6 +119,7 @@ pub fn conclude(run: &Run) -> anyhow::Result<()> {
             RunSpec::Restore { backup } | RunSpec::Rollback { backup } => {
                 format!("; check it with 'lifeboat verify {}'", backup.backup_id)
             }
+            RunSpec::RestoreNew { backup, .. } => format!("; the copy at {} is damaged", backup.path),
             _ => String::new(),
         };
         return Err(

@@ -507,6 +507,9 @@ impl Sim {
 
     fn carry_out(&mut self, run: RunId, effect: &Effect) -> Result<Outcome, Stop> {
         match effect {
+            Effect::Provision { .. } | Effect::Unprovision { .. } => {
+                unreachable!("the model starts no restore onto a new host: tests/recovery_rules.rs covers its rules")
+            }
             Effect::Inspect => {
                 self.read_only()?;
                 Ok(Outcome::Inspected { running: self.world.running() })
@@ -927,6 +930,9 @@ impl Sim {
                 } else {
                     assert_eq!(w.files, before.files, "restore {id} changed the deployment files");
                 }
+            }
+            (RunSpec::RestoreNew { .. }, _) => {
+                unreachable!("the model starts no restore onto a new host: tests/recovery_rules.rs covers its rules")
             }
             (RunSpec::Restore { .. } | RunSpec::Rollback { .. }, _) => {
                 assert_eq!(w.data, before.data, "restore {id} rolled back: data");
