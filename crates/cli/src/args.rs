@@ -67,7 +67,9 @@ pub enum Command {
     /// Put a backup's data back: verify the archive, stop, swap the data, restart, verify.
     ///
     /// The current data is moved aside, not deleted, until the restored services are verified
-    /// up; on any failure it is put back. Asks for confirmation on a terminal unless --yes.
+    /// up; on any failure it is put back. The roots restored are those the archive's manifest
+    /// lists, whatever lifeboat.toml says now (a difference is named first). With --from ARCHIVE,
+    /// restores onto a host that lacks the project. Asks on a terminal unless --yes.
     Restore(RestoreArgs),
     /// Deploy a service package: back up, swap the files in, compose up, verify; roll back on failure.
     ///
@@ -102,6 +104,12 @@ pub enum Command {
     /// Read the journal.
     #[command(subcommand)]
     Journal(JournalCommand),
+    /// Catalog archives found on disk (a new host, a lost journal), from their manifests.
+    ///
+    /// Each archive is read through and checked against its NAME.sha256 file (when there is one)
+    /// and its manifest before it is catalogued under the id it was made with; an archive already
+    /// in the catalog changes nothing. Then list, verify, prune, restore ID and rollback work on it.
+    Import(ImportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -120,10 +128,28 @@ pub struct InitArgs {
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// The backup to restore (see 'lifeboat list').
-    pub backup_id: u64,
+    #[arg(required_unless_present = "from", conflicts_with = "from")]
+    pub backup_id: Option<u64>,
+    /// Restore onto a host that lacks the project, from this archive alone: into DIR (-C), empty
+    /// or missing. Writes the deployment files, creates the named volumes, puts the data in
+    /// place, brings up the services that were running and verifies them; a failure removes
+    /// what it created. Checks the archive against its NAME.sha256 file when there is one.
+    #[arg(long, value_name = "ARCHIVE")]
+    pub from: Option<PathBuf>,
+    /// With --from: restore into this existing volume, replacing its data (kept aside until the
+    /// restore is verified). Without it, an existing volume of the same name is refused.
+    #[arg(long, value_name = "VOLUME", requires = "from")]
+    pub replace: Vec<String>,
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Archives to catalog (lifeboat .tar.gz files with a manifest).
+    #[arg(required = true, value_name = "ARCHIVE")]
+    pub paths: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -219,4 +245,11 @@ pub enum JournalCommand {
     },
     /// Check every run: sequence gaps, undecodable records, events the machine rejects.
     Verify,
+    /// Start a new journal when the current one cannot be opened, and catalog the archives of
+    /// backup.dir into it.
+    ///
+    /// The broken journal is moved aside to .lifeboat/journal.redb.broken-TIMESTAMP, never
+    /// deleted (its runs are not carried over). Refused while the journal opens: use 'lifeboat
+    /// import' to add archives to a working one.
+    Rebuild,
 }

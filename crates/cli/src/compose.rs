@@ -168,6 +168,19 @@ struct ComposeFile {
 struct Service {
     depends_on: Option<DependsOn>,
     profiles: Option<Vec<String>>,
+    image: Option<String>,
+}
+
+/// The image each service of a compose file (its text) names, for the services that name one
+/// (a service with only `build:` has its image built, not pulled).
+pub fn images(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let file: ComposeFile = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    Ok(file
+        .services
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(name, service)| service.and_then(|s| s.image).map(|image| (name, image)))
+        .collect())
 }
 
 /// The services a compose file starts by default: those without `profiles`.

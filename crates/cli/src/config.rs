@@ -190,8 +190,13 @@ impl Config {
             }
             Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
         };
-        let config: Config = toml::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
-        config.validate().with_context(|| format!("{} is not valid", path.display()))?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates the text of a `lifeboat.toml`; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text).with_context(|| format!("{origin} is not valid"))?;
+        config.validate().with_context(|| format!("{origin} is not valid"))?;
         Ok(config)
     }
 

@@ -130,7 +130,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::List => emit(json, commands::catalog::list(&ctx)?),
         Command::Verify(args) => emit(json, commands::catalog::verify(&ctx, args.backup_id, args.all)?),
         Command::Recover => emit(json, commands::recover::run(&ctx).await?),
-        Command::Restore(args) => emit(json, commands::restore::run(&ctx, &args).await?),
+        Command::Restore(args) => match &args.from {
+            Some(from) => emit(json, commands::restore_from::run(&ctx, &args, from).await?),
+            None => emit(json, commands::restore::run(&ctx, &args).await?),
+        },
+        Command::Import(args) => emit(json, commands::import::run(&ctx, &args.paths)?),
         Command::Prune(args) => emit(json, commands::prune::run(&ctx, &args).await?),
         Command::Upgrade(args) => emit(json, commands::upgrade::run(&ctx, &args).await?),
         Command::Rollback(args) => emit(json, commands::rollback::run(&ctx, &args).await?),
@@ -144,6 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             JournalCommand::Show { run_id } => emit(json, commands::journal::show(&ctx, run_id)?),
             JournalCommand::Replay { run_id } => emit(json, commands::journal::replay_cmd(&ctx, run_id)?),
             JournalCommand::Verify => emit(json, commands::journal::verify(&ctx)?),
+            JournalCommand::Rebuild => emit(json, commands::import::rebuild(&ctx)?),
         },
     }
 }

@@ -48,6 +48,7 @@ fn run_report_shapes() {
             run_id: 13,
             backup_id: 12,
             restored: vec!["paths/data".into(), "volumes/dbdata".into()],
+            differences: vec!["paths/old is in lifeboat.toml but not in the backup: it is left as it is".into()],
             stopped: vec!["app".into(), "db".into()],
             restarted: vec!["db".into(), "app".into()],
             downtime_ms: 6_020,

@@ -27,6 +27,13 @@ pub(crate) const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("
 /// the first format: a journal may lack the table, and entries recorded before it lack a row.
 pub(crate) const BACKUP_DETAILS: TableDefinition<u64, &[u8]> = TableDefinition::new("lifeboat_backup_details");
 
+/// Backups imported from archives made under another journal (`lifeboat import`, a restore onto
+/// a new host), by id, with the path they were imported from. The row stays when the backup is
+/// pruned: an imported id is reserved for good, so no later run of this journal takes it (and
+/// names a new archive as the imported one is named). Added after the first format: a journal
+/// may lack the table.
+pub(crate) const IMPORTED: TableDefinition<u64, &[u8]> = TableDefinition::new("lifeboat_imported");
+
 const MAGIC_KEY: &str = "magic";
 const FORMAT_KEY: &str = "format";
 const SETTINGS_KEY: &str = "settings";
@@ -166,7 +173,11 @@ impl Journal {
             let txn = self.write()?;
             let (id, event) = {
                 let mut runs = txn.open_table(RUNS).map_err(|e| self.storage(e))?;
-                let last = runs.last().map_err(|e| self.storage(e))?.map_or(0, |(k, _)| k.value());
+                let last_run = runs.last().map_err(|e| self.storage(e))?.map_or(0, |(k, _)| k.value());
+                // Imported backups' ids are taken too (see `IMPORTED`).
+                let imported = txn.open_table(IMPORTED).map_err(|e| self.storage(e))?;
+                let last_imported = imported.last().map_err(|e| self.storage(e))?.map_or(0, |(k, _)| k.value());
+                let last = last_run.max(last_imported);
                 let id = last.checked_add(1).ok_or_else(|| JournalError::IdsExhausted { path: self.path.clone() })?;
                 let event = started(id);
                 if !matches!(event, Event::Started { .. }) {
@@ -363,6 +374,64 @@ impl Journal {
             }
             self.commit(txn)?;
             Ok(true)
+        })
+    }
+
+    /// Catalogs a backup made under another journal (its archive's manifest gives the entry),
+    /// durably, and reserves its id for good. Idempotent: an entry equal to the one already under
+    /// its id is `Ok(false)`. An id this journal already uses for another backup or for one of its
+    /// own runs is [`JournalError::BackupConflict`], and nothing changes.
+    pub fn import_backup(&self, entry: &BackupEntry, details: Option<&ArchiveDetails>) -> Result<bool, JournalError> {
+        self.contain(|| {
+            if entry.id != entry.run_id {
+                return Err(JournalError::BackupIdMismatch { id: entry.id, run_id: entry.run_id });
+            }
+            let bytes =
+                codec::encode(entry).map_err(|source| JournalError::Encode { path: self.path.clone(), source })?;
+            let txn = self.write()?;
+            {
+                let mut backups = txn.open_table(BACKUPS).map_err(|e| self.storage(e))?;
+                if let Some(existing) = backups.get(entry.id).map_err(|e| self.storage(e))? {
+                    let existing: BackupEntry =
+                        codec::decode(existing.value()).map_err(|source| JournalError::Undecodable {
+                            path: self.path.clone(),
+                            what: format!("backup {}", entry.id),
+                            source,
+                        })?;
+                    return if &existing == entry {
+                        Ok(false)
+                    } else {
+                        Err(JournalError::BackupConflict { path: self.path.clone(), id: entry.id })
+                    };
+                }
+                let runs = txn.open_table(RUNS).map_err(|e| self.storage(e))?;
+                if runs.get(entry.id).map_err(|e| self.storage(e))?.is_some() {
+                    return Err(JournalError::BackupConflict { path: self.path.clone(), id: entry.id });
+                }
+                backups.insert(entry.id, bytes.as_slice()).map_err(|e| self.storage(e))?;
+                if let Some(details) = details {
+                    let bytes = codec::encode(details)
+                        .map_err(|source| JournalError::Encode { path: self.path.clone(), source })?;
+                    let mut table = txn.open_table(BACKUP_DETAILS).map_err(|e| self.storage(e))?;
+                    table.insert(entry.id, bytes.as_slice()).map_err(|e| self.storage(e))?;
+                }
+                let mut imported = txn.open_table(IMPORTED).map_err(|e| self.storage(e))?;
+                imported.insert(entry.id, entry.path.as_bytes()).map_err(|e| self.storage(e))?;
+            }
+            self.commit(txn)?;
+            Ok(true)
+        })
+    }
+
+    /// Whether backup `id` was imported rather than made by a run of this journal.
+    pub fn is_imported(&self, id: u64) -> Result<bool, JournalError> {
+        self.contain(|| {
+            let txn = self.read()?;
+            match txn.open_table(IMPORTED) {
+                Ok(table) => Ok(table.get(id).map_err(|e| self.storage(e))?.is_some()),
+                Err(TableError::TableDoesNotExist(_)) => Ok(false),
+                Err(e) => Err(self.storage(e)),
+            }
         })
     }
 

@@ -1,7 +1,7 @@
 //! [`Journal::verify`]: a full structural check of the journal, for `lifeboat journal verify`.
 
 use crate::codec::{self, DecodeError, decode_event};
-use crate::journal::{BACKUPS, EVENTS, Journal, RUNS, SETTINGS};
+use crate::journal::{BACKUPS, EVENTS, IMPORTED, Journal, RUNS, SETTINGS};
 use crate::records::{BackupEntry, Settings};
 use lifeboat_machine::{MachineError, RunId, replay};
 use redb::{ReadTransaction, ReadableTable};
@@ -83,7 +83,8 @@ impl fmt::Display for Problem {
 impl Journal {
     /// Checks the whole journal: every run's sequence is contiguous from 0 and matches its
     /// recorded count, every record decodes, every run replays through the machine, every
-    /// catalog entry is keyed by its own id and names an existing run, and the settings decode.
+    /// catalog entry is keyed by its own id and names an existing run (or was imported), and the
+    /// settings decode.
     ///
     /// Never panics and never fails: a storage error (or a panic inside redb on a damaged file)
     /// is itself reported as a [`Problem`], after which the rest of the file is not checked.
@@ -136,6 +137,17 @@ impl Journal {
             }
         }
 
+        // Imported backups were made by runs of another journal (`Journal::import_backup`).
+        let mut imported = BTreeSet::new();
+        match txn.open_table(IMPORTED) {
+            Ok(table) => {
+                for item in table.iter()? {
+                    imported.insert(item?.0.value());
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
         let backups = txn.open_table(BACKUPS)?;
         for item in backups.iter()? {
             let (id, bytes) = item?;
@@ -151,7 +163,7 @@ impl Journal {
                             run_id: entry.run_id,
                         });
                     }
-                    if !runs.contains_key(&entry.run_id) {
+                    if !runs.contains_key(&entry.run_id) && !imported.contains(&entry.run_id) {
                         report.problems.push(Problem::BackupWithoutRun { id, run_id: entry.run_id });
                     }
                 }

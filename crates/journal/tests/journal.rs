@@ -461,3 +461,33 @@ fn verify_reports_a_backup_whose_run_is_missing() {
     assert_eq!(journal.backup(8).unwrap(), Some(orphan));
     assert_eq!(journal.verify().problems, vec![Problem::BackupWithoutRun { id: 8, run_id: 8 }]);
 }
+
+#[test]
+fn imported_backups_reserve_their_ids_verify_clean_and_conflicts_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    let journal = Journal::open(&path).unwrap();
+    let ids = write_runs(&journal, &[backup_run()]);
+    assert_eq!(ids, [1]);
+    // Backups 5 and 9 come from another journal's archives.
+    assert!(journal.import_backup(&entry(9), None).unwrap());
+    assert!(journal.import_backup(&entry(5), None).unwrap());
+    assert!(!journal.import_backup(&entry(5), None).unwrap(), "the same archive again is a no-op");
+    assert!(journal.is_imported(5).unwrap() && !journal.is_imported(1).unwrap());
+    let mut other = entry(5);
+    other.sha256 = "00".into();
+    assert!(matches!(journal.import_backup(&other, None), Err(JournalError::BackupConflict { id: 5, .. })));
+    // An id one of this journal's own runs holds is not free either, catalogued or not.
+    assert!(matches!(journal.import_backup(&entry(1), None), Err(JournalError::BackupConflict { id: 1, .. })));
+    assert_eq!(journal.backups().unwrap(), vec![entry(5), entry(9)]);
+    let report = journal.verify();
+    assert!(report.is_clean(), "{:?}", report.problems);
+
+    // The next run takes an id above every imported one, even once the import is pruned.
+    assert!(journal.remove_backup(9).unwrap());
+    drop(journal);
+    let journal = Journal::open(&path).unwrap();
+    let next = write_runs(&journal, &[backup_run()]);
+    assert_eq!(next, [10]);
+    assert!(journal.verify().is_clean());
+}

@@ -9,6 +9,7 @@ pub mod prune;
 pub mod recover;
 pub mod scheduled;
 pub mod space;
+pub mod standalone;
 
 use crate::commands::Ctx;
 use crate::executor::Executor;
