@@ -58,11 +58,19 @@ impl NewHost {
     fn clean(&self) {
         let mut words = self.compose.split_whitespace();
         let mut down = Command::new(words.next().unwrap());
-        down.args(words).args(["-p", &self.name, "down", "-v", "--remove-orphans", "-t", "1"]);
+        down.args(words).args(["-p", &self.name]);
         if self.dir.join("docker-compose.yml").exists() {
             down.args(["-f"]).arg(self.dir.join("docker-compose.yml"));
         }
-        let _ = down.output();
+        let _ = down.args(["down", "-v", "--remove-orphans", "-t", "1"]).output();
+        // Whatever compose could not see (no compose file left), by label.
+        let ids = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label=com.docker.compose.project={}", self.name)])
+            .output()
+            .expect("docker ps");
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = Command::new("docker").args(["rm", "-f", "-v", id]).output();
+        }
         for volume in project_volumes(&self.name) {
             let _ = Command::new("docker").args(["volume", "rm", "-f", &volume]).output();
         }

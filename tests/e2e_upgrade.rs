@@ -734,3 +734,32 @@ fn signals_before_and_after_the_point_of_no_return_of_an_upgrade() {
     assert_v2_up(&project, "SIGTERM after the point of no return");
     check_app_records(&project);
 }
+
+#[test]
+fn a_first_deployment_into_an_empty_directory_creates_the_data_paths_and_makes_no_backup() {
+    if !support::docker_available() {
+        return;
+    }
+    let v1 = ensure_app_image("v1", APP_OK);
+    let project = Project::new();
+    // Nothing deployed: no compose file, no data path, only lifeboat.toml (as `init` leaves it).
+    std::fs::remove_file(project.dir().join("docker-compose.yml")).unwrap();
+    std::fs::remove_dir(project.data_dir()).unwrap();
+    configure(&project);
+    let pkg = build_package(&project, "1", &v1, "one", false);
+    let report = run_json(&project, &["upgrade", pkg.to_str().unwrap(), "--yes"]);
+    assert_eq!(report["first_deployment"], true, "{report}");
+    assert_eq!(report["backup_id"], serde_json::Value::Null, "{report}");
+    assert!(project.data_dir().is_dir(), "the data path was created");
+    wait_app_records(&project, 3);
+    assert_eq!(run_json(&project, &["list"]), serde_json::json!([]), "nothing to back up, nothing backed up");
+    let runs = run_json(&project, &["journal", "list"]);
+    assert_eq!(runs[0]["kind"], "first-deploy", "{runs}");
+    assert_eq!(runs[0]["outcome"], "completed", "{runs}");
+    // The next upgrade is an ordinary one, with its pre-upgrade backup.
+    let v2 = ensure_app_image("v2", APP_OK);
+    let pkg2 = build_package(&project, "2", &v2, "two", true);
+    let report = run_json(&project, &["upgrade", pkg2.to_str().unwrap(), "--yes"]);
+    assert_eq!(report["first_deployment"], false, "{report}");
+    assert!(report["backup_id"].is_u64(), "{report}");
+}

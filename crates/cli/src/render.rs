@@ -67,6 +67,9 @@ pub fn event_detail(event: &Event) -> String {
                 let ids: Vec<String> = deletions.iter().map(|b| b.backup_id.to_string()).collect();
                 format!("prune of backup(s) {}", ids.join(", "))
             }
+            RunSpec::FirstDeploy { package } => {
+                format!("first deployment of version {} from {} (nothing to back up)", package.version, package.path)
+            }
             RunSpec::RestoreNew { backup, provision } => format!(
                 "restore onto a new host from {} (backup {}): creates {}",
                 backup.path,

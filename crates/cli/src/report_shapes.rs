@@ -58,7 +58,8 @@ fn run_report_shapes() {
         "upgrade_report",
         json(&UpgradeReport {
             run_id: 14,
-            backup_id: 14,
+            backup_id: Some(14),
+            first_deployment: false,
             from_version: Some("1.0.0".into()),
             to_version: "1.1.0".into(),
             state: "completed".into(),

@@ -99,6 +99,9 @@ fn started_golden(variant: &RunSpec) -> (RunSpec, &'static str) {
             },
             "0100fd00d0ca9f170300000402070662372e74677a026162fb2c01080662382e74677a026162fb2c01",
         ),
+        RunSpec::FirstDeploy { .. } => {
+            (RunSpec::FirstDeploy { package: package_ref() }, "0100fd00d0ca9f170300000605702e74677a0132026364")
+        }
         RunSpec::RestoreNew { .. } => (
             RunSpec::RestoreNew { backup: backup_ref(), provision: provision() },
             "0100fd00d0ca9f1703000005070662372e74677a026162fb2c010104705f6462056c6f63616c01016f013101016c01760105632e796d6c01046461746101026462",

@@ -49,6 +49,8 @@ fn steps(kind: RunKind) -> Option<(&'static [Step], Step)> {
         RunKind::Prune => return None,
         // As a restore: the data was verified running.
         RunKind::RestoreNew => (&[VerifyArchive, Provision, RestoreData, UpStack, Verify, CommitData], Verify),
+        // As an upgrade, without the backup.
+        RunKind::FirstDeploy => (&[Deploy, UpStack, VerifyStack, CommitDeploy], VerifyStack),
     })
 }
 
@@ -106,13 +108,15 @@ impl Step {
             (Step::Record, _) => {
                 Effect::RecordBackup { archive: archive(run)?, backup_kind: BackupKind::PreUpgrade, note: None }
             }
-            (Step::Deploy, RunSpec::Upgrade { package, .. }) => Effect::Deploy { package: package.clone() },
+            (Step::Deploy, RunSpec::Upgrade { package, .. } | RunSpec::FirstDeploy { package }) => {
+                Effect::Deploy { package: package.clone() }
+            }
             (Step::UpStack, RunSpec::RestoreNew { provision, .. }) => {
                 Effect::ComposeUp { services: Some(provision.services.clone()) }
             }
             (Step::UpStack, _) => Effect::ComposeUp { services: None },
             (Step::VerifyStack, _) => Effect::VerifyServices { services: None },
-            (Step::CommitDeploy, RunSpec::Upgrade { package, .. }) => {
+            (Step::CommitDeploy, RunSpec::Upgrade { package, .. } | RunSpec::FirstDeploy { package }) => {
                 Effect::CommitDeploy { version: package.version.clone() }
             }
             (Step::RestoreData, RunSpec::Restore { backup } | RunSpec::Rollback { backup }) => {
@@ -209,6 +213,15 @@ pub(crate) fn settle(run: &Run, begun: usize, done: usize) -> Result<(Vec<Effect
         }
         // Past its point of no return from the start: handled above.
         RunSpec::Prune { .. } => {}
+        RunSpec::FirstDeploy { .. } => {
+            // Nothing ran before: stop what came up, and take the package's files away again.
+            if began(Step::UpStack) {
+                steps.push(Effect::StopStack);
+            }
+            if began(Step::Deploy) {
+                steps.push(Effect::RestoreDeployment);
+            }
+        }
         RunSpec::RestoreNew { provision, .. } => {
             // Stop what came up, put back what the swap moved aside (empty directories, or a
             // volume the operator named to be replaced), then remove exactly what the run created.

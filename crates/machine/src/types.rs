@@ -36,6 +36,8 @@ pub enum RunKind {
     Prune,
     /// A restore onto a host that lacks the project (`restore --from`).
     RestoreNew,
+    /// An upgrade where nothing is deployed yet: no pre-upgrade backup.
+    FirstDeploy,
 }
 
 impl RunKind {
@@ -48,6 +50,7 @@ impl RunKind {
             RunKind::Rollback => "rollback",
             RunKind::Prune => "prune",
             RunKind::RestoreNew => "restore-new",
+            RunKind::FirstDeploy => "first-deploy",
         }
     }
 }
@@ -120,6 +123,9 @@ pub enum RunSpec {
     /// data in place, start the services it names. Rolling back removes exactly what it lists,
     /// nothing that existed before the run.
     RestoreNew { backup: BackupRef, provision: Provision },
+    /// Deploy `package` where nothing is deployed yet (no container, no data): as an upgrade,
+    /// without the pre-upgrade backup there is nothing to make.
+    FirstDeploy { package: PackageRef },
 }
 
 /// What a restore onto a new host creates, decided (and checked absent) before the run starts,
@@ -158,6 +164,7 @@ impl RunSpec {
             RunSpec::Rollback { .. } => RunKind::Rollback,
             RunSpec::Prune { .. } => RunKind::Prune,
             RunSpec::RestoreNew { .. } => RunKind::RestoreNew,
+            RunSpec::FirstDeploy { .. } => RunKind::FirstDeploy,
         }
     }
 }

@@ -1008,3 +1008,34 @@ fn a_restore_onto_a_new_host_that_fails_to_come_up_rolls_back_everything_it_crea
         State::RolledBack,
     );
 }
+
+// -------------------------------------------------------------------------------------------------
+// First deployment.
+
+#[test]
+fn a_first_deployment_makes_no_backup_and_a_failed_one_takes_its_files_away_again() {
+    let spec = RunSpec::FirstDeploy { package: package("v1") };
+    let j = Journal::new(spec.clone());
+    assert_eq!(j.run.poll_effect(), Some(Effect::Deploy { package: package("v1") }));
+    Journal::new(spec.clone()).begin().expect(
+        State::Deploying,
+        Decision::RollBack,
+        vec![Effect::RestoreDeployment],
+        State::RolledBack,
+    );
+    Journal::new(spec.clone()).ok(1).begin().expect(
+        State::Restarting,
+        Decision::RollBack,
+        vec![Effect::StopStack, Effect::RestoreDeployment],
+        State::RolledBack,
+    );
+    let j = Journal::new(spec.clone()).ok(2).fail();
+    assert_eq!(j.run.state(), State::RollingBack);
+    // Verified healthy: past its point of no return, it commits.
+    Journal::new(spec).ok(3).begin().expect(
+        State::Verifying,
+        Decision::Resume,
+        vec![Effect::CommitDeploy { version: "v1".into() }],
+        State::Completed,
+    );
+}

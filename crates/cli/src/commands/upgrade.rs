@@ -22,7 +22,10 @@ use std::io::Write;
 #[derive(Debug, serde::Serialize)]
 pub struct UpgradeReport {
     pub run_id: u64,
-    pub backup_id: u64,
+    /// The pre-upgrade backup; `null` for a first deployment, which has nothing to back up.
+    pub backup_id: Option<u64>,
+    /// Nothing was deployed before: no backup was made, and the data paths were created.
+    pub first_deployment: bool,
     pub from_version: Option<String>,
     pub to_version: String,
     pub state: String,
@@ -53,20 +56,47 @@ pub async fn run(ctx: &Ctx, args: &UpgradeArgs) -> anyhow::Result<UpgradeReport>
         version: package.manifest.version.clone(),
         sha256: package.sha256.clone(),
     };
-    let run = session
-        .run(|id| RunSpec::Upgrade { archive_path: session.archive_path(id, "-pre-upgrade"), package: package_ref })
-        .await?;
+    let first = first_deployment(&session).await?;
+    let run = if first {
+        session.run(|_| RunSpec::FirstDeploy { package: package_ref }).await?
+    } else {
+        session
+            .run(|id| RunSpec::Upgrade { archive_path: session.archive_path(id, "-pre-upgrade"), package: package_ref })
+            .await?
+    };
     conclude(&run)?;
     let events = session.journal.events(run.id())?;
     Ok(UpgradeReport {
         run_id: run.id(),
-        backup_id: run.id(),
+        backup_id: if first { None } else { Some(run.id()) },
+        first_deployment: first,
         from_version,
         to_version: package.manifest.version.clone(),
         state: run.state().as_str().to_owned(),
         downtime_ms: history::downtime_ms(&events).unwrap_or(0),
         steps: history::step_timings(&events),
     })
+}
+
+/// Whether nothing is deployed yet: no container, no named volume, and every data path missing
+/// or empty. Then there is nothing to back up; the missing data paths are created (and said so),
+/// as the services' bind mounts need them.
+async fn first_deployment(session: &RunSession) -> anyhow::Result<bool> {
+    if !session.containers().await?.is_empty() || !session.volumes().await?.is_empty() {
+        return Ok(false);
+    }
+    let project = &session.project;
+    let paths: Vec<std::path::PathBuf> = project.config.backup.paths.iter().map(|p| project.dir.join(p)).collect();
+    let empty = |p: &std::path::Path| std::fs::read_dir(p).map(|mut d| d.next().is_none()).unwrap_or(false);
+    if !paths.iter().all(|p| !p.exists() || empty(p)) {
+        return Ok(false);
+    }
+    for path in paths.iter().filter(|p| !p.exists()) {
+        std::fs::create_dir_all(path).with_context(|| format!("cannot create the data path {}", path.display()))?;
+        tracing::warn!("created the data path {} (nothing was deployed yet)", path.display());
+    }
+    tracing::warn!("nothing is deployed yet: this is a first deployment, with no pre-upgrade backup");
+    Ok(true)
 }
 
 fn question(project: &Project, package: &Package, from: Option<&str>) -> String {
@@ -90,7 +120,10 @@ impl Report for UpgradeReport {
             self.run_id,
             self.from_version.as_deref().unwrap_or("an unrecorded version")
         )?;
-        writeln!(out, "  pre-upgrade backup  {}", self.backup_id)?;
+        match self.backup_id {
+            Some(id) => writeln!(out, "  pre-upgrade backup  {id}")?,
+            None => writeln!(out, "  pre-upgrade backup  none: a first deployment, nothing to back up")?,
+        }
         writeln!(out, "  downtime            {}", render::duration_ms(self.downtime_ms))?;
         history::write_steps(out, &self.steps)
     }

@@ -85,6 +85,14 @@ impl RunSession {
     }
 
     /// The project's named volumes (empty when `backup.volumes` is off or no daemon is connected).
+    /// The project's containers, stopped ones included (none without a connection).
+    pub async fn containers(&self) -> anyhow::Result<Vec<crate::docker::Container>> {
+        match &self.services {
+            Some(services) => services.containers().await,
+            None => Ok(Vec::new()),
+        }
+    }
+
     pub async fn volumes(&self) -> anyhow::Result<Vec<crate::docker::Volume>> {
         match &self.services {
             Some(services) if self.project.config.backup.volumes => services.volumes().await,

@@ -931,8 +931,10 @@ impl Sim {
                     assert_eq!(w.files, before.files, "restore {id} changed the deployment files");
                 }
             }
-            (RunSpec::RestoreNew { .. }, _) => {
-                unreachable!("the model starts no restore onto a new host: tests/recovery_rules.rs covers its rules")
+            (RunSpec::RestoreNew { .. } | RunSpec::FirstDeploy { .. }, _) => {
+                unreachable!(
+                    "the model starts no restore onto a new host and no first deployment: tests/recovery_rules.rs covers their rules"
+                )
             }
             (RunSpec::Restore { .. } | RunSpec::Rollback { .. }, _) => {
                 assert_eq!(w.data, before.data, "restore {id} rolled back: data");
