@@ -354,6 +354,81 @@ fn a_restore_onto_a_new_host_crashed_at_every_fail_point_ends_whole_or_with_noth
     }
 }
 
+/// After `recover`: the whole stack (the run completed) or nothing the restore created (it
+/// rolled back, or never started a run); a second `recover` changes nothing.
+fn assert_whole_or_nothing(host: &NewHost, name: &str, before: &[String], context: &str) {
+    // Killed before lifeboat.toml was in place, there is no project to recover, nor a run.
+    if host.dir.join("lifeboat.toml").exists() {
+        host.run(&["recover"], 0);
+        let again = host.run(&["recover"], 0);
+        assert!(again.contains("nothing to recover"), "{context}: {again}");
+    }
+    let runs = if host.dir.join(".lifeboat/journal.redb").exists() {
+        host.json(&["journal", "list"])
+    } else {
+        serde_json::json!([])
+    };
+    let outcome = runs.as_array().unwrap().last().map(|r| r["outcome"].clone());
+    if outcome.as_ref().is_some_and(|o| o == "completed") {
+        let mut running: Vec<String> = containers(name).into_iter().filter(|(_, up)| *up).map(|(s, _)| s).collect();
+        running.sort();
+        assert_eq!(running, before, "{context}");
+        assert!(host.dir.join("data/records.txt").exists(), "{context}");
+    } else {
+        assert_eq!(containers(name), BTreeMap::new(), "{context}: no container is left");
+        assert_eq!(project_volumes(name), Vec::<String>::new(), "{context}: no volume is left");
+        if host.dir.exists() {
+            let mut left: Vec<String> = std::fs::read_dir(&host.dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            left.sort();
+            // The configuration and the journal may stay, to tell the story; nothing else (a kill
+            // while lifeboat.toml itself was written, before any run, may leave its `.partial`).
+            left.retain(|n| n != ".lifeboat" && n != "lifeboat.toml" && n != "lifeboat.toml.partial");
+            assert_eq!(left, Vec::<String>::new(), "{context}");
+        }
+    }
+    if host.dir.join(".lifeboat/journal.redb").exists() {
+        host.run(&["journal", "verify"], 0);
+    }
+}
+
+#[test]
+fn a_restore_onto_a_new_host_killed_at_random_moments_ends_whole_or_with_nothing_it_created() {
+    use std::os::unix::process::ExitStatusExt;
+    let Some((project, before)) = started_project() else { return };
+    let kills: usize = std::env::var("LIFEBOAT_SIGKILL_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
+    let mut seed: u64 = std::env::var("LIFEBOAT_SIGKILL_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
+    eprintln!("sigkill seed {seed}");
+    std::fs::write(project.data_dir().join("noise.bin"), random_bytes(16 << 20)).unwrap();
+    let keep = tempfile::tempdir().unwrap();
+    let (archive, _) = back_up_then_destroy(&project, keep.path());
+    let archive_arg = archive.display().to_string();
+    let host = NewHost::new(&project);
+    // One clean restore measures the window the kills are spread over.
+    let start = std::time::Instant::now();
+    host.run(&["restore", "--from", &archive_arg, "--yes"], 0);
+    let length = start.elapsed().as_millis() as u64;
+    let mut killed_mid_run = 0;
+    for i in 0..kills {
+        host.clean();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = seed % (length + 100);
+        let mut child = host.lifeboat(&["restore", "--from", &archive_arg, "--yes"]).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        let killed = unsafe { libc::kill(child.id() as i32, libc::SIGKILL) } == 0;
+        let status = child.wait().unwrap();
+        killed_mid_run += usize::from(killed && status.signal() == Some(libc::SIGKILL));
+        assert_whole_or_nothing(&host, project.name(), &before, &format!("kill {i} after {delay} of {length} ms"));
+    }
+    eprintln!("{killed_mid_run} of {kills} restores were killed mid-run");
+    assert!(killed_mid_run >= kills / 2, "most kills should land inside a run ({killed_mid_run} of {kills})");
+}
+
 #[test]
 fn a_volume_that_exists_is_refused_unless_named_and_survives_a_rollback() {
     let Some((project, _before)) = started_project() else { return };
