@@ -22,7 +22,13 @@ fn backup_files(project: &Project) -> Vec<String> {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    names
+    // Each archive has its `NAME.sha256` beside it, and goes with it.
+    let (sidecars, mut archives): (Vec<String>, Vec<String>) = names.into_iter().partition(|n| n.ends_with(".sha256"));
+    let expected: Vec<String> =
+        archives.iter().filter(|n| n.ends_with(".tar.gz")).map(|n| format!("{n}.sha256")).collect();
+    assert_eq!(sidecars, expected, "one sidecar per archive, none without its archive");
+    archives.sort();
+    archives
 }
 
 #[test]
