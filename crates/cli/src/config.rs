@@ -19,6 +19,11 @@ pub struct Config {
     pub auto_backup: AutoBackupSection,
     #[serde(default)]
     pub services: ServicesSection,
+    /// Where a run's end is reported (docs/json.md, "The notification").
+    #[serde(default, skip_serializing_if = "NotifySection::is_empty")]
+    pub notify: NotifySection,
+    #[serde(default, skip_serializing_if = "MetricsSection::is_empty")]
+    pub metrics: MetricsSection,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -148,6 +153,51 @@ impl Default for ServicesSection {
     }
 }
 
+/// `[notify]`: who hears how a run ended. Failures are sent by default, successes with
+/// `on_success`; the ping URL hears every run's start and end (Healthchecks.io convention: `URL/start`,
+/// `URL`, `URL/fail`). A notification that cannot be delivered is retried, logged, and never
+/// changes the run's outcome or exit code.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifySection {
+    /// An `http://` or `https://` URL the notification document is POSTed to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// A command (run by `sh -c`) that receives the notification document on stdin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// A dead-man's-switch URL: `/start` when a run starts, itself on success, `/fail` on failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ping_url: Option<String>,
+    /// Also send the webhook and the command when a run completes.
+    pub on_success: bool,
+    /// How long one delivery attempt may take; 10 s when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+impl NotifySection {
+    fn is_empty(&self) -> bool {
+        *self == NotifySection::default()
+    }
+}
+
+/// `[metrics]`: a Prometheus text-format file (node_exporter's textfile collector), rewritten
+/// atomically after every run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// The file, relative to the project directory unless absolute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+impl MetricsSection {
+    fn is_empty(&self) -> bool {
+        *self == MetricsSection::default()
+    }
+}
+
 fn default_compose_file() -> String {
     "docker-compose.yml".into()
 }
@@ -168,6 +218,8 @@ impl Config {
             backup: BackupSection::default(),
             auto_backup: AutoBackupSection::default(),
             services: ServicesSection::default(),
+            notify: NotifySection::default(),
+            metrics: MetricsSection::default(),
         }
     }
 
@@ -211,6 +263,22 @@ impl Config {
             }
         }
         self.backup.group_id()?;
+        for (key, url) in [("webhook", &self.notify.webhook), ("ping_url", &self.notify.ping_url)] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                bail!("notify.{key} must be an http:// or https:// URL");
+            }
+        }
+        if self.notify.command.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            bail!("notify.command is empty: name a program, or remove the key");
+        }
+        if self.notify.timeout_secs == Some(0) {
+            bail!("notify.timeout_secs is 0: use a positive number of seconds, or remove it for 10");
+        }
+        if self.metrics.file.as_deref().is_some_and(|f| f.trim().is_empty()) {
+            bail!("metrics.file is empty: name a file, or remove the key");
+        }
         parse_cron(&self.auto_backup.cron).context("auto_backup.cron is not valid")?;
         self.auto_backup.zone()?;
         Ok(())

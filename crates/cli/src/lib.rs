@@ -19,6 +19,8 @@ pub mod exit;
 mod fake_services;
 pub mod fsutil;
 pub mod lock;
+pub mod metrics;
+pub mod notify;
 pub mod output;
 pub mod package;
 pub mod perms;

@@ -15,7 +15,7 @@ use crate::project::Project;
 use crate::render;
 use crate::runs::{RunSession, conclude, history};
 use lifeboat_journal::BackupEntry;
-use lifeboat_machine::RunSpec;
+use lifeboat_machine::{RunKind, RunSpec};
 use std::io::Write;
 
 /// What a finished restore reports (JSON: add fields, never rename).
@@ -37,7 +37,7 @@ pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> anyhow::Result<RestoreReport>
     };
     confirm(args.yes, &format!("restore to backup {}", entry.id), &question(&session.project, &entry))?;
     session.connect().await?;
-    let run = session.run(|_| RunSpec::Restore { backup: entry.backup_ref() }).await?;
+    let run = session.run(RunKind::Restore, |_| RunSpec::Restore { backup: entry.backup_ref() }).await?;
     conclude(&run)?;
     let roots = crate::effects::data_swap::data_roots(&session.project, session.volumes().await?)?;
     let stopped = run.running().map(<[String]>::to_vec).unwrap_or_default();

@@ -3,7 +3,7 @@
 use super::{RunSession, conclude, history};
 use crate::output::Report;
 use crate::render;
-use lifeboat_machine::{BackupKind, Event, Run, RunSpec, SkippedPath};
+use lifeboat_machine::{BackupKind, Event, Run, RunKind, RunSpec, SkippedPath};
 use std::io::Write;
 
 /// What a finished backup reports, in its stable JSON shape (fields are added, never renamed).
@@ -30,10 +30,19 @@ pub struct BackupReport {
 /// what failed and how the run ended.
 pub async fn backup(session: &mut RunSession, kind: BackupKind, note: Option<String>) -> anyhow::Result<BackupReport> {
     // Before anything stops: a backup dir others could plant names in is refused (exit 2).
-    crate::perms::refuse_unsafe_backup_dir(&session.project)?;
-    session.connect().await?;
+    // A nightly backup that cannot start is a failure someone should hear of (`crate::notify`).
+    if let Err(err) = crate::perms::refuse_unsafe_backup_dir(&session.project) {
+        return Err(session.failed_before_run(RunKind::Backup, err).await);
+    }
+    if let Err(err) = session.connect().await {
+        return Err(session.failed_before_run(RunKind::Backup, err).await);
+    }
     let run = session
-        .run(|id| RunSpec::Backup { archive_path: session.archive_path(id, ""), backup_kind: kind, note })
+        .run(RunKind::Backup, |id| RunSpec::Backup {
+            archive_path: session.archive_path(id, ""),
+            backup_kind: kind,
+            note,
+        })
         .await?;
     conclude(&run)?;
     report(&run, &session.journal.events(run.id())?)
