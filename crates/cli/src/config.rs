@@ -24,6 +24,9 @@ pub struct Config {
     pub notify: NotifySection,
     #[serde(default, skip_serializing_if = "MetricsSection::is_empty")]
     pub metrics: MetricsSection,
+    /// Host commands run around backups (docs/design.md, "Hooks").
+    #[serde(default, skip_serializing_if = "HooksSection::is_empty")]
+    pub hooks: HooksSection,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -182,6 +185,45 @@ impl NotifySection {
     }
 }
 
+/// How long a hook may run when nothing says otherwise.
+pub const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 300;
+
+/// `[hooks]`: host commands (run by `sh -c` in the project directory) around a backup. A failing
+/// `before_backup` ends the backup before anything is stopped; a failing `after_backup` is
+/// reported (exit 6) and the backup stays. Hooks in containers are compose labels
+/// (`lifeboat.before-backup`), see `effects::hooks`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HooksSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before_backup: Option<String>,
+    /// Sees the archive's path in `LIFEBOAT_ARCHIVE`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_backup: Option<String>,
+    /// Each host hook is killed after this many seconds.
+    pub timeout_secs: u64,
+    /// The hooks (by key: `before_backup`, `after_backup`) that are safe to run twice: only those
+    /// are run again by `recover` when a crash interrupted them.
+    pub idempotent: Vec<String>,
+}
+
+impl Default for HooksSection {
+    fn default() -> Self {
+        HooksSection {
+            before_backup: None,
+            after_backup: None,
+            timeout_secs: DEFAULT_HOOK_TIMEOUT_SECS,
+            idempotent: Vec::new(),
+        }
+    }
+}
+
+impl HooksSection {
+    fn is_empty(&self) -> bool {
+        *self == HooksSection::default()
+    }
+}
+
 /// `[metrics]`: a Prometheus text-format file (node_exporter's textfile collector), rewritten
 /// atomically after every run.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -220,6 +262,7 @@ impl Config {
             services: ServicesSection::default(),
             notify: NotifySection::default(),
             metrics: MetricsSection::default(),
+            hooks: HooksSection::default(),
         }
     }
 
@@ -275,6 +318,20 @@ impl Config {
         }
         if self.notify.timeout_secs == Some(0) {
             bail!("notify.timeout_secs is 0: use a positive number of seconds, or remove it for 10");
+        }
+        for (key, command) in [("before_backup", &self.hooks.before_backup), ("after_backup", &self.hooks.after_backup)]
+        {
+            if command.as_deref().is_some_and(|c| c.trim().is_empty()) {
+                bail!("hooks.{key} is empty: give it a command, or remove it");
+            }
+        }
+        if self.hooks.timeout_secs == 0 {
+            bail!("hooks.timeout_secs is 0: use a positive number of seconds");
+        }
+        if let Some(key) =
+            self.hooks.idempotent.iter().find(|k| !["before_backup", "after_backup"].contains(&k.as_str()))
+        {
+            bail!("hooks.idempotent names {key:?}: use \"before_backup\" or \"after_backup\"");
         }
         if self.metrics.file.as_deref().is_some_and(|f| f.trim().is_empty()) {
             bail!("metrics.file is empty: name a file, or remove the key");

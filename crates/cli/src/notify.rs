@@ -58,7 +58,11 @@ impl Notification {
             kind: run.kind().as_str(),
             outcome: crate::runs::history::outcome(run),
             exit_code,
-            error: (!completed).then(|| crate::runs::history::failure_summary(run)),
+            error: match crate::runs::after_hooks_failed(run) {
+                _ if !completed => Some(crate::runs::history::failure_summary(run)),
+                Err(err) => Some(format!("{err:#}")),
+                Ok(()) => None,
+            },
             started_at: Some(render::rfc3339(run.started_at())),
             ended_at: render::rfc3339(run.last_event_at()),
             duration_ms: Some(run.last_event_at().0 - run.started_at().0),
@@ -89,8 +93,10 @@ impl Notification {
         }
     }
 
+    /// Completed with nothing to report: an `after_*` hook that failed (exit 6) is a failure to
+    /// hear of, though the run's work stays.
     pub fn succeeded(&self) -> bool {
-        self.outcome == "completed"
+        self.outcome == "completed" && self.exit_code == 0
     }
 }
 

@@ -96,6 +96,16 @@ pub fn event_detail(event: &Event) -> String {
                     short_sha(&facts.sha256)
                 )
             }
+            Outcome::InspectedWithHooks { running, hooks } => {
+                let hooks: Vec<String> = hooks.iter().map(|h| h.label()).collect();
+                format!("running: {}; hooks: {}", list(running), hooks.join(", "))
+            }
+            Outcome::HookRan { exit_code, output_tail } => {
+                let last = output_tail.lines().last().unwrap_or_default();
+                let verdict =
+                    if *exit_code == 0 { "hook exited 0".to_owned() } else { format!("HOOK EXITED {exit_code}") };
+                if last.is_empty() { verdict } else { format!("{verdict}; output ends: {last}") }
+            }
         },
         Event::Recovering { decision, .. } => format!("recover: {}", decision.as_str().replace('_', " ")),
         Event::Cancelled { reason, .. } => format!("cancelled by {reason}: settling the run"),
@@ -128,6 +138,10 @@ pub fn effect_detail(effect: &Effect) -> String {
         Effect::RevertData => "put the data moved aside back".into(),
         Effect::CommitData => "delete the data moved aside".into(),
         Effect::DeleteBackup { backup } => format!("delete backup {} ({})", backup.backup_id, backup.path),
+        Effect::RunHook { hook } => {
+            let once = if hook.idempotent { "" } else { ", runs at most once" };
+            format!("hook {}: {} (timeout {} s{once})", hook.label(), hook.command, hook.timeout_secs)
+        }
     }
 }
 

@@ -32,6 +32,7 @@ pub(crate) fn backup() -> BackupReport {
         apparent_bytes: 402_653_184,
         stored_bytes: 398_000_000,
         skipped: vec![SkippedPath { path: "paths/data/run/app.sock".into(), kind: "socket".into() }],
+        hook_failures: vec![],
     }
 }
 

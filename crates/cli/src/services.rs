@@ -32,6 +32,12 @@ pub trait Services {
     async fn compose_up(&self, services: &[String]) -> anyhow::Result<()>;
     /// Loads the images of a `docker save` archive; returns the names it held.
     async fn load_image(&self, archive: &Path) -> anyhow::Result<Vec<String>>;
+    /// Runs `sh -c command` inside a running container, killed after `timeout` (exit code 124);
+    /// returns its exit code and output. For hooks declared by compose label.
+    async fn exec(&self, container: &str, command: &str, timeout: Duration) -> anyhow::Result<(i32, Vec<u8>)> {
+        let _ = (container, command, timeout);
+        anyhow::bail!("running a command in a container needs the Docker daemon")
+    }
 }
 
 /// The real services: the Docker daemon (through bollard) and the configured compose command.
@@ -84,6 +90,10 @@ impl Services for DockerServices {
 
     async fn load_image(&self, archive: &Path) -> anyhow::Result<Vec<String>> {
         Ok(self.docker.load_image(archive).await?)
+    }
+
+    async fn exec(&self, container: &str, command: &str, timeout: Duration) -> anyhow::Result<(i32, Vec<u8>)> {
+        Ok(self.docker.exec(container, command, timeout).await?)
     }
 }
 

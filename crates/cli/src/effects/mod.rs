@@ -9,9 +9,11 @@
 //! - `data_swap`: a backup's data swapped in, kept aside until commit (`RestoreData`,
 //!   `RevertData`, `CommitData`);
 //! - `deploy_swap`: deployment files swapped in, kept aside until commit (`Deploy`,
-//!   `RestoreDeployment`, `CommitDeploy`, and a rollback's deployment half).
+//!   `RestoreDeployment`, `CommitDeploy`, and a rollback's deployment half);
+//! - `hooks`: which hooks a backup has (reported by `Inspect`) and `RunHook`.
 
 pub mod backups;
 pub mod data_swap;
 pub mod deploy_swap;
+pub mod hooks;
 pub mod services;

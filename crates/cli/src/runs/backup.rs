@@ -24,6 +24,9 @@ pub struct BackupReport {
     pub stored_bytes: u64,
     /// Paths left out (sockets), each with why.
     pub skipped: Vec<SkippedPath>,
+    /// The `after_backup` hooks that failed (each: which, its exit code and output tail): the
+    /// backup is recorded, and the command exits 6.
+    pub hook_failures: Vec<String>,
 }
 
 /// Runs one backup in `session` and returns its report, or an error (exit 1, 130 or 143) saying
@@ -66,6 +69,7 @@ fn report(run: &Run, events: &[Event]) -> anyhow::Result<BackupReport> {
         apparent_bytes: details.apparent_bytes,
         stored_bytes: details.stored_bytes,
         skipped: details.skipped,
+        hook_failures: run.hook_failures().iter().map(|f| f.error.clone()).collect(),
     })
 }
 
@@ -87,6 +91,22 @@ impl Report for BackupReport {
         writeln!(out, "  sha256     {}", self.sha256)?;
         writeln!(out, "  stopped    {}", render::list(&self.stopped))?;
         writeln!(out, "  restarted  {}", render::list(&self.restarted))?;
-        writeln!(out, "  downtime   {}", render::duration_ms(self.downtime_ms))
+        writeln!(out, "  downtime   {}", render::duration_ms(self.downtime_ms))?;
+        for failure in &self.hook_failures {
+            writeln!(out, "  HOOK FAILED {failure}")?;
+        }
+        Ok(())
+    }
+
+    /// Exit 6 when an `after_backup` hook failed: the backup stays recorded.
+    fn exit(&self) -> anyhow::Result<()> {
+        if self.hook_failures.is_empty() {
+            return Ok(());
+        }
+        Err(crate::exit::Exit::HookFailed.wrap(anyhow::anyhow!(
+            "backup {} completed, but a hook after it failed: {}",
+            self.backup_id,
+            self.hook_failures.join("; ")
+        )))
     }
 }

@@ -95,7 +95,7 @@ impl RunSession {
         crate::metrics::write_after_run(&self.project, &self.journal);
         let note = match result {
             Ok(run) => {
-                let exit_code = match conclude(run) {
+                let exit_code = match conclude(run).and_then(|()| after_hooks_failed(run)) {
                     Ok(()) => 0,
                     Err(err) => Exit::of(&err) as i32,
                 };
@@ -172,6 +172,22 @@ pub fn conclude(run: &Run) -> anyhow::Result<()> {
         );
     }
     Err(Exit::of_unfinished_run(run).wrap(anyhow::anyhow!("{summary}")))
+}
+
+/// Exit 6 for a completed run whose `after_*` hooks did not all succeed, naming them: the run's
+/// work stays (a backup is recorded), the operator hears the hook failed.
+pub fn after_hooks_failed(run: &Run) -> anyhow::Result<()> {
+    if run.hook_failures().is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = run.hook_failures().iter().map(|f| format!("  {}", f.error)).collect();
+    Err(Exit::HookFailed.wrap(anyhow::anyhow!(
+        "{} run {} completed, but a hook after it failed:\n{}\nsee 'lifeboat journal show {}'",
+        run.kind(),
+        run.id(),
+        lines.join("\n"),
+        run.id()
+    )))
 }
 
 /// An absolute path for a file named on the command line (exit 2 if it cannot be made one).

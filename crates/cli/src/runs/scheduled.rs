@@ -79,7 +79,7 @@ impl Report for ScheduledRun {
     /// Retention's exit: its error, or what its report asks.
     fn exit(&self) -> anyhow::Result<()> {
         match &self.prune {
-            Ok(report) => report.exit(),
+            Ok(report) => report.exit().and_then(|()| self.backup.exit()),
             Err(err) => Err(crate::exit::Exit::of(err).wrap(anyhow::anyhow!("{err:#}"))),
         }
     }
