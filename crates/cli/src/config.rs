@@ -507,6 +507,31 @@ mod tests {
     }
 
     #[test]
+    fn the_postgres_example_is_valid_and_declares_its_dump_hook() {
+        let config: Config = toml::from_str(include_str!("../../../examples/postgres/lifeboat.toml")).unwrap();
+        config.validate().unwrap();
+        assert!(config.hooks.after_backup.as_deref().is_some_and(|c| c.contains("$LIFEBOAT_ARCHIVE")));
+        assert_eq!(config.notify.ping_url.as_deref(), Some("https://hc-ping.com/UUID"));
+        assert!(config.metrics.file.is_some());
+        let compose: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(include_str!("../../../examples/postgres/docker-compose.yml")).unwrap();
+        let hook = &compose["services"]["db"]["labels"]["lifeboat.before-backup"];
+        assert!(hook.as_str().is_some_and(|c| c.starts_with("pg_dumpall")), "{hook:?}");
+    }
+
+    #[test]
+    fn hook_and_notify_keys_are_checked() {
+        let mut config = Config::new("demo", "c.yml");
+        config.hooks.idempotent = vec!["after_restore".into()];
+        assert!(config.validate().unwrap_err().to_string().contains("hooks.idempotent"));
+        config.hooks.idempotent = vec![];
+        config.notify.webhook = Some("ftp://x".into());
+        assert!(config.validate().unwrap_err().to_string().contains("notify.webhook"));
+        // Hooks the runs do not carry out yet are refused, not ignored.
+        assert!(toml::from_str::<Config>("[project]\nname = \"x\"\n[hooks]\nbefore_restore = \"x\"\n").is_err());
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_rejected() {
         let text = Config::new("demo", "c.yml").to_commented_toml().replace("keep_last", "keep_lst");
         assert!(toml::from_str::<Config>(&text).is_err());
