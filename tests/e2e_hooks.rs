@@ -187,11 +187,19 @@ fn a_crash_in_a_before_hook_rolls_back_without_running_it_again() {
         return;
     }
     let (project, before) = project_with(&[], "before_backup = 'echo ran >> before-count.txt'");
+    let path = project.dir().join("lifeboat.toml");
+    let toml =
+        std::fs::read_to_string(&path).unwrap().replace("\n[hooks]\n", "\n[metrics]\nfile = \"l.prom\"\n\n[hooks]\n");
+    std::fs::write(&path, toml).unwrap();
     let count = project.dir().join("before-count.txt");
     // Crashed after the hook ran, before its outcome was journaled.
     crash_at(&project, &["backup"], "effect:run_hook");
     assert_eq!(lines_of(&count), 1);
+    assert_eq!(run_json(&project, &["status"])["metrics"]["interrupted_runs"], 1);
     recover_at_once_and_check(&project, &before, "crash after the before hook");
+    let metrics = std::fs::read_to_string(project.dir().join("l.prom")).expect("recover writes the metrics");
+    assert!(metrics.contains(&format!("lifeboat_interrupted_runs{{project=\"{}\"}} 0\n", project.name())), "{metrics}");
+    assert!(metrics.contains("lifeboat_last_failure_timestamp_seconds{"), "{metrics}");
     assert_eq!(lines_of(&count), 1, "recovery does not run the hook again");
     assert_eq!(run_json(&project, &["journal", "list"])[0]["outcome"], "rolled_back");
     assert_eq!(run_json(&project, &["list"]), serde_json::json!([]));
