@@ -229,3 +229,52 @@ fn a_crash_in_an_after_hook_resumes_and_reruns_it_only_when_idempotent() {
     assert_eq!(lines_of(&count), 3, "idempotent: run again by recovery");
     assert_eq!(run_json(&project, &["list"]).as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn restore_hooks_run_before_anything_stops_and_in_the_restored_container() {
+    if !support::docker_available() {
+        return;
+    }
+    let (project, before) = project_with(
+        &[
+            ("lifeboat.before-backup", "echo dump-of-backup-1 > /var/lib/db/dump.sql"),
+            ("lifeboat.after-restore", "cp /var/lib/db/dump.sql /var/lib/db/loaded.sql && echo loaded"),
+        ],
+        "",
+    );
+    let backup = run_json(&project, &["backup"]);
+    let id = backup["backup_id"].to_string();
+    // The live dump changes after the backup: the restore must bring back the archived one.
+    let db = project.container("db").id;
+    let status = Command::new("docker").args(["exec", &db, "sh", "-c", "echo changed > /var/lib/db/dump.sql"]).status();
+    assert!(status.unwrap().success());
+
+    // A failing before_restore host hook: nothing stopped, the data untouched.
+    set_hooks(&project, "before_restore = 'echo \"restore of $LIFEBOAT_BACKUP_ID refused\"; exit 5'");
+    let started = started_at(&project);
+    let output = run(&project, &["restore", &id, "--yes"]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(&format!("restore of {id} refused")),
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(started_at(&project), started, "nothing was stopped");
+    assert!(!stopped_anything(&events(&project, 2)));
+
+    // Without it: the restore runs the db's after-restore hook once the data is back and up.
+    set_hooks(&project, "");
+    let report = run_json(&project, &["restore", &id, "--yes"]);
+    assert_eq!(report["hook_failures"], serde_json::json!([]));
+    let db = project.container("db").id;
+    let loaded = Command::new("docker").args(["exec", &db, "cat", "/var/lib/db/loaded.sql"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&loaded.stdout), "dump-of-backup-1\n", "the hook ran on the restored volume");
+    let lines = details(&events(&project, report["run_id"].as_u64().unwrap()));
+    let hook = lines.iter().position(|l| l.starts_with("intent hook after_restore (db)")).expect("journaled");
+    assert!(
+        lines[..hook].iter().any(|l| l.starts_with("intent delete the data moved aside")),
+        "after the commit: {lines:#?}"
+    );
+    assert_eq!(lines[hook + 1], "outcome hook exited 0; output ends: loaded");
+    assert_invariants(&project, &before);
+}

@@ -188,9 +188,9 @@ impl NotifySection {
 /// How long a hook may run when nothing says otherwise.
 pub const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 300;
 
-/// `[hooks]`: host commands (run by `sh -c` in the project directory) around a backup. A failing
-/// `before_backup` ends the backup before anything is stopped; a failing `after_backup` is
-/// reported (exit 6) and the backup stays. Hooks in containers are compose labels
+/// `[hooks]`: host commands (run by `sh -c` in the project directory) around a backup or a
+/// restore. A failing `before_*` ends the run before anything is stopped; a failing `after_*` is
+/// reported (exit 6) and the run's work stays. Hooks in containers are compose labels
 /// (`lifeboat.before-backup`), see `effects::hooks`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -200,6 +200,12 @@ pub struct HooksSection {
     /// Sees the archive's path in `LIFEBOAT_ARCHIVE`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after_backup: Option<String>,
+    /// Before a restore stops anything; its failure ends the restore with nothing changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before_restore: Option<String>,
+    /// After the restored data is verified with the services up and committed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_restore: Option<String>,
     /// Each host hook is killed after this many seconds.
     pub timeout_secs: u64,
     /// The hooks (by key: `before_backup`, `after_backup`) that are safe to run twice: only those
@@ -212,6 +218,8 @@ impl Default for HooksSection {
         HooksSection {
             before_backup: None,
             after_backup: None,
+            before_restore: None,
+            after_restore: None,
             timeout_secs: DEFAULT_HOOK_TIMEOUT_SECS,
             idempotent: Vec::new(),
         }
@@ -319,8 +327,13 @@ impl Config {
         if self.notify.timeout_secs == Some(0) {
             bail!("notify.timeout_secs is 0: use a positive number of seconds, or remove it for 10");
         }
-        for (key, command) in [("before_backup", &self.hooks.before_backup), ("after_backup", &self.hooks.after_backup)]
-        {
+        let hooks = &self.hooks;
+        for (key, command) in [
+            ("before_backup", &hooks.before_backup),
+            ("after_backup", &hooks.after_backup),
+            ("before_restore", &hooks.before_restore),
+            ("after_restore", &hooks.after_restore),
+        ] {
             if command.as_deref().is_some_and(|c| c.trim().is_empty()) {
                 bail!("hooks.{key} is empty: give it a command, or remove it");
             }
@@ -328,10 +341,9 @@ impl Config {
         if self.hooks.timeout_secs == 0 {
             bail!("hooks.timeout_secs is 0: use a positive number of seconds");
         }
-        if let Some(key) =
-            self.hooks.idempotent.iter().find(|k| !["before_backup", "after_backup"].contains(&k.as_str()))
-        {
-            bail!("hooks.idempotent names {key:?}: use \"before_backup\" or \"after_backup\"");
+        let keys = ["before_backup", "after_backup", "before_restore", "after_restore"];
+        if let Some(key) = self.hooks.idempotent.iter().find(|k| !keys.contains(&k.as_str())) {
+            bail!("hooks.idempotent names {key:?}: use before_backup, after_backup, before_restore or after_restore");
         }
         if self.metrics.file.as_deref().is_some_and(|f| f.trim().is_empty()) {
             bail!("metrics.file is empty: name a file, or remove the key");
@@ -522,13 +534,13 @@ mod tests {
     #[test]
     fn hook_and_notify_keys_are_checked() {
         let mut config = Config::new("demo", "c.yml");
-        config.hooks.idempotent = vec!["after_restore".into()];
+        config.hooks.idempotent = vec!["after_upgrade".into()];
         assert!(config.validate().unwrap_err().to_string().contains("hooks.idempotent"));
         config.hooks.idempotent = vec![];
         config.notify.webhook = Some("ftp://x".into());
         assert!(config.validate().unwrap_err().to_string().contains("notify.webhook"));
         // Hooks the runs do not carry out yet are refused, not ignored.
-        assert!(toml::from_str::<Config>("[project]\nname = \"x\"\n[hooks]\nbefore_restore = \"x\"\n").is_err());
+        assert!(toml::from_str::<Config>("[project]\nname = \"x\"\n[hooks]\nbefore_upgrade = \"x\"\n").is_err());
     }
 
     #[test]

@@ -116,7 +116,7 @@ impl<S: Services> Executor<'_, S> {
             Effect::Inspect => {
                 backups::check_data_paths(project)?;
                 let running = services.running().await?;
-                let hooks = hooks::backup_hooks(project, self.services, run, &running).await?;
+                let hooks = hooks::run_hooks(project, self.services, run, &running).await?;
                 if hooks.is_empty() {
                     return Ok(Outcome::Inspected { running });
                 }

@@ -52,6 +52,7 @@ fn run_report_shapes() {
             stopped: vec!["app".into(), "db".into()],
             restarted: vec!["db".into(), "app".into()],
             downtime_ms: 6_020,
+            hook_failures: vec![],
         })
     );
     insta::assert_snapshot!(

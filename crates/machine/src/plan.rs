@@ -33,35 +33,41 @@ enum Step {
 /// The forward steps of a kind, in order, and the one whose success takes a run past its point of
 /// no return: from there, a failure or crash finishes the run instead of undoing it.
 ///
-/// A backup's hooks come from its `Inspect` outcome: `before_*` ones after `Inspect` (nothing is
-/// stopped or changed yet), `after_*` ones after the services are up again. Steps up to `Inspect`
+/// A backup's or restore's hooks come from its `Inspect` outcome: `before_*` ones after `Inspect`
+/// (nothing is stopped or changed yet), `after_*` ones after the last forward step (the services
+/// are up again; a restore's data is committed). Steps up to `Inspect`
 /// never move, so the list is the same whenever it is asked.
 fn steps(run: &Run) -> Option<(Vec<Step>, Step)> {
     use Step::*;
     Some(match run.kind() {
         // The archive is recorded: undoing would throw away a good backup.
-        RunKind::Backup => {
-            let hooks = run.hooks();
-            let at = |before: bool| (0..hooks.len()).filter(move |&i| hooks[i].point.is_before() == before).map(Hook);
-            let mut list = vec![Inspect];
-            list.extend(at(true));
-            list.extend([Stop, Write, Record, Start]);
-            list.extend(at(false));
-            (list, Record)
-        }
+        RunKind::Backup => (with_hooks(run, &[Inspect], &[Stop, Write, Record, Start]), Record),
         // The new version was verified healthy.
         RunKind::Upgrade => {
             (vec![Inspect, Stop, Write, Record, Deploy, UpStack, VerifyStack, CommitDeploy], VerifyStack)
         }
         // The restored data was verified with the services up.
-        RunKind::Restore | RunKind::Rollback => {
-            (vec![VerifyArchive, Inspect, Stop, RestoreData, Start, Verify, CommitData], Verify)
+        RunKind::Restore => {
+            (with_hooks(run, &[VerifyArchive, Inspect], &[Stop, RestoreData, Start, Verify, CommitData]), Verify)
         }
+        RunKind::Rollback => (vec![VerifyArchive, Inspect, Stop, RestoreData, Start, Verify, CommitData], Verify),
         // A prune's steps are its deletions, and it is past its point of no return from the start:
         // a deleted backup cannot be undeleted, and every deletion is idempotent, so an
         // interrupted prune always finishes.
         RunKind::Prune => return None,
     })
+}
+
+/// `head`, the run's before hooks, `rest`, its after hooks: the steps of a kind with hooks (a
+/// backup, a restore). The hooks are known once `Inspect` (the last of `head`) reported them.
+fn with_hooks(run: &Run, head: &[Step], rest: &[Step]) -> Vec<Step> {
+    let hooks = run.hooks();
+    let at = |before: bool| (0..hooks.len()).filter(move |&i| hooks[i].point.is_before() == before).map(Step::Hook);
+    let mut list = head.to_vec();
+    list.extend(at(true));
+    list.extend_from_slice(rest);
+    list.extend(at(false));
+    list
 }
 
 /// Whether a run whose first `done` forward steps succeeded is past its point of no return.

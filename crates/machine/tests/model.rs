@@ -61,15 +61,17 @@ struct Scenario {
     faults: Vec<Fault>,
     /// `(run, effects carried out)`: the operator cancels that run (SIGINT) before that effect.
     cancels: Vec<(RunId, usize)>,
-    /// The backups' hooks: before or after, on the host or in a service, idempotent, failing.
+    /// The hooks of backups and restores: before or after, on the host or in a service,
+    /// idempotent, failing.
     hooks: Vec<Hook>,
     seed: u64,
 }
 
 fn hook() -> impl Strategy<Value = Hook> {
-    (any::<bool>(), prop::option::of(0..4usize), any::<bool>(), prop::bool::weighted(0.25), 0..1000u32).prop_map(
-        |(before, service, idempotent, fails, n)| Hook {
-            point: if before { HookPoint::BeforeBackup } else { HookPoint::AfterBackup },
+    let points = [HookPoint::BeforeBackup, HookPoint::AfterBackup, HookPoint::BeforeRestore, HookPoint::AfterRestore];
+    (0..4usize, prop::option::of(0..4usize), any::<bool>(), prop::bool::weighted(0.25), 0..1000u32).prop_map(
+        move |(point, service, idempotent, fails, n)| Hook {
+            point: points[point],
             service: service.map(|i| SERVICES[i].to_owned()),
             command: format!("hook-{n}{}", if fails { "-fail" } else { "" }),
             timeout_secs: 10,

@@ -28,6 +28,8 @@ pub struct RestoreReport {
     pub stopped: Vec<String>,
     pub restarted: Vec<String>,
     pub downtime_ms: i64,
+    /// The `after_restore` hooks that failed: the restore stands, and the command exits 6.
+    pub hook_failures: Vec<String>,
 }
 
 pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> anyhow::Result<RestoreReport> {
@@ -49,6 +51,7 @@ pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> anyhow::Result<RestoreReport>
         restarted: history::restarted(&events).unwrap_or_else(|| stopped.iter().rev().cloned().collect()),
         stopped,
         downtime_ms: history::downtime_ms(&events).unwrap_or(0),
+        hook_failures: run.hook_failures().iter().map(|f| f.error.clone()).collect(),
     })
 }
 
@@ -73,6 +76,22 @@ impl Report for RestoreReport {
         writeln!(out, "  restored   {}", render::list(&self.restored))?;
         writeln!(out, "  stopped    {}", render::list(&self.stopped))?;
         writeln!(out, "  restarted  {}", render::list(&self.restarted))?;
-        writeln!(out, "  downtime   {}", render::duration_ms(self.downtime_ms))
+        writeln!(out, "  downtime   {}", render::duration_ms(self.downtime_ms))?;
+        for failure in &self.hook_failures {
+            writeln!(out, "  HOOK FAILED {failure}")?;
+        }
+        Ok(())
+    }
+
+    /// Exit 6 when an `after_restore` hook failed: the restored data stays.
+    fn exit(&self) -> anyhow::Result<()> {
+        if self.hook_failures.is_empty() {
+            return Ok(());
+        }
+        Err(Exit::HookFailed.wrap(anyhow::anyhow!(
+            "restore run {} completed, but a hook after it failed: {}",
+            self.run_id,
+            self.hook_failures.join("; ")
+        )))
     }
 }

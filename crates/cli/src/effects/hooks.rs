@@ -1,6 +1,6 @@
-//! Hooks (docs/design.md, "Hooks"): which a backup has (`Inspect` reports them, so the journal
-//! fixes them for recovery), and `RunHook`, which runs one: a host command from `[hooks]` in
-//! `lifeboat.toml`, or a command declared by a compose label (`lifeboat.before-backup`) run
+//! Hooks (docs/design.md, "Hooks"): which a backup or restore has (`Inspect` reports them, so the
+//! journal fixes them for recovery), and `RunHook`, which runs one: a host command from `[hooks]`
+//! in `lifeboat.toml`, or a command declared by a compose label (`lifeboat.before-backup`) run
 //! inside its service's running container through the Engine API's exec.
 //!
 //! A hook always reports `Outcome::HookRan` with its exit code and the tail of its output: 124
@@ -24,25 +24,34 @@ pub const TIMED_OUT: i32 = 124;
 /// Exit code of a hook that could not be started.
 pub const NOT_STARTED: i32 = 127;
 
-/// The points a backup runs hooks at, with their `lifeboat.toml` key and compose label.
-const BACKUP_POINTS: [(HookPoint, &str); 2] =
-    [(HookPoint::BeforeBackup, "lifeboat.before-backup"), (HookPoint::AfterBackup, "lifeboat.after-backup")];
-
-/// The hooks of a backup, in the order they run: the host's `before_backup`, then each running
-/// service's `lifeboat.before-backup` in stop order; after the services are up again, each
-/// service's `lifeboat.after-backup` in start order, then the host's `after_backup`.
-/// `running` is the services running now, in stop order. A bad label is an error (the backup
-/// then fails at `Inspect`, before anything is stopped).
-pub async fn backup_hooks<S: Services>(
+/// The hooks of a backup or a restore (other runs have none yet), in the order they run: the
+/// host's `before_*`, then each running service's `lifeboat.before-*` label in stop order; after
+/// the last forward step, each service's `lifeboat.after-*` in start order, then the host's
+/// `after_*`. `running` is the services running now, in stop order. A bad label is an error (the
+/// run then fails at `Inspect`, before anything is stopped).
+pub async fn run_hooks<S: Services>(
     project: &Project,
     services: &S,
     run: &Run,
     running: &[String],
 ) -> anyhow::Result<Vec<Hook>> {
-    if !matches!(run.spec(), RunSpec::Backup { .. }) {
-        return Ok(Vec::new());
-    }
     let config = &project.config.hooks;
+    let (before_host, after_host, points) = match run.spec() {
+        RunSpec::Backup { .. } => (
+            &config.before_backup,
+            &config.after_backup,
+            [(HookPoint::BeforeBackup, "lifeboat.before-backup"), (HookPoint::AfterBackup, "lifeboat.after-backup")],
+        ),
+        RunSpec::Restore { .. } => (
+            &config.before_restore,
+            &config.after_restore,
+            [
+                (HookPoint::BeforeRestore, "lifeboat.before-restore"),
+                (HookPoint::AfterRestore, "lifeboat.after-restore"),
+            ],
+        ),
+        _ => return Ok(Vec::new()),
+    };
     let containers = if running.is_empty() { Vec::new() } else { services.containers().await? };
     let labelled = |point: HookPoint, label: &str| -> anyhow::Result<Vec<Hook>> {
         let mut hooks = Vec::new();
@@ -58,13 +67,13 @@ pub async fn backup_hooks<S: Services>(
         Ok(hooks)
     };
     let mut hooks = Vec::new();
-    let [(before, before_label), (after, after_label)] = BACKUP_POINTS;
-    hooks.extend(host_hook(config, before, config.before_backup.as_deref()));
+    let [(before, before_label), (after, after_label)] = points;
+    hooks.extend(host_hook(config, before, before_host.as_deref()));
     hooks.extend(labelled(before, before_label)?);
     let mut after_services = labelled(after, after_label)?;
     after_services.reverse();
     hooks.extend(after_services);
-    hooks.extend(host_hook(config, after, config.after_backup.as_deref()));
+    hooks.extend(host_hook(config, after, after_host.as_deref()));
     Ok(hooks)
 }
 
@@ -133,7 +142,8 @@ async fn run_in_container<S: Services>(
 
 /// `sh -c COMMAND` in the project directory, in a process group of its own (killed whole at the
 /// timeout), stdout and stderr into one pipe. Environment: `LIFEBOAT_PROJECT`, `LIFEBOAT_RUN_ID`,
-/// `LIFEBOAT_HOOK` (`before_backup`...), and for a backup `LIFEBOAT_ARCHIVE`, the archive's path.
+/// `LIFEBOAT_HOOK` (`before_backup`...), and `LIFEBOAT_ARCHIVE`, the archive's path (the one a
+/// backup writes, or the one a restore puts back, with `LIFEBOAT_BACKUP_ID`).
 async fn run_on_host(project: &Project, run: &Run, hook: &Hook, timeout: Duration) -> anyhow::Result<(i32, Vec<u8>)> {
     let (reader, writer) = std::io::pipe()?;
     let mut command = tokio::process::Command::new("sh");
@@ -149,8 +159,14 @@ async fn run_on_host(project: &Project, run: &Run, hook: &Hook, timeout: Duratio
         .stderr(writer)
         .process_group(0)
         .kill_on_drop(true);
-    if let RunSpec::Backup { archive_path, .. } = run.spec() {
-        command.env("LIFEBOAT_ARCHIVE", archive_path);
+    match run.spec() {
+        RunSpec::Backup { archive_path, .. } => {
+            command.env("LIFEBOAT_ARCHIVE", archive_path);
+        }
+        RunSpec::Restore { backup } => {
+            command.env("LIFEBOAT_ARCHIVE", &backup.path).env("LIFEBOAT_BACKUP_ID", backup.backup_id.to_string());
+        }
+        _ => {}
     }
     let mut child = command.spawn()?;
     // Our copies of the pipe's write end go with the builder: EOF comes when the hook's are gone.
