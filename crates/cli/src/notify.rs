@@ -18,7 +18,7 @@ use lifeboat_machine::{Run, RunKind};
 use serde::Serialize;
 use std::time::Duration;
 
-/// How many times a notification is tried before it is given up (logged) .
+/// How many times a notification is tried before it is given up (and logged).
 pub const ATTEMPTS: u32 = 3;
 
 /// The notification document (docs/json.md, "The notification"): add fields, never rename.
@@ -48,7 +48,7 @@ pub struct Notification {
 }
 
 impl Notification {
-    /// The notification for a run that ended (or stopped) with `result` as its command's result.
+    /// The notification for a run that ended, `exit_code` being the exit its command takes.
     pub fn of_run(project: &Project, run: &Run, events: &[lifeboat_machine::Event], exit_code: i32) -> Notification {
         let completed = run.state() == lifeboat_machine::State::Completed;
         let archive = run.archive();
