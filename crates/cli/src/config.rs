@@ -19,6 +19,14 @@ pub struct Config {
     pub auto_backup: AutoBackupSection,
     #[serde(default)]
     pub services: ServicesSection,
+    /// Where a run's end is reported (docs/json.md, "The notification").
+    #[serde(default, skip_serializing_if = "NotifySection::is_empty")]
+    pub notify: NotifySection,
+    #[serde(default, skip_serializing_if = "MetricsSection::is_empty")]
+    pub metrics: MetricsSection,
+    /// Host commands run around backups (docs/design.md, "Hooks").
+    #[serde(default, skip_serializing_if = "HooksSection::is_empty")]
+    pub hooks: HooksSection,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -155,6 +163,96 @@ pub fn is_valid_project_name(name: &str) -> bool {
     name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name.len() <= 255
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+/// `[notify]`: who hears how a run ended. Failures are sent by default, successes with
+/// `on_success`; the ping URL hears every run's start and end (Healthchecks.io convention: `URL/start`,
+/// `URL`, `URL/fail`). A notification that cannot be delivered is retried, logged, and never
+/// changes the run's outcome or exit code.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifySection {
+    /// An `http://` or `https://` URL the notification document is POSTed to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// A command (run by `sh -c`) that receives the notification document on stdin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// A dead-man's-switch URL: `/start` when a run starts, itself on success, `/fail` on failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ping_url: Option<String>,
+    /// Also send the webhook and the command when a run completes.
+    pub on_success: bool,
+    /// How long one delivery attempt may take; 10 s when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+impl NotifySection {
+    fn is_empty(&self) -> bool {
+        *self == NotifySection::default()
+    }
+}
+
+/// How long a hook may run when nothing says otherwise.
+pub const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 300;
+
+/// `[hooks]`: host commands (run by `sh -c` in the project directory) around a backup or a
+/// restore. A failing `before_*` ends the run before anything is stopped; a failing `after_*` is
+/// reported (exit 6) and the run's work stays. Hooks in containers are compose labels
+/// (`lifeboat.before-backup`), see `effects::hooks`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HooksSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before_backup: Option<String>,
+    /// Sees the archive's path in `LIFEBOAT_ARCHIVE`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_backup: Option<String>,
+    /// Before a restore stops anything; its failure ends the restore with nothing changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before_restore: Option<String>,
+    /// After the restored data is verified with the services up and committed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_restore: Option<String>,
+    /// Each host hook is killed after this many seconds.
+    pub timeout_secs: u64,
+    /// The hooks (by key: `before_backup`, `after_backup`) that are safe to run twice: only those
+    /// are run again by `recover` when a crash interrupted them.
+    pub idempotent: Vec<String>,
+}
+
+impl Default for HooksSection {
+    fn default() -> Self {
+        HooksSection {
+            before_backup: None,
+            after_backup: None,
+            before_restore: None,
+            after_restore: None,
+            timeout_secs: DEFAULT_HOOK_TIMEOUT_SECS,
+            idempotent: Vec::new(),
+        }
+    }
+}
+
+impl HooksSection {
+    fn is_empty(&self) -> bool {
+        *self == HooksSection::default()
+    }
+}
+
+/// `[metrics]`: a Prometheus text-format file (node_exporter's textfile collector), rewritten
+/// atomically after every run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// The file, relative to the project directory unless absolute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+impl MetricsSection {
+    fn is_empty(&self) -> bool {
+        *self == MetricsSection::default()
+    }
 }
 
 fn default_compose_file() -> String {
@@ -177,6 +275,9 @@ impl Config {
             backup: BackupSection::default(),
             auto_backup: AutoBackupSection::default(),
             services: ServicesSection::default(),
+            notify: NotifySection::default(),
+            metrics: MetricsSection::default(),
+            hooks: HooksSection::default(),
         }
     }
 
@@ -225,6 +326,40 @@ impl Config {
             }
         }
         self.backup.group_id()?;
+        for (key, url) in [("webhook", &self.notify.webhook), ("ping_url", &self.notify.ping_url)] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                bail!("notify.{key} must be an http:// or https:// URL");
+            }
+        }
+        if self.notify.command.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            bail!("notify.command is empty: name a program, or remove the key");
+        }
+        if self.notify.timeout_secs == Some(0) {
+            bail!("notify.timeout_secs is 0: use a positive number of seconds, or remove it for 10");
+        }
+        let hooks = &self.hooks;
+        for (key, command) in [
+            ("before_backup", &hooks.before_backup),
+            ("after_backup", &hooks.after_backup),
+            ("before_restore", &hooks.before_restore),
+            ("after_restore", &hooks.after_restore),
+        ] {
+            if command.as_deref().is_some_and(|c| c.trim().is_empty()) {
+                bail!("hooks.{key} is empty: give it a command, or remove it");
+            }
+        }
+        if self.hooks.timeout_secs == 0 {
+            bail!("hooks.timeout_secs is 0: use a positive number of seconds");
+        }
+        let keys = ["before_backup", "after_backup", "before_restore", "after_restore"];
+        if let Some(key) = self.hooks.idempotent.iter().find(|k| !keys.contains(&k.as_str())) {
+            bail!("hooks.idempotent names {key:?}: use before_backup, after_backup, before_restore or after_restore");
+        }
+        if self.metrics.file.as_deref().is_some_and(|f| f.trim().is_empty()) {
+            bail!("metrics.file is empty: name a file, or remove the key");
+        }
         parse_cron(&self.auto_backup.cron).context("auto_backup.cron is not valid")?;
         self.auto_backup.zone()?;
         Ok(())
@@ -393,6 +528,31 @@ mod tests {
         config.backup.group = Some("no-such-group-lifeboat".into());
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("backup.group \"no-such-group-lifeboat\""), "{err}");
+    }
+
+    #[test]
+    fn the_postgres_example_is_valid_and_declares_its_dump_hook() {
+        let config: Config = toml::from_str(include_str!("../../../examples/postgres/lifeboat.toml")).unwrap();
+        config.validate().unwrap();
+        assert!(config.hooks.after_backup.as_deref().is_some_and(|c| c.contains("$LIFEBOAT_ARCHIVE")));
+        assert_eq!(config.notify.ping_url.as_deref(), Some("https://hc-ping.com/UUID"));
+        assert!(config.metrics.file.is_some());
+        let compose: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(include_str!("../../../examples/postgres/docker-compose.yml")).unwrap();
+        let hook = &compose["services"]["db"]["labels"]["lifeboat.before-backup"];
+        assert!(hook.as_str().is_some_and(|c| c.starts_with("pg_dumpall")), "{hook:?}");
+    }
+
+    #[test]
+    fn hook_and_notify_keys_are_checked() {
+        let mut config = Config::new("demo", "c.yml");
+        config.hooks.idempotent = vec!["after_upgrade".into()];
+        assert!(config.validate().unwrap_err().to_string().contains("hooks.idempotent"));
+        config.hooks.idempotent = vec![];
+        config.notify.webhook = Some("ftp://x".into());
+        assert!(config.validate().unwrap_err().to_string().contains("notify.webhook"));
+        // Hooks the runs do not carry out yet are refused, not ignored.
+        assert!(toml::from_str::<Config>("[project]\nname = \"x\"\n[hooks]\nbefore_upgrade = \"x\"\n").is_err());
     }
 
     #[test]

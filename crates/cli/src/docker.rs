@@ -228,6 +228,8 @@ pub struct Container {
     pub started_at: Option<String>,
     /// The signal `docker stop` sends it (`SIGQUIT`, `15`...); `None` means SIGTERM.
     pub stop_signal: Option<String>,
+    /// Its `lifeboat.*` labels: the hooks declared on its service (docs/design.md, "Hooks").
+    pub hook_labels: BTreeMap<String, String>,
 }
 
 impl Container {
@@ -263,6 +265,11 @@ impl Container {
             depends_on: labels.get(DEPENDS_ON_LABEL).map(|label| parse_depends_on_label(label)).unwrap_or_default(),
             started_at: state.started_at,
             stop_signal,
+            hook_labels: labels
+                .iter()
+                .filter(|(k, _)| k.starts_with("lifeboat."))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     }
 
@@ -623,6 +630,65 @@ impl Docker {
         Ok(String::from_utf8_lossy(&text).lines().map(str::to_owned).collect())
     }
 
+    /// Runs `sh -c command` inside the running container through the Engine API's exec, its
+    /// stdout and stderr captured; after `timeout` the exec's processes are killed (SIGKILL, found
+    /// by the host pid the daemon reports: the daemon is local) and the exit code is 124. Returns
+    /// the exit code and the output.
+    pub async fn exec(&self, container: &str, command: &str, timeout: Duration) -> Result<(i32, Vec<u8>), DockerError> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let options = CreateExecOptions {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(vec!["sh", "-c", command]),
+            ..Default::default()
+        };
+        let created = self
+            .api
+            .create_exec(container, options)
+            .await
+            .map_err(|source| container_error("create an exec in container", container, source))?;
+        let started = self
+            .api
+            .start_exec(&created.id, None)
+            .await
+            .map_err(|source| container_error("start an exec in container", container, source))?;
+        let mut output = Vec::new();
+        let StartExecResults::Attached { output: mut stream, .. } = started else {
+            return Ok((0, output));
+        };
+        let read = async {
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(chunk) => output.extend_from_slice(chunk.as_ref()),
+                    Err(_) => break,
+                }
+            }
+        };
+        let timed_out = tokio::time::timeout(timeout, read).await.is_err();
+        if timed_out {
+            if let Ok(inspect) = self.api.inspect_exec(&created.id).await
+                && let Some(pid) = inspect.pid.filter(|pid| *pid > 0)
+            {
+                kill_tree(pid as i32);
+            }
+            output.extend_from_slice(format!("\n[lifeboat: killed after {} s]\n", timeout.as_secs()).as_bytes());
+            return Ok((124, output));
+        }
+        // The stream ends when the process exits; the daemon sets the exit code just after.
+        for _ in 0..50 {
+            let inspect = self
+                .api
+                .inspect_exec(&created.id)
+                .await
+                .map_err(|source| container_error("inspect an exec in container", container, source))?;
+            if inspect.running != Some(true) {
+                return Ok((inspect.exit_code.unwrap_or(-1) as i32, output));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok((-1, output))
+    }
+
     /// Log lines for an error message: a failure to read them must not hide the error itself.
     async fn logs_tail_lossy(&self, container: &str) -> Vec<String> {
         self.logs_tail(container, ERROR_LOG_LINES).await.unwrap_or_else(|e| vec![format!("(logs unavailable: {e})")])
@@ -870,6 +936,33 @@ pub fn stop_order(containers: &[Container]) -> Result<Vec<&Container>, DockerErr
     Ok(ordered)
 }
 
+/// SIGKILLs `pid` and every process below it (host pids, from `/proc`): a hook killed at its
+/// timeout leaves nothing running. Children are found first, so none is re-parented away.
+pub fn kill_tree(pid: i32) {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            // `pid (comm) state ppid ...`: comm may hold spaces, so read after the last ')'.
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok());
+            if let Some(ppid) = ppid {
+                children.entry(ppid).or_default().push(child);
+            }
+        }
+    }
+    let mut order = vec![pid];
+    let mut index = 0;
+    while index < order.len() {
+        order.extend(children.get(&order[index]).into_iter().flatten().copied());
+        index += 1;
+    }
+    for pid in order {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -956,6 +1049,7 @@ mod tests {
             depends_on: needs.iter().map(|n| (*n).to_owned()).collect(),
             started_at: None,
             stop_signal: None,
+            hook_labels: BTreeMap::new(),
         }
     }
 

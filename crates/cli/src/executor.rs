@@ -11,7 +11,7 @@
 pub use crate::crash::CRASH_AFTER;
 pub use crate::crash::crash_point;
 use crate::effects::services::ServiceOps;
-use crate::effects::{backups, data_swap, deploy_swap, provision};
+use crate::effects::{backups, data_swap, deploy_swap, hooks, provision};
 use crate::fsutil;
 use crate::project::Project;
 use crate::render::{self, now};
@@ -115,8 +115,14 @@ impl<S: Services> Executor<'_, S> {
         match effect {
             Effect::Inspect => {
                 backups::check_data_paths(project)?;
-                return Ok(Outcome::Inspected { running: services.running().await? });
+                let running = services.running().await?;
+                let hooks = hooks::run_hooks(project, self.services, run, &running).await?;
+                if hooks.is_empty() {
+                    return Ok(Outcome::Inspected { running });
+                }
+                return Ok(Outcome::InspectedWithHooks { running, hooks });
             }
+            Effect::RunHook { hook } => return Ok(hooks::run_hook(project, self.services, run, hook).await),
             Effect::StopServices { services: names } => services.stop_services(names).await?,
             Effect::StopStack => services.stop_stack().await?,
             Effect::StartServices { services: names } => {

@@ -41,9 +41,14 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
+        Env::with_config("")
+    }
+
+    /// As `new`, with `extra` (sections such as `[hooks]`) appended to `lifeboat.toml`.
+    fn with_config(extra: &str) -> Env {
         let tmp = tempfile::tempdir().unwrap();
         let config = Config::new("demo", "docker-compose.yml");
-        std::fs::write(tmp.path().join(CONFIG_FILE), config.to_commented_toml()).unwrap();
+        std::fs::write(tmp.path().join(CONFIG_FILE), format!("{}\n{extra}", config.to_commented_toml())).unwrap();
         std::fs::create_dir_all(tmp.path().join("data/sub")).unwrap();
         std::fs::write(tmp.path().join("data/file"), b"before").unwrap();
         std::fs::write(tmp.path().join("data/sub/nested"), b"nested").unwrap();
@@ -250,6 +255,34 @@ async fn a_backup_stops_the_running_services_in_stop_order_and_restarts_them_in_
     assert_eq!(lifeboat_archive::read_member(archive, "paths/data/file", 1 << 20).unwrap(), b"before");
     assert_eq!(lifeboat_archive::read_member(archive, "paths/data/sub/nested", 1 << 20).unwrap(), b"nested");
     assert_eq!(env.backup_files(), set(&[&format!("demo-run{:06}.tar.gz", run.id())]));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn host_hooks_run_before_the_stop_and_after_the_start_and_a_failing_before_hook_stops_nothing() {
+    let env = Env::with_config(
+        "[hooks]\nbefore_backup = 'echo before >> hooks.txt'\nafter_backup = 'echo \"after $LIFEBOAT_RUN_ID $LIFEBOAT_HOOK\" >> hooks.txt'\n",
+    );
+    let fake = FakeServices::stack(&["db", "cache", "app"]);
+    let run = env.executor(&fake).start(env.backup_spec()).await.unwrap();
+    assert_eq!(run.state(), State::Completed, "{:?}", run.failures());
+    let events = env.events(&run);
+    assert_eq!(
+        intents(&events),
+        ["inspect", "run_hook", "stop_services", "write_archive", "record_backup", "start_services", "run_hook"]
+    );
+    let written = std::fs::read_to_string(env.project.dir.join("hooks.txt")).unwrap();
+    assert_eq!(written, format!("before\nafter {} after_backup\n", run.id()));
+    assert_eq!(replay(run.id(), &events).unwrap(), run);
+
+    let env = Env::with_config("[hooks]\nbefore_backup = 'echo no space for the dump; exit 9'\n");
+    let fake = FakeServices::stack(&["db", "cache", "app"]);
+    let run = env.executor(&fake).start(env.backup_spec()).await.unwrap();
+    assert_eq!(run.state(), State::RolledBack);
+    assert_eq!(intents(&env.events(&run)), ["inspect", "run_hook"]);
+    assert!(fake.log().is_empty(), "no service touched: {:?}", fake.log());
+    assert_eq!(run.failures()[0].error, "hook before_backup (host) exited 9: no space for the dump");
+    assert!(env.journal.backups().unwrap().is_empty());
+    assert!(env.backup_files().is_empty());
 }
 
 #[tokio::test(flavor = "current_thread")]

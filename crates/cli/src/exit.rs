@@ -20,6 +20,8 @@ pub enum Exit {
     NeedsRecovery = 4,
     /// 5: integrity error: checksum mismatch, corrupt journal or archive.
     Integrity = 5,
+    /// 6: the run completed (a backup is recorded), but an `after_*` hook failed.
+    HookFailed = 6,
     /// 130 (128 + SIGINT): interrupted by SIGINT (Ctrl-C); a run in progress was rolled back, so
     /// the services are as before.
     Interrupted = 130,

@@ -312,6 +312,7 @@ impl Services for FakeServices {
                     depends_on: c.depends_on.clone(),
                     started_at: None,
                     stop_signal: None,
+                    hook_labels: Default::default(),
                 }
             })
             .collect())

@@ -20,6 +20,8 @@ mod fake_services;
 pub mod fsutil;
 pub mod lock;
 pub mod manifest;
+pub mod metrics;
+pub mod notify;
 pub mod output;
 pub mod package;
 pub mod perms;
@@ -89,8 +91,15 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, 1) => "info",
         (false, _) => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // The HTTP client logs request paths at trace level, and notification URLs carry tokens
+    // (`notify`): its own logs stay at warnings whatever the level asked.
+    for quiet in ["ureq=warn", "ureq_proto=warn", "rustls=warn"] {
+        if let Ok(directive) = quiet.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let _ =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }

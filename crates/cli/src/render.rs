@@ -105,6 +105,16 @@ pub fn event_detail(event: &Event) -> String {
                     short_sha(&facts.sha256)
                 )
             }
+            Outcome::InspectedWithHooks { running, hooks } => {
+                let hooks: Vec<String> = hooks.iter().map(|h| h.label()).collect();
+                format!("running: {}; hooks: {}", list(running), hooks.join(", "))
+            }
+            Outcome::HookRan { exit_code, output_tail } => {
+                let last = output_tail.lines().last().unwrap_or_default();
+                let verdict =
+                    if *exit_code == 0 { "hook exited 0".to_owned() } else { format!("HOOK EXITED {exit_code}") };
+                if last.is_empty() { verdict } else { format!("{verdict}; output ends: {last}") }
+            }
         },
         Event::Recovering { decision, .. } => format!("recover: {}", decision.as_str().replace('_', " ")),
         Event::Cancelled { reason, .. } => format!("cancelled by {reason}: settling the run"),
@@ -140,6 +150,10 @@ pub fn effect_detail(effect: &Effect) -> String {
         Effect::Provision { provision, .. } => format!("create {}", provision_summary(provision)),
         Effect::Unprovision { provision } => {
             format!("remove the containers and networks, and {}", provision_summary(provision))
+        }
+        Effect::RunHook { hook } => {
+            let once = if hook.idempotent { "" } else { ", runs at most once" };
+            format!("hook {}: {} (timeout {} s{once})", hook.label(), hook.command, hook.timeout_secs)
         }
     }
 }

@@ -32,6 +32,7 @@ pub(crate) fn backup() -> BackupReport {
         apparent_bytes: 402_653_184,
         stored_bytes: 398_000_000,
         skipped: vec![SkippedPath { path: "paths/data/run/app.sock".into(), kind: "socket".into() }],
+        hook_failures: vec![],
     }
 }
 
@@ -52,6 +53,7 @@ fn run_report_shapes() {
             stopped: vec!["app".into(), "db".into()],
             restarted: vec!["db".into(), "app".into()],
             downtime_ms: 6_020,
+            hook_failures: vec![],
         })
     );
     insta::assert_snapshot!(

@@ -41,6 +41,12 @@ pub trait Services {
     async fn remove_volume(&self, name: &str) -> anyhow::Result<()>;
     /// Removes every container of the project (stopping it first) and its networks.
     async fn remove_project(&self) -> anyhow::Result<()>;
+    /// Runs `sh -c command` inside a running container, killed after `timeout` (exit code 124);
+    /// returns its exit code and output. For hooks declared by compose label.
+    async fn exec(&self, container: &str, command: &str, timeout: Duration) -> anyhow::Result<(i32, Vec<u8>)> {
+        let _ = (container, command, timeout);
+        anyhow::bail!("running a command in a container needs the Docker daemon")
+    }
 }
 
 /// The real services: the Docker daemon (through bollard) and the configured compose command.
@@ -112,6 +118,10 @@ impl Services for DockerServices {
             self.docker.remove_container(&container.id, true).await?;
         }
         Ok(self.docker.remove_project_networks(&self.project).await?)
+    }
+
+    async fn exec(&self, container: &str, command: &str, timeout: Duration) -> anyhow::Result<(i32, Vec<u8>)> {
+        Ok(self.docker.exec(container, command, timeout).await?)
     }
 }
 

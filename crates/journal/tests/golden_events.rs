@@ -26,8 +26,8 @@
 use arbitrary::{Arbitrary, Unstructured};
 use lifeboat_journal::{decode_event, encode_event};
 use lifeboat_machine::{
-    ArchiveDetails, ArchiveFacts, BackupKind, BackupRef, Decision, Effect, Event, NewVolume, Outcome, PackageRef,
-    Provision, RunSpec, SkippedPath, Timestamp,
+    ArchiveDetails, ArchiveFacts, BackupKind, BackupRef, Decision, Effect, Event, Hook, HookPoint, NewVolume, Outcome,
+    PackageRef, Provision, RunSpec, SkippedPath, Timestamp,
 };
 use std::fmt::Debug;
 use std::mem::{Discriminant, discriminant};
@@ -66,6 +66,26 @@ fn facts() -> ArchiveFacts {
         entry_count: 5,
         content_bytes: 70_000,
     }
+}
+
+/// A host hook before a backup, and an idempotent exec hook in `db` after it.
+fn hooks() -> Vec<Hook> {
+    vec![
+        Hook {
+            point: HookPoint::BeforeBackup,
+            service: None,
+            command: "sync".into(),
+            timeout_secs: 60,
+            idempotent: false,
+        },
+        Hook {
+            point: HookPoint::AfterBackup,
+            service: Some("db".into()),
+            command: "true".into(),
+            timeout_secs: 300,
+            idempotent: true,
+        },
+    ]
 }
 
 fn details() -> ArchiveDetails {
@@ -173,6 +193,9 @@ fn intent_golden(variant: &Effect) -> (Effect, &'static str) {
             Effect::Unprovision { provision: provision() },
             "0101fd00d0ca9f17030000120104705f6462056c6f63616c01016f013101016c01760105632e796d6c01046461746101026462",
         ),
+        Effect::RunHook { .. } => {
+            (Effect::RunHook { hook: hooks().remove(1) }, "0101fd00d0ca9f170300001301010264620474727565fb2c0101")
+        }
     }
 }
 
@@ -197,6 +220,13 @@ fn outcome_golden(variant: &Outcome) -> (Outcome, &'static str) {
             Outcome::Archived { facts: facts(), details: details() },
             "0102fd00d0ca9f170300000505612e74677a026566fbe8030305fc70110100fc80380100fc70110100011170617468732f646174612f732e736f636b06736f636b6574",
         ),
+        Outcome::InspectedWithHooks { .. } => (
+            Outcome::InspectedWithHooks { running: vec!["db".into()], hooks: hooks() },
+            "0102fd00d0ca9f1703000006010264620200000473796e633c0001010264620474727565fb2c0101",
+        ),
+        Outcome::HookRan { .. } => {
+            (Outcome::HookRan { exit_code: -3, output_tail: "bye\n".into() }, "0102fd00d0ca9f170300000705046279650a")
+        }
     }
 }
 

@@ -28,35 +28,57 @@ enum Step {
     CommitData,
     /// The volumes and deployment files of a restore onto a new host.
     Provision,
+    /// The run's hook at this index (`Run::hooks`).
+    Hook(usize),
 }
 
 /// The forward steps of a kind, in order, and the one whose success takes a run past its point of
 /// no return: from there, a failure or crash finishes the run instead of undoing it.
-fn steps(kind: RunKind) -> Option<(&'static [Step], Step)> {
+///
+/// A backup's or restore's hooks come from its `Inspect` outcome: `before_*` ones after `Inspect`
+/// (nothing is stopped or changed yet), `after_*` ones after the last forward step (the services
+/// are up again; a restore's data is committed). Steps up to `Inspect`
+/// never move, so the list is the same whenever it is asked.
+fn steps(run: &Run) -> Option<(Vec<Step>, Step)> {
     use Step::*;
-    Some(match kind {
+    Some(match run.kind() {
         // The archive is recorded: undoing would throw away a good backup.
-        RunKind::Backup => (&[Inspect, Stop, Write, Record, Start], Record),
+        RunKind::Backup => (with_hooks(run, &[Inspect], &[Stop, Write, Record, Start]), Record),
         // The new version was verified healthy.
-        RunKind::Upgrade => (&[Inspect, Stop, Write, Record, Deploy, UpStack, VerifyStack, CommitDeploy], VerifyStack),
-        // The restored data was verified with the services up.
-        RunKind::Restore | RunKind::Rollback => {
-            (&[VerifyArchive, Inspect, Stop, RestoreData, Start, Verify, CommitData], Verify)
+        RunKind::Upgrade => {
+            (vec![Inspect, Stop, Write, Record, Deploy, UpStack, VerifyStack, CommitDeploy], VerifyStack)
         }
+        // The restored data was verified with the services up.
+        RunKind::Restore => {
+            (with_hooks(run, &[VerifyArchive, Inspect], &[Stop, RestoreData, Start, Verify, CommitData]), Verify)
+        }
+        RunKind::Rollback => (vec![VerifyArchive, Inspect, Stop, RestoreData, Start, Verify, CommitData], Verify),
         // A prune's steps are its deletions, and it is past its point of no return from the start:
         // a deleted backup cannot be undeleted, and every deletion is idempotent, so an
         // interrupted prune always finishes.
         RunKind::Prune => return None,
         // As a restore: the data was verified running.
-        RunKind::RestoreNew => (&[VerifyArchive, Provision, RestoreData, UpStack, Verify, CommitData], Verify),
+        RunKind::RestoreNew => (vec![VerifyArchive, Provision, RestoreData, UpStack, Verify, CommitData], Verify),
         // As an upgrade, without the backup.
-        RunKind::FirstDeploy => (&[Deploy, UpStack, VerifyStack, CommitDeploy], VerifyStack),
+        RunKind::FirstDeploy => (vec![Deploy, UpStack, VerifyStack, CommitDeploy], VerifyStack),
     })
 }
 
+/// `head`, the run's before hooks, `rest`, its after hooks: the steps of a kind with hooks (a
+/// backup, a restore). The hooks are known once `Inspect` (the last of `head`) reported them.
+fn with_hooks(run: &Run, head: &[Step], rest: &[Step]) -> Vec<Step> {
+    let hooks = run.hooks();
+    let at = |before: bool| (0..hooks.len()).filter(move |&i| hooks[i].point.is_before() == before).map(Step::Hook);
+    let mut list = head.to_vec();
+    list.extend(at(true));
+    list.extend_from_slice(rest);
+    list.extend(at(false));
+    list
+}
+
 /// Whether a run whose first `done` forward steps succeeded is past its point of no return.
-pub(crate) fn is_committed(kind: RunKind, done: usize) -> bool {
-    steps(kind).is_none_or(|(list, committed_by)| list.iter().take(done).any(|&step| step == committed_by))
+pub(crate) fn is_committed(run: &Run, done: usize) -> bool {
+    steps(run).is_none_or(|(list, committed_by)| list.iter().take(done).any(|&step| step == committed_by))
 }
 
 /// The forward step at `index`, or `None` past the last one.
@@ -66,15 +88,18 @@ pub(crate) fn forward_step(run: &Run, index: usize) -> Result<Option<(State, Eff
             .get(index)
             .map(|backup| (State::Pruning, Effect::DeleteBackup { backup: backup.clone() })));
     }
-    match steps(run.kind()).and_then(|(list, _)| list.get(index)) {
-        Some(&step) => Ok(Some((step.state(), step.effect(run)?))),
+    match steps(run).and_then(|(list, _)| list.get(index).copied()) {
+        Some(step) => Ok(Some((step.state(run), step.effect(run)?))),
         None => Ok(None),
     }
 }
 
 impl Step {
-    fn state(self) -> State {
+    fn state(self, run: &Run) -> State {
         match self {
+            // Before: nothing is stopped yet; after: the services are up again.
+            Step::Hook(i) if run.hooks().get(i).is_some_and(|h| h.point.is_before()) => State::Checking,
+            Step::Hook(_) => State::Verifying,
             Step::VerifyArchive | Step::Inspect => State::Checking,
             Step::Stop => State::Stopping,
             Step::Write => State::Archiving,
@@ -131,6 +156,9 @@ impl Step {
             }
             (Step::Verify, _) => Effect::VerifyServices { services: Some(running(run)?) },
             (Step::CommitData, _) => Effect::CommitData,
+            (Step::Hook(i), _) => {
+                Effect::RunHook { hook: run.hooks().get(i).cloned().ok_or(MachineError::MissingFact("hooks"))? }
+            }
             (
                 Step::VerifyArchive
                 | Step::Write
@@ -163,10 +191,17 @@ fn archive(run: &Run) -> Result<ArchiveFacts, MachineError> {
 /// `begun` forward steps had their intent journaled; the first `done` of them succeeded. Returns
 /// the steps that settle the run and the terminal state they lead to.
 pub(crate) fn settle(run: &Run, begun: usize, done: usize) -> Result<(Vec<Effect>, State), MachineError> {
-    if is_committed(run.kind(), done) {
-        // Finish: the remaining forward steps, from the one that failed or was interrupted.
+    if is_committed(run, done) {
+        // Finish: the remaining forward steps, from the one that failed or was interrupted; but a
+        // hook that began is never carried out again unless it is idempotent (it may have run).
         let mut steps = Vec::new();
         let mut index = done;
+        if begun > done
+            && let Some((_, Effect::RunHook { hook })) = forward_step(run, done)?
+            && !hook.idempotent
+        {
+            index += 1;
+        }
         while let Some((_, effect)) = forward_step(run, index)? {
             steps.push(effect);
             index += 1;
@@ -174,7 +209,7 @@ pub(crate) fn settle(run: &Run, begun: usize, done: usize) -> Result<(Vec<Effect
         return Ok((steps, State::Completed));
     }
     // Undo, asking by name which forward steps began and which succeeded.
-    let list = steps(run.kind()).map(|(list, _)| list).unwrap_or_default();
+    let list = steps(run).map(|(list, _)| list).unwrap_or_default();
     let began = |step| list.iter().take(begun).any(|&s| s == step);
     let succeeded = |step| list.iter().take(done).any(|&s| s == step);
     let mut steps = Vec::new();
@@ -347,12 +382,14 @@ impl Run {
                 // Settling steps that finish a run (past its point of no return) are not a rollback.
                 let decision =
                     if *end == State::Completed { Decision::ContinueFinishing } else { Decision::ContinueRollBack };
-                (decision, steps[self.cursor()..].to_vec(), *end)
+                // An interrupted hook that may not run twice is passed over (`Run::apply_recovering`).
+                let from = (self.cursor() + usize::from(self.in_flight_hook_once())).min(steps.len());
+                (decision, steps[from..].to_vec(), *end)
             }
             Mode::Forward => {
                 let done = self.cursor();
                 let begun = done + usize::from(self.in_flight().is_some());
-                let decision = if is_committed(self.kind(), done) { Decision::Resume } else { Decision::RollBack };
+                let decision = if is_committed(self, done) { Decision::Resume } else { Decision::RollBack };
                 let (steps, end) = settle(self, begun, done)?;
                 (decision, steps, end)
             }

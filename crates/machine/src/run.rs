@@ -105,6 +105,10 @@ pub struct Run {
     failures: Vec<Failure>,
     /// Why the operator cancelled the run, if they did (see [`Run::handle_cancel`]).
     cancelled: Option<String>,
+    /// The run's hooks, once `Inspect` reported them.
+    hooks: Vec<Hook>,
+    /// `after_*` hooks that exited non-zero: reported, never undoing the run.
+    hook_failures: Vec<Failure>,
 }
 
 impl Run {
@@ -132,6 +136,8 @@ impl Run {
             archive_details: None,
             failures: Vec::new(),
             cancelled: None,
+            hooks: Vec::new(),
+            hook_failures: Vec::new(),
         };
         // A run with no step at all (a prune with nothing to delete) ends as it starts.
         run.end_if_done()?;
@@ -193,6 +199,22 @@ impl Run {
         &self.failures
     }
 
+    /// The run's hooks, in the order they run, once `Inspect` reported them.
+    pub fn hooks(&self) -> &[Hook] {
+        &self.hooks
+    }
+
+    /// The `after_*` hooks that exited non-zero (or could not run), oldest first: the run went on.
+    pub fn hook_failures(&self) -> &[Failure] {
+        &self.hook_failures
+    }
+
+    /// Whether the effect in flight is a hook recovery must not carry out again: one not marked
+    /// idempotent may have run, and running it twice is what its author did not allow.
+    pub(crate) fn in_flight_hook_once(&self) -> bool {
+        matches!(&self.in_flight, Some(Effect::RunHook { hook }) if !hook.idempotent)
+    }
+
     /// How the operator cancelled the run (`SIGINT`, say), if a cancel was journaled.
     pub fn cancelled(&self) -> Option<&str> {
         self.cancelled.as_deref()
@@ -205,7 +227,7 @@ impl Run {
     /// Whether the run is past its point of no return: from here it finishes rather than undoes.
     pub fn is_committed(&self) -> bool {
         match &self.mode {
-            Mode::Forward => is_committed(self.kind(), self.cursor),
+            Mode::Forward => is_committed(self, self.cursor),
             Mode::Compensating { end, .. } | Mode::Ended(end) => *end == State::Completed,
         }
     }
@@ -332,17 +354,40 @@ impl Run {
         }
         if let Outcome::Failed { error } = outcome {
             let state = self.step_state();
-            self.failures.push(Failure { state, effect, error: error.clone() });
-            return self.fail();
+            // An after hook that could not run is reported like one that failed: the run goes on.
+            if let Effect::RunHook { hook } = &effect
+                && !hook.point.is_before()
+            {
+                self.hook_failures.push(Failure { state, effect: effect.clone(), error: error.clone() });
+            } else {
+                self.failures.push(Failure { state, effect, error: error.clone() });
+                return self.fail();
+            }
+        }
+        if let (Outcome::HookRan { exit_code, output_tail }, Effect::RunHook { hook }) = (outcome, &effect)
+            && *exit_code != 0
+        {
+            let state = self.step_state();
+            let error = format!("hook {} exited {exit_code}: {}", hook.label(), output_tail.trim_end());
+            let failure = Failure { state, effect: effect.clone(), error };
+            if hook.point.is_before() && matches!(self.mode, Mode::Forward) {
+                self.failures.push(failure);
+                return self.fail();
+            }
+            self.hook_failures.push(failure);
         }
         match outcome {
             Outcome::Inspected { running } => self.running = Some(running.clone()),
+            Outcome::InspectedWithHooks { running, hooks } => {
+                self.running = Some(running.clone());
+                self.hooks = hooks.clone();
+            }
             Outcome::ArchiveWritten(facts) => self.archive = Some(facts.clone()),
             Outcome::Archived { facts, details } => {
                 self.archive = Some(facts.clone());
                 self.archive_details = Some(details.clone());
             }
-            Outcome::Done | Outcome::Started { .. } | Outcome::Failed { .. } => {}
+            Outcome::Done | Outcome::Started { .. } | Outcome::Failed { .. } | Outcome::HookRan { .. } => {}
         }
         self.cursor += 1;
         self.retried = false;
@@ -411,8 +456,13 @@ impl Run {
         if plan.decision != decision {
             return Err(MachineError::WrongDecision { expected: plan.decision, got: decision });
         }
+        // A hook that may have run and may not run twice is passed over (docs/design.md, "Hooks").
+        let skip = self.in_flight_hook_once();
         self.in_flight = None;
         self.retried = false;
+        if skip && decision != Decision::RollBack {
+            self.cursor += 1;
+        }
         match decision {
             // Forward mode, cursor on the interrupted step: it is carried out again.
             Decision::Resume => {}
@@ -431,7 +481,9 @@ impl Run {
 fn check_outcome_shape(effect: &Effect, outcome: &Outcome) -> Result<(), MachineError> {
     let fits = match (effect, outcome) {
         (_, Outcome::Failed { .. }) => true,
-        (Effect::Inspect, Outcome::Inspected { .. }) => true,
+        (Effect::Inspect, Outcome::Inspected { .. } | Outcome::InspectedWithHooks { .. }) => true,
+        (Effect::RunHook { .. }, Outcome::HookRan { .. }) => true,
+        (Effect::RunHook { .. }, _) | (_, Outcome::HookRan { .. }) => false,
         (Effect::WriteArchive { path }, Outcome::ArchiveWritten(facts) | Outcome::Archived { facts, .. }) => {
             &facts.path == path
         }

@@ -317,6 +317,10 @@ pub enum Effect {
     /// Remove the project's containers and networks, then the volumes, files and directories
     /// `provision` lists. What is already gone is skipped, so a rerun is safe.
     Unprovision { provision: Provision },
+    /// Run a hook: a host command, or a command inside a service's running container (Engine API
+    /// exec), bounded by its timeout. Not idempotent in general: recovery never carries out an
+    /// interrupted hook again unless it is marked idempotent (docs/design.md, "Hooks").
+    RunHook { hook: Hook },
 }
 
 impl Effect {
@@ -342,6 +346,7 @@ impl Effect {
             Effect::DeleteBackup { .. } => "delete_backup",
             Effect::Provision { .. } => "provision",
             Effect::Unprovision { .. } => "unprovision",
+            Effect::RunHook { .. } => "run_hook",
         }
     }
 }
@@ -370,11 +375,74 @@ pub enum Outcome {
     Started { services: Vec<String> },
     /// `WriteArchive` succeeded, with what the archive holds beyond its facts.
     Archived { facts: ArchiveFacts, details: ArchiveDetails },
+    /// `Inspect` succeeded: these services were running, in stop order, and these hooks are the
+    /// run's (from `lifeboat.toml` and the running services' compose labels), in the order they
+    /// run. Reported only when there are hooks; journals without hooks say `Inspected`.
+    InspectedWithHooks { running: Vec<String>, hooks: Vec<Hook> },
+    /// `RunHook` ran the hook to its end: `exit_code` (124 when it was killed at its timeout, 127
+    /// when it could not be started) and the last lines of its output. A `before_*` hook that
+    /// exits non-zero fails its step; an `after_*` one is reported and the run goes on.
+    HookRan { exit_code: i32, output_tail: String },
 }
 
 impl Outcome {
     pub fn is_failure(&self) -> bool {
         matches!(self, Outcome::Failed { .. })
+    }
+}
+
+/// When a hook runs. Journaled inside [`Hook`]: append new variants at the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum HookPoint {
+    BeforeBackup,
+    AfterBackup,
+    BeforeUpgrade,
+    AfterUpgrade,
+    BeforeRestore,
+    AfterRestore,
+}
+
+impl HookPoint {
+    /// The `lifeboat.toml` key: `before_backup`, ... (the compose label is `lifeboat.before-backup`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookPoint::BeforeBackup => "before_backup",
+            HookPoint::AfterBackup => "after_backup",
+            HookPoint::BeforeUpgrade => "before_upgrade",
+            HookPoint::AfterUpgrade => "after_upgrade",
+            HookPoint::BeforeRestore => "before_restore",
+            HookPoint::AfterRestore => "after_restore",
+        }
+    }
+
+    /// A `before_*` hook runs before anything is stopped; its failure ends the run.
+    pub fn is_before(self) -> bool {
+        matches!(self, HookPoint::BeforeBackup | HookPoint::BeforeUpgrade | HookPoint::BeforeRestore)
+    }
+}
+
+/// A hook as a run carries it out, fixed when `Inspect` reports it (so recovery needs only the
+/// journal). Journaled: fields are never added or reordered.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Hook {
+    pub point: HookPoint,
+    /// `None`: a host command (`[hooks]` in `lifeboat.toml`, run by `sh -c`); `Some`: run inside
+    /// this service's container (its compose label), through the Engine API's exec.
+    pub service: Option<String>,
+    pub command: String,
+    /// Killed after this many seconds.
+    pub timeout_secs: u64,
+    /// Safe to run twice: recovery carries an interrupted idempotent hook out again, any other
+    /// one never.
+    pub idempotent: bool,
+}
+
+impl Hook {
+    /// `before_backup (host)` or `before_backup (db)`.
+    pub fn label(&self) -> String {
+        format!("{} ({})", self.point.as_str(), self.service.as_deref().unwrap_or("host"))
     }
 }
 

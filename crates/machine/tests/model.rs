@@ -61,7 +61,23 @@ struct Scenario {
     faults: Vec<Fault>,
     /// `(run, effects carried out)`: the operator cancels that run (SIGINT) before that effect.
     cancels: Vec<(RunId, usize)>,
+    /// The hooks of backups and restores: before or after, on the host or in a service,
+    /// idempotent, failing.
+    hooks: Vec<Hook>,
     seed: u64,
+}
+
+fn hook() -> impl Strategy<Value = Hook> {
+    let points = [HookPoint::BeforeBackup, HookPoint::AfterBackup, HookPoint::BeforeRestore, HookPoint::AfterRestore];
+    (0..4usize, prop::option::of(0..4usize), any::<bool>(), prop::bool::weighted(0.25), 0..1000u32).prop_map(
+        move |(point, service, idempotent, fails, n)| Hook {
+            point: points[point],
+            service: service.map(|i| SERVICES[i].to_owned()),
+            command: format!("hook-{n}{}", if fails { "-fail" } else { "" }),
+            timeout_secs: 10,
+            idempotent,
+        },
+    )
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -82,13 +98,15 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         prop::collection::vec(op(), 1..=4),
         prop::collection::vec((1..=3u64, 0..12usize, 0..4usize), 0..=2),
         prop::collection::vec((1..=3u64, 0..8usize), 0..=1),
+        prop::collection::vec(hook(), 0..=2),
         any::<u64>(),
     )
-        .prop_map(|(running, ops, faults, cancels, seed)| Scenario {
+        .prop_map(|(running, ops, faults, cancels, hooks, seed)| Scenario {
             running,
             ops,
             faults: faults.into_iter().map(|(run, nth, after)| Fault { run, nth, after }).collect(),
             cancels,
+            hooks,
             seed,
         })
 }
@@ -102,7 +120,15 @@ struct Played {
 impl Scenario {
     fn sim(&self) -> Sim {
         let running: Vec<&str> = SERVICES.iter().zip(&self.running).filter(|(_, r)| **r).map(|(s, _)| *s).collect();
-        let mut sim = Sim::new(World::new(&running));
+        let mut world = World::new(&running);
+        // Distinct commands: the oracle counts runs of a hook by its command.
+        world.hooks = self
+            .hooks
+            .iter()
+            .enumerate()
+            .map(|(i, h)| Hook { command: format!("{i}:{}", h.command), ..h.clone() })
+            .collect();
+        let mut sim = Sim::new(world);
         for f in &self.faults {
             sim.inject(f.run, f.nth, f.after);
         }
@@ -197,7 +223,14 @@ impl Scenario {
         bumpy.crash_after(Some(at));
         assert_eq!(bumpy.recover_all().err(), Some(Crashed), "recovery did not reach its crash point {at}");
         let live = bumpy.recover_all().expect("no crash was planned");
-        assert_eq!(clean.world, bumpy.world, "recovery interrupted at point {at} ends in another world");
+        // But for the hooks: one interrupted in the bumpy recovery is not run again (at most once,
+        // or as often as an idempotent one is retried), so how often hooks ran may differ.
+        let forget_hooks = |world: &World| World { hook_runs: Default::default(), ..world.clone() };
+        assert_eq!(
+            forget_hooks(&clean.world),
+            forget_hooks(&bumpy.world),
+            "recovery interrupted at point {at} ends in another world"
+        );
         let states = |sim: &Sim| ended_runs(sim, &interrupted).iter().map(|r| r.state()).collect::<Vec<_>>();
         assert_eq!(states(&clean), states(&bumpy), "recovery interrupted at point {at} ends otherwise");
         for run in &live {

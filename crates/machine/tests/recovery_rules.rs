@@ -96,6 +96,7 @@ impl Journal {
             let outcome = match self.run.poll_effect().expect("a next effect") {
                 Effect::Inspect => Outcome::Inspected { running: running() },
                 Effect::WriteArchive { .. } => Outcome::ArchiveWritten(facts()),
+                Effect::RunHook { .. } => Outcome::HookRan { exit_code: 0, output_tail: String::new() },
                 _ => Outcome::Done,
             };
             self = self.begin().outcome(outcome);
@@ -131,8 +132,11 @@ impl Journal {
         let mut done = Vec::new();
         while let Some(effect) = run.poll_effect() {
             run.apply(&run.handle_begin(Timestamp(9999)).unwrap()).unwrap();
-            let outcome =
-                if effect == Effect::Inspect { Outcome::Inspected { running: running() } } else { Outcome::Done };
+            let outcome = match effect {
+                Effect::Inspect => Outcome::Inspected { running: running() },
+                Effect::RunHook { .. } => Outcome::HookRan { exit_code: 0, output_tail: String::new() },
+                _ => Outcome::Done,
+            };
             run.apply(&run.handle_outcome(outcome, Timestamp(9999)).unwrap()).unwrap();
             done.push(effect);
         }
@@ -155,6 +159,51 @@ fn compose_up_old() -> Effect {
 }
 fn verify_old() -> Effect {
     Effect::VerifyServices { services: Some(running()) }
+}
+
+fn hook(point: HookPoint, idempotent: bool) -> Hook {
+    Hook { point, service: Some("db".into()), command: "pg_dumpall".into(), timeout_secs: 60, idempotent }
+}
+
+/// A backup whose `Inspect` reported a before and an after hook.
+fn backup_with_hooks(after_idempotent: bool) -> Journal {
+    let hooks = vec![hook(HookPoint::BeforeBackup, false), hook(HookPoint::AfterBackup, after_idempotent)];
+    Journal::new(backup()).begin().outcome(Outcome::InspectedWithHooks { running: running(), hooks })
+}
+
+#[test]
+fn a_before_hook_interrupted_by_a_crash_is_not_run_again_and_the_backup_rolls_back() {
+    let journal = backup_with_hooks(false).begin();
+    assert!(matches!(journal.run.in_flight(), Some(Effect::RunHook { .. })));
+    journal.expect(State::Checking, Decision::RollBack, vec![], State::RolledBack);
+}
+
+#[test]
+fn a_failing_before_hook_ends_the_backup_rolled_back_before_any_stop() {
+    let journal = backup_with_hooks(false).begin().outcome(Outcome::HookRan { exit_code: 3, output_tail: "no".into() });
+    assert_eq!(journal.run.state(), State::RolledBack);
+    assert_eq!(journal.run.failures()[0].error, "hook before_backup (db) exited 3: no");
+    let stopped = journal.events.iter().any(|e| matches!(e, Event::Intent { effect: Effect::StopServices { .. }, .. }));
+    assert!(!stopped);
+}
+
+#[test]
+fn a_failing_after_hook_is_reported_and_the_backup_completes() {
+    let journal =
+        backup_with_hooks(false).ok(5).begin().outcome(Outcome::HookRan { exit_code: 4, output_tail: String::new() });
+    assert_eq!(journal.run.state(), State::Completed);
+    assert_eq!(journal.run.hook_failures().len(), 1);
+    assert!(journal.run.failures().is_empty());
+}
+
+#[test]
+fn an_after_hook_interrupted_by_a_crash_is_passed_over_unless_idempotent() {
+    // Before hook, stop, write, record, start: then the after hook is in flight.
+    let journal = backup_with_hooks(false).ok(5).begin();
+    journal.expect(State::Verifying, Decision::Resume, vec![], State::Completed);
+    let journal = backup_with_hooks(true).ok(5).begin();
+    let again = Effect::RunHook { hook: hook(HookPoint::AfterBackup, true) };
+    journal.expect(State::Verifying, Decision::Resume, vec![again], State::Completed);
 }
 
 // -------------------------------------------------------------------------------------------------

@@ -180,7 +180,7 @@ impl Job for ProjectJob {
         match &result {
             Ok(run) => {
                 if let Err(err) = run.exit() {
-                    eprintln!("lifeboat daemon: retention after backup {}: {err:#}", run.backup.backup_id);
+                    eprintln!("lifeboat daemon: after backup {}: {err:#}", run.backup.backup_id);
                 }
             }
             Err(err) => eprintln!("lifeboat daemon: scheduled backup failed: {err:#}"),

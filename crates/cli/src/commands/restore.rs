@@ -16,7 +16,7 @@ use crate::project::Project;
 use crate::render;
 use crate::runs::{RunSession, conclude, history};
 use lifeboat_journal::BackupEntry;
-use lifeboat_machine::RunSpec;
+use lifeboat_machine::{RunKind, RunSpec};
 use std::io::Write;
 
 /// What a finished restore reports (JSON: add fields, never rename).
@@ -32,6 +32,8 @@ pub struct RestoreReport {
     pub stopped: Vec<String>,
     pub restarted: Vec<String>,
     pub downtime_ms: i64,
+    /// The `after_restore` hooks that failed: the restore stands, and the command exits 6.
+    pub hook_failures: Vec<String>,
 }
 
 pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> anyhow::Result<RestoreReport> {
@@ -61,7 +63,7 @@ pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> anyhow::Result<RestoreReport>
     for difference in &differences {
         tracing::warn!("{difference}");
     }
-    let run = session.run(|_| RunSpec::Restore { backup: entry.backup_ref() }).await?;
+    let run = session.run(RunKind::Restore, |_| RunSpec::Restore { backup: entry.backup_ref() }).await?;
     conclude(&run)?;
     let stopped = run.running().map(<[String]>::to_vec).unwrap_or_default();
     let events = session.journal.events(run.id())?;
@@ -73,6 +75,7 @@ pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> anyhow::Result<RestoreReport>
         restarted: history::restarted(&events).unwrap_or_else(|| stopped.iter().rev().cloned().collect()),
         stopped,
         downtime_ms: history::downtime_ms(&events).unwrap_or(0),
+        hook_failures: run.hook_failures().iter().map(|f| f.error.clone()).collect(),
     })
 }
 
@@ -128,6 +131,22 @@ impl Report for RestoreReport {
         }
         writeln!(out, "  stopped    {}", render::list(&self.stopped))?;
         writeln!(out, "  restarted  {}", render::list(&self.restarted))?;
-        writeln!(out, "  downtime   {}", render::duration_ms(self.downtime_ms))
+        writeln!(out, "  downtime   {}", render::duration_ms(self.downtime_ms))?;
+        for failure in &self.hook_failures {
+            writeln!(out, "  HOOK FAILED {failure}")?;
+        }
+        Ok(())
+    }
+
+    /// Exit 6 when an `after_restore` hook failed: the restored data stays.
+    fn exit(&self) -> anyhow::Result<()> {
+        if self.hook_failures.is_empty() {
+            return Ok(());
+        }
+        Err(Exit::HookFailed.wrap(anyhow::anyhow!(
+            "restore run {} completed, but a hook after it failed: {}",
+            self.run_id,
+            self.hook_failures.join("; ")
+        )))
     }
 }

@@ -22,7 +22,7 @@ use crate::project::{Project, STATE_DIR};
 use crate::render;
 use crate::runs::{RunSession, conclude, history, standalone};
 use anyhow::Context;
-use lifeboat_machine::{NewVolume, Provision, RunSpec};
+use lifeboat_machine::{NewVolume, Provision, RunKind, RunSpec};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -93,7 +93,7 @@ pub async fn run(ctx: &Ctx, args: &RestoreArgs, from: &Path) -> anyhow::Result<R
     tracing::info!("backup {} {} the catalog", entry.id, if imported { "added to" } else { "was already in" });
     session.connect().await?;
     let provision = plan.clone();
-    let run = session.run(|_| RunSpec::RestoreNew { backup: entry.backup_ref(), provision }).await?;
+    let run = session.run(RunKind::RestoreNew, |_| RunSpec::RestoreNew { backup: entry.backup_ref(), provision }).await?;
     conclude(&run)?;
     let events = session.journal.events(run.id())?;
     Ok(RestoreFromReport {

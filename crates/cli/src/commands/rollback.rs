@@ -15,7 +15,7 @@ use crate::render;
 use crate::runs::history::{self, StepTiming};
 use crate::runs::{RunSession, conclude};
 use lifeboat_journal::BackupEntry;
-use lifeboat_machine::{BackupKind, RunSpec};
+use lifeboat_machine::{BackupKind, RunKind, RunSpec};
 use std::io::Write;
 
 /// What a finished rollback reports (JSON: add fields, never rename).
@@ -53,7 +53,7 @@ pub async fn run(ctx: &Ctx, args: &RollbackArgs) -> anyhow::Result<RollbackRepor
     }
     confirm(args.yes, &format!("rollback to backup {}", entry.id), &question(&session.project, &entry))?;
     session.connect().await?;
-    let run = session.run(|_| RunSpec::Rollback { backup: entry.backup_ref() }).await?;
+    let run = session.run(RunKind::Rollback, |_| RunSpec::Rollback { backup: entry.backup_ref() }).await?;
     conclude(&run)?;
     let events = session.journal.events(run.id())?;
     Ok(RollbackReport {

@@ -26,6 +26,8 @@ pub struct StatusReport {
     pub interrupted_runs: Vec<InterruptedRun>,
     pub journal_bytes: u64,
     pub warnings: Vec<String>,
+    /// The figures `[metrics] file` holds (`crate::metrics`); `null` while a run holds the journal.
+    pub metrics: Option<crate::metrics::Figures>,
     #[serde(skip)]
     journal_path: PathBuf,
     #[serde(skip)]
@@ -117,6 +119,10 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<StatusReport> {
         Some(j) => Some(j.settings()?),
         None => None,
     };
+    let metrics = match &journal {
+        Some(j) => Some(crate::metrics::Figures::gather(j)?),
+        None => None,
+    };
     let cron =
         settings.as_ref().and_then(|s| s.cron.clone()).unwrap_or_else(|| project.config.auto_backup.cron.clone());
     let next_run = match &settings {
@@ -152,6 +158,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<StatusReport> {
             .collect(),
         journal_bytes: std::fs::metadata(project.journal_path()).map(|m| m.len()).unwrap_or(0),
         warnings: warnings.into_iter().map(|w| w.message).collect(),
+        metrics,
         journal_path: project.journal_path(),
         journal_open: journal.is_some(),
         next_run,

@@ -15,7 +15,7 @@ use crate::render;
 use crate::runs::history::{self, StepTiming};
 use crate::runs::{RunSession, conclude};
 use anyhow::Context;
-use lifeboat_machine::{PackageRef, RunSpec};
+use lifeboat_machine::{PackageRef, RunKind, RunSpec};
 use std::io::Write;
 
 /// What a finished upgrade reports (JSON: add fields, never rename).
@@ -58,10 +58,10 @@ pub async fn run(ctx: &Ctx, args: &UpgradeArgs) -> anyhow::Result<UpgradeReport>
     };
     let first = first_deployment(&session).await?;
     let run = if first {
-        session.run(|_| RunSpec::FirstDeploy { package: package_ref }).await?
+        session.run(RunKind::FirstDeploy, |_| RunSpec::FirstDeploy { package: package_ref }).await?
     } else {
         session
-            .run(|id| RunSpec::Upgrade { archive_path: session.archive_path(id, "-pre-upgrade"), package: package_ref })
+            .run(RunKind::Upgrade, |id| RunSpec::Upgrade { archive_path: session.archive_path(id, "-pre-upgrade"), package: package_ref })
             .await?
     };
     conclude(&run)?;

@@ -12,9 +12,11 @@
 //!   `RestoreDeployment`, `CommitDeploy`, and a rollback's deployment half);
 //! - `provision`: what a restore onto a new host creates, and removes on rollback
 //!   (`Provision`, `Unprovision`).
+//! - `hooks`: which hooks a backup has (reported by `Inspect`) and `RunHook`.
 
 pub mod backups;
 pub mod data_swap;
 pub mod deploy_swap;
 pub mod provision;
+pub mod hooks;
 pub mod services;

@@ -3,7 +3,7 @@
 use super::{RunSession, conclude, history};
 use crate::output::Report;
 use crate::render;
-use lifeboat_machine::{BackupKind, Event, Run, RunSpec, SkippedPath};
+use lifeboat_machine::{BackupKind, Event, Run, RunKind, RunSpec, SkippedPath};
 use std::io::Write;
 
 /// What a finished backup reports, in its stable JSON shape (fields are added, never renamed).
@@ -24,16 +24,28 @@ pub struct BackupReport {
     pub stored_bytes: u64,
     /// Paths left out (sockets), each with why.
     pub skipped: Vec<SkippedPath>,
+    /// The `after_backup` hooks that failed (each: which, its exit code and output tail): the
+    /// backup is recorded, and the command exits 6.
+    pub hook_failures: Vec<String>,
 }
 
 /// Runs one backup in `session` and returns its report, or an error (exit 1, 130 or 143) saying
 /// what failed and how the run ended.
 pub async fn backup(session: &mut RunSession, kind: BackupKind, note: Option<String>) -> anyhow::Result<BackupReport> {
     // Before anything stops: a backup dir others could plant names in is refused (exit 2).
-    crate::perms::refuse_unsafe_backup_dir(&session.project)?;
-    session.connect().await?;
+    // A nightly backup that cannot start is a failure someone should hear of (`crate::notify`).
+    if let Err(err) = crate::perms::refuse_unsafe_backup_dir(&session.project) {
+        return Err(session.failed_before_run(RunKind::Backup, err).await);
+    }
+    if let Err(err) = session.connect().await {
+        return Err(session.failed_before_run(RunKind::Backup, err).await);
+    }
     let run = session
-        .run(|id| RunSpec::Backup { archive_path: session.archive_path(id, ""), backup_kind: kind, note })
+        .run(RunKind::Backup, |id| RunSpec::Backup {
+            archive_path: session.archive_path(id, ""),
+            backup_kind: kind,
+            note,
+        })
         .await?;
     conclude(&run)?;
     report(&run, &session.journal.events(run.id())?)
@@ -57,6 +69,7 @@ fn report(run: &Run, events: &[Event]) -> anyhow::Result<BackupReport> {
         apparent_bytes: details.apparent_bytes,
         stored_bytes: details.stored_bytes,
         skipped: details.skipped,
+        hook_failures: run.hook_failures().iter().map(|f| f.error.clone()).collect(),
     })
 }
 
@@ -78,6 +91,22 @@ impl Report for BackupReport {
         writeln!(out, "  sha256     {}", self.sha256)?;
         writeln!(out, "  stopped    {}", render::list(&self.stopped))?;
         writeln!(out, "  restarted  {}", render::list(&self.restarted))?;
-        writeln!(out, "  downtime   {}", render::duration_ms(self.downtime_ms))
+        writeln!(out, "  downtime   {}", render::duration_ms(self.downtime_ms))?;
+        for failure in &self.hook_failures {
+            writeln!(out, "  HOOK FAILED {failure}")?;
+        }
+        Ok(())
+    }
+
+    /// Exit 6 when an `after_backup` hook failed: the backup stays recorded.
+    fn exit(&self) -> anyhow::Result<()> {
+        if self.hook_failures.is_empty() {
+            return Ok(());
+        }
+        Err(crate::exit::Exit::HookFailed.wrap(anyhow::anyhow!(
+            "backup {} completed, but a hook after it failed: {}",
+            self.backup_id,
+            self.hook_failures.join("; ")
+        )))
     }
 }

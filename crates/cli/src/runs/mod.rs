@@ -15,10 +15,11 @@ use crate::commands::Ctx;
 use crate::executor::Executor;
 use crate::exit::Exit;
 use crate::lock::ProjectLock;
+use crate::notify::{Notification, Notifier};
 use crate::project::Project;
 use crate::services::{DockerServices, NoServices, Services};
 use lifeboat_journal::Journal;
-use lifeboat_machine::{RecoveryPlan, Run, RunId, RunSpec, State};
+use lifeboat_machine::{RecoveryPlan, Run, RunId, RunKind, RunSpec, State};
 use std::path::PathBuf;
 
 /// A project opened for a command that starts runs, holding its lock until dropped.
@@ -59,25 +60,64 @@ impl RunSession {
         Ok(())
     }
 
-    /// Journals a new run and drives it to its end. `spec` receives the run's id (see
-    /// [`Executor::start`]).
-    pub async fn run(&self, spec: impl FnOnce(RunId) -> RunSpec) -> anyhow::Result<Run> {
-        let run = match &self.services {
-            Some(services) => self.executor(services).start(spec).await?,
-            None => self.executor(&NoServices).start(spec).await?,
+    /// Journals a new run of `kind` and drives it to its end. `spec` receives the run's id (see
+    /// [`Executor::start`]). Around it, `[notify]` hears the start and the end and `[metrics]` is
+    /// rewritten (`crate::notify`, `crate::metrics`); neither changes the result.
+    pub async fn run(&self, kind: RunKind, spec: impl FnOnce(RunId) -> RunSpec) -> anyhow::Result<Run> {
+        let notifier = Notifier::new(&self.project);
+        notifier.run_starting(kind).await;
+        let result = match &self.services {
+            Some(services) => self.executor(services).start(spec).await,
+            None => self.executor(&NoServices).start(spec).await,
         };
+        self.after_run(&notifier, kind, &result).await;
+        let run = result?;
+        debug_assert_eq!(run.kind(), kind);
         history::note_last_backup(&self.journal, &run);
         Ok(run)
     }
 
     /// Journals the decision of `plan` for an interrupted run, then drives the run to its end.
     pub async fn recover(&self, run: Run, plan: &RecoveryPlan) -> anyhow::Result<Run> {
-        let run = match &self.services {
-            Some(services) => resume(self.executor(services), run, plan).await?,
-            None => resume(self.executor(&NoServices), run, plan).await?,
+        let (notifier, kind) = (Notifier::new(&self.project), run.kind());
+        let result = match &self.services {
+            Some(services) => resume(self.executor(services), run, plan).await,
+            None => resume(self.executor(&NoServices), run, plan).await,
         };
+        self.after_run(&notifier, kind, &result).await;
+        let run = result?;
         history::note_last_backup(&self.journal, &run);
         Ok(run)
+    }
+
+    /// The metrics file rewritten and the notification sent for a run that ended (or stopped
+    /// with an error, leaving it interrupted). Best effort, never an error.
+    async fn after_run(&self, notifier: &Notifier, kind: RunKind, result: &anyhow::Result<Run>) {
+        crate::metrics::write_after_run(&self.project, &self.journal);
+        let note = match result {
+            Ok(run) => {
+                let exit_code = match conclude(run).and_then(|()| after_hooks_failed(run)) {
+                    Ok(()) => 0,
+                    Err(err) => Exit::of(&err) as i32,
+                };
+                let events = self.journal.events(run.id()).unwrap_or_default();
+                Notification::of_run(&self.project, run, &events, exit_code)
+            }
+            Err(err) => {
+                // The run the error left interrupted, if its start was journaled.
+                let run_id = self.journal.interrupted_runs().ok().and_then(|ids| ids.last().copied());
+                Notification::of_error(&self.project, kind, run_id, err)
+            }
+        };
+        notifier.run_ended(kind, &note).await;
+    }
+
+    /// Tells `[notify]` that a command meant to start a run of `kind` failed before it could:
+    /// for the checks a nightly backup makes before its run (the daemon down, an unsafe backup
+    /// dir). Returns `err` for the caller to return.
+    pub async fn failed_before_run(&self, kind: RunKind, err: anyhow::Error) -> anyhow::Error {
+        failed_before_run(&self.project, kind, &err).await;
+        err
     }
 
     fn executor<'a, S: Services>(&'a self, services: &'a S) -> Executor<'a, S> {
@@ -109,6 +149,12 @@ impl RunSession {
     }
 }
 
+/// Sends the notification of a command of `kind` that failed before its run started.
+pub async fn failed_before_run(project: &Project, kind: RunKind, err: &anyhow::Error) {
+    let note = Notification::of_error(project, kind, None, err);
+    Notifier::new(project).run_ended(kind, &note).await;
+}
+
 async fn resume<S: Services>(executor: Executor<'_, S>, mut run: Run, plan: &RecoveryPlan) -> anyhow::Result<Run> {
     executor.record(&mut run, plan.event(crate::render::now())).await?;
     crate::crash::crash_point("recovering");
@@ -136,6 +182,22 @@ pub fn conclude(run: &Run) -> anyhow::Result<()> {
         );
     }
     Err(Exit::of_unfinished_run(run).wrap(anyhow::anyhow!("{summary}")))
+}
+
+/// Exit 6 for a completed run whose `after_*` hooks did not all succeed, naming them: the run's
+/// work stays (a backup is recorded), the operator hears the hook failed.
+pub fn after_hooks_failed(run: &Run) -> anyhow::Result<()> {
+    if run.hook_failures().is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = run.hook_failures().iter().map(|f| format!("  {}", f.error)).collect();
+    Err(Exit::HookFailed.wrap(anyhow::anyhow!(
+        "{} run {} completed, but a hook after it failed:\n{}\nsee 'lifeboat journal show {}'",
+        run.kind(),
+        run.id(),
+        lines.join("\n"),
+        run.id()
+    )))
 }
 
 /// An absolute path for a file named on the command line (exit 2 if it cannot be made one).

@@ -15,7 +15,7 @@ use crate::project::Project;
 use crate::render;
 use crate::retention::{self, KeepReason, Policy};
 use lifeboat_journal::BackupEntry;
-use lifeboat_machine::RunSpec;
+use lifeboat_machine::{RunKind, RunSpec};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -69,7 +69,7 @@ pub async fn prune(session: &RunSession, dry_run: bool) -> anyhow::Result<PruneR
     if !dry_run && !plan.delete.is_empty() {
         let deletions = plan.delete.iter().map(|id| report.entries[id].backup_ref()).collect();
         // Deleting needs no daemon: the session's services are not used.
-        let run = session.run(|_| RunSpec::Prune { deletions }).await?;
+        let run = session.run(RunKind::Prune, |_| RunSpec::Prune { deletions }).await?;
         if conclude(&run).is_err() {
             for failure in run.failures() {
                 report.file_errors.push((run.id(), failure.error.clone()));

@@ -21,7 +21,17 @@ pub struct ScheduledRun {
 /// One backup of kind `auto`, then retention, under one hold of the project lock. A failed backup
 /// skips retention, so a failing backup never lets old backups go.
 pub async fn scheduled_backup(ctx: &Ctx) -> anyhow::Result<ScheduledRun> {
-    let mut session = RunSession::open(ctx)?;
+    let mut session = match RunSession::open(ctx) {
+        Ok(session) => session,
+        Err(err) => {
+            // Held by another run (exit 3) or waiting for `recover` (exit 4): a scheduled backup
+            // that cannot start is a failure someone should hear of (`crate::notify`).
+            if let Ok(project) = crate::project::Project::load(&ctx.dir) {
+                super::failed_before_run(&project, lifeboat_machine::RunKind::Backup, &err).await;
+            }
+            return Err(err);
+        }
+    };
     let backup = backup(&mut session, BackupKind::Auto, None).await?;
     let prune = prune(&session, false).await;
     Ok(ScheduledRun { backup, prune })
@@ -69,7 +79,7 @@ impl Report for ScheduledRun {
     /// Retention's exit: its error, or what its report asks.
     fn exit(&self) -> anyhow::Result<()> {
         match &self.prune {
-            Ok(report) => report.exit(),
+            Ok(report) => report.exit().and_then(|()| self.backup.exit()),
             Err(err) => Err(crate::exit::Exit::of(err).wrap(anyhow::anyhow!("{err:#}"))),
         }
     }

@@ -103,6 +103,11 @@ pub struct World {
     pub catalog: BTreeMap<RunId, CatalogEntry>,
     /// The deployed-version setting.
     pub deployed_version: String,
+    /// The hooks configured for backups (host commands and container labels alike). A container
+    /// hook is a backup's only while its service runs; a command containing `fail` exits 3.
+    pub hooks: Vec<Hook>,
+    /// How many times each run carried out each hook (by command): what "never twice" counts.
+    pub hook_runs: BTreeMap<(RunId, String), u32>,
 }
 
 impl World {
@@ -118,6 +123,8 @@ impl World {
             archives: BTreeMap::new(),
             catalog: BTreeMap::new(),
             deployed_version: V1.into(),
+            hooks: Vec::new(),
+            hook_runs: BTreeMap::new(),
         }
     }
 
@@ -512,7 +519,33 @@ impl Sim {
             }
             Effect::Inspect => {
                 self.read_only()?;
-                Ok(Outcome::Inspected { running: self.world.running() })
+                let running = self.world.running();
+                let backup =
+                    matches!(self.journal[&run].first(), Some(Event::Started { spec: RunSpec::Backup { .. }, .. }));
+                if !backup || self.world.hooks.is_empty() {
+                    return Ok(Outcome::Inspected { running });
+                }
+                // Host hooks, then the running services' labels, as the executor reports them.
+                let hooks = self
+                    .world
+                    .hooks
+                    .iter()
+                    .filter(|h| h.service.as_ref().is_none_or(|s| running.contains(s)))
+                    .cloned()
+                    .collect();
+                Ok(Outcome::InspectedWithHooks { running, hooks })
+            }
+            Effect::RunHook { hook } => {
+                if let Some(service) = &hook.service {
+                    // An exec hook runs in the service's container: it must be up (before: not
+                    // stopped yet; after: started again).
+                    let up = self.world.services[service].is_up();
+                    assert!(up, "run {run}: hook {} ran with {service} not up", hook.label());
+                }
+                let key = (run, hook.command.clone());
+                self.micro(|w| *w.hook_runs.entry(key).or_insert(0) += 1)?;
+                let exit_code = if hook.command.contains("fail") { 3 } else { 0 };
+                Ok(Outcome::HookRan { exit_code, output_tail: format!("{} said hello", hook.command) })
             }
             Effect::VerifyArchive { backup } => {
                 self.read_only()?;
@@ -818,6 +851,22 @@ impl Sim {
         let replayed = replay(id, events).unwrap_or_else(|e| panic!("invariant 5: run {id} does not replay: {e}"));
         assert_eq!(&replayed, run, "invariant 5: replay of run {id} differs from the live run");
         assert_eq!(recover(id, events), Ok(None), "run {id} ended but recover plans something");
+
+        // Hooks: one not marked idempotent never runs twice, crashes and recovery included; a
+        // failing before hook ends the backup with nothing stopped, nothing recorded.
+        for hook in run.hooks() {
+            let runs = w.hook_runs.get(&(id, hook.command.clone())).copied().unwrap_or(0);
+            assert!(hook.idempotent || runs <= 1, "run {id}: hook {} ran {runs} times", hook.label());
+        }
+        let before_failed = run.failures().iter().any(|f| {
+            matches!(&f.effect, Effect::RunHook { hook } if hook.point.is_before() && hook.command.contains("fail"))
+        });
+        if before_failed {
+            assert_eq!(state, State::RolledBack, "run {id}: a failing before hook ends it rolled back");
+            assert!(!w.catalog.contains_key(&id), "run {id}: a failing before hook recorded a backup");
+            let stopped = events.iter().any(|e| matches!(e, Event::Intent { effect: Effect::StopServices { .. }, .. }));
+            assert!(!stopped, "run {id}: a failing before hook stopped services");
+        }
 
         if state == State::Failed {
             // The machine gives up only after a second failure: a failed step and a failed settling
