@@ -163,6 +163,8 @@ pub fn is_valid_project_name(name: &str) -> bool {
     name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name.len() <= 255
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
 /// `[notify]`: who hears how a run ended. Failures are sent by default, successes with
 /// `on_success`; the ping URL hears every run's start and end (Healthchecks.io convention: `URL/start`,
 /// `URL`, `URL/fail`). A notification that cannot be delivered is retried, logged, and never

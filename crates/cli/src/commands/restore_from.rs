@@ -93,7 +93,8 @@ pub async fn run(ctx: &Ctx, args: &RestoreArgs, from: &Path) -> anyhow::Result<R
     tracing::info!("backup {} {} the catalog", entry.id, if imported { "added to" } else { "was already in" });
     session.connect().await?;
     let provision = plan.clone();
-    let run = session.run(RunKind::RestoreNew, |_| RunSpec::RestoreNew { backup: entry.backup_ref(), provision }).await?;
+    let run =
+        session.run(RunKind::RestoreNew, |_| RunSpec::RestoreNew { backup: entry.backup_ref(), provision }).await?;
     conclude(&run)?;
     let events = session.journal.events(run.id())?;
     Ok(RestoreFromReport {

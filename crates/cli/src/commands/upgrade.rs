@@ -61,7 +61,10 @@ pub async fn run(ctx: &Ctx, args: &UpgradeArgs) -> anyhow::Result<UpgradeReport>
         session.run(RunKind::FirstDeploy, |_| RunSpec::FirstDeploy { package: package_ref }).await?
     } else {
         session
-            .run(RunKind::Upgrade, |id| RunSpec::Upgrade { archive_path: session.archive_path(id, "-pre-upgrade"), package: package_ref })
+            .run(RunKind::Upgrade, |id| RunSpec::Upgrade {
+                archive_path: session.archive_path(id, "-pre-upgrade"),
+                package: package_ref,
+            })
             .await?
     };
     conclude(&run)?;

@@ -17,6 +17,6 @@
 pub mod backups;
 pub mod data_swap;
 pub mod deploy_swap;
-pub mod provision;
 pub mod hooks;
+pub mod provision;
 pub mod services;
