@@ -77,6 +77,7 @@
 //! [`ArchiveError`] naming the file or entry and what to do.
 
 mod census;
+mod compress;
 mod create;
 mod error;
 mod extract;
@@ -92,6 +93,7 @@ mod write;
 mod xattr;
 
 pub use census::{RootTally, census};
+pub use compress::Compression;
 pub use create::create_private_file;
 pub use error::ArchiveError;
 pub use extract::{ExtractOptions, ExtractReport, Staged, Swapped, extract_to_staging};

@@ -1,4 +1,4 @@
-//! Writing: walk the roots, tar, gzip in parallel, hash, `NAME.partial`, fsync, rename.
+//! Writing: walk the roots, tar, gzip or zstd in parallel, hash, `NAME.partial`, fsync, rename.
 
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
@@ -11,12 +11,12 @@ use sha2::{Digest, Sha256};
 use tar::{EntryType, Header, HeaderMode};
 
 use crate::census::RootTally;
+use crate::compress::{Compression, Encoder};
 use crate::create::{open_source, private_file, rename_noreplace};
 use crate::error::ArchiveError;
 use crate::links::LinkTable;
 use crate::notes::{Skipped, SkippedKind};
 use crate::pax::{PaxBuf, mtime_value};
-use crate::pgzip::{DEFAULT_BLOCK_SIZE, ParallelGzEncoder};
 use crate::sparse::{self, Sparse};
 use crate::util::{HashWriter, fsync_dir, hex, parent_dir, with_suffix};
 use crate::{special, xattr};
@@ -34,7 +34,10 @@ pub struct Root {
 /// How to compress, who may read the result, and how much a write may take.
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
-    /// gzip level, 0 to 9 (default 6).
+    /// gzip (the default) or zstd.
+    pub compression: Compression,
+    /// The compression level: gzip 0 to 9, zstd 1 to 19 ([`Compression::levels`]); default 6,
+    /// gzip's. [`Compression::default_level`] gives each one's usual level.
     pub level: u32,
     /// Compression threads; 0 (the default) means one per available core, plus one.
     pub threads: usize,
@@ -64,6 +67,7 @@ pub struct WriteOptions {
 impl Default for WriteOptions {
     fn default() -> Self {
         WriteOptions {
+            compression: Compression::Gzip,
             level: 6,
             threads: 0,
             cancel: None,
@@ -178,7 +182,8 @@ impl Stats<'_> {
     }
 }
 
-/// Archives `roots` into the gzip-compressed tar file `dest`, durably.
+/// Archives `roots` into the tar file `dest`, compressed with [`WriteOptions::compression`]
+/// (gzip or zstd), durably.
 ///
 /// The archive is streamed to [`partial_path`]`(dest)`, fsynced, renamed to `dest`, and the
 /// directory is fsynced: when this returns `Ok`, `dest` is complete and durable. On any error the
@@ -209,8 +214,15 @@ pub fn write_archive(
     opts: &WriteOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ArchiveSummary, ArchiveError> {
-    if opts.level > 9 {
-        return Err(ArchiveError::InvalidOptions(format!("compression level {} is above 9", opts.level)));
+    let levels = opts.compression.levels();
+    if !levels.contains(&opts.level) {
+        return Err(ArchiveError::InvalidOptions(format!(
+            "{} compression level {} is not between {} and {}",
+            opts.compression,
+            opts.level,
+            levels.start(),
+            levels.end()
+        )));
     }
     let names = validate_roots(roots)?;
     for lead in &opts.leading {
@@ -306,7 +318,7 @@ fn write_partial(
     let werr = |e: io::Error| ArchiveError::Write { path: partial.to_path_buf(), source: e };
     let file = private_file(partial, opts.group).map_err(werr)?;
     let hashing = HashWriter { inner: file, hasher: Sha256::new(), count: 0 };
-    let encoder = ParallelGzEncoder::new(hashing, opts.level, threads, DEFAULT_BLOCK_SIZE).map_err(werr)?;
+    let encoder = Encoder::new(opts.compression, hashing, opts.level, threads).map_err(werr)?;
     let mut builder = tar::Builder::new(encoder);
     for lead in &opts.leading {
         let mut header = Header::new_gnu();
