@@ -348,6 +348,7 @@ fn write_partial(
             partial,
             stats,
             links: LinkTable::default(),
+            small_buf: Vec::with_capacity(SMALL_FILE as usize + 1),
             root: &root.source,
             root_real,
         };
@@ -420,6 +421,8 @@ struct Walker<'a, 'p, W: Write> {
     root: &'a Path,
     /// Where the root leads, when it is a symlink.
     root_real: Option<PathBuf>,
+    /// The content of the small file being appended (see [`Walker::small_file`]), reused.
+    small_buf: Vec<u8>,
 }
 
 impl<W: Write> Walker<'_, '_, W> {
@@ -480,8 +483,7 @@ impl<W: Write> Walker<'_, '_, W> {
                 self.stats.hardlink_count += 1;
                 return Ok(());
             }
-            let pax = self.extended(src, meta)?;
-            self.file(src, name, meta, header, pax)
+            self.file(src, name, meta, header)
         } else if ft.is_symlink() {
             let target = fs::read_link(src).map_err(|e| ArchiveError::Read { path: src.to_path_buf(), source: e })?;
             header.set_entry_type(EntryType::Symlink);
@@ -506,40 +508,33 @@ impl<W: Write> Walker<'_, '_, W> {
     /// The PAX records that go in front of an entry, when there is something the plain header
     /// cannot hold: a sub-second mtime, extended attributes, ACLs. Empty when there is none.
     fn extended(&self, src: &Path, meta: &Metadata) -> Result<PaxBuf, ArchiveError> {
-        let mut pax = PaxBuf::default();
-        let secs = meta.mtime().max(0) as u64;
-        let nsec = meta.mtime_nsec().clamp(0, 999_999_999) as u32;
-        if nsec != 0 && meta.mtime() >= 0 {
-            pax.record(b"mtime", mtime_value(secs, nsec).as_bytes());
-        }
         let at = match &self.root_real {
             Some(real) if src == self.root => real.as_path(),
             _ => src,
         };
         let xattrs = xattr::read(at).map_err(|e| ArchiveError::Read { path: src.to_path_buf(), source: e })?;
-        xattr::add_records(&xattrs, &mut pax);
-        Ok(pax)
+        Ok(extended_records(meta, &xattrs))
     }
 
-    /// Appends a regular file: `pax` (its extended records) as its own PAX header, or, for a
-    /// sparse file, inside the one PAX header that also holds the sparse keys.
-    fn file(
-        &mut self,
-        src: &Path,
-        name: &Path,
-        meta: &Metadata,
-        mut header: Header,
-        pax: PaxBuf,
-    ) -> Result<(), ArchiveError> {
+    /// Appends a regular file: its extended records as their own PAX header, or, for a sparse
+    /// file, inside the one PAX header that also holds the sparse keys. The attributes are read
+    /// through the open file (the inode checked to be the one listed), which saves a path lookup
+    /// per file.
+    fn file(&mut self, src: &Path, name: &Path, meta: &Metadata, mut header: Header) -> Result<(), ArchiveError> {
         let rerr = |e| ArchiveError::Read { path: src.to_path_buf(), source: e };
         let size = meta.len();
         let changed = || ArchiveError::FileChanged { path: src.to_path_buf(), expected: size };
         let file = open_source(src, meta).map_err(rerr)?.ok_or_else(changed)?;
-        let sparse = sparse::scan(&file, size).map_err(rerr)?;
+        let xattrs = xattr::read_file(&file).map_err(rerr)?;
+        let pax = extended_records(meta, &xattrs);
+        let sparse = sparse::scan(&file, size, meta.blocks()).map_err(rerr)?;
         let data = sparse.as_ref().map_or(size, Sparse::data_bytes);
         self.stats.admit_bytes(src, data)?;
         header.set_entry_type(EntryType::Regular);
         header.set_size(size);
+        if sparse.is_none() && size > 0 && size <= SMALL_FILE {
+            return self.small_file(src, name, size, header, &pax, file);
+        }
         let stored = sparse.as_ref().map_or(size, Sparse::stored_bytes);
         let mut reader = ExactReader { file, remaining: stored, failure: None, stats: self.stats, sparse };
         let appended = if reader.sparse.is_some() {
@@ -571,6 +566,68 @@ impl<W: Write> Walker<'_, '_, W> {
         self.stats.file_count += 1;
         Ok(())
     }
+
+    /// A file of at most [`SMALL_FILE`] bytes without holes: read whole in one call asking for a
+    /// byte more than its size, so that the short read that ends it also proves it did not grow
+    /// (no `fstat` after it, as a large file needs), then appended from memory.
+    fn small_file(
+        &mut self,
+        src: &Path,
+        name: &Path,
+        size: u64,
+        mut header: Header,
+        pax: &PaxBuf,
+        mut file: File,
+    ) -> Result<(), ArchiveError> {
+        let len = size as usize;
+        match read_exactly(&mut file, len, &mut self.small_buf) {
+            Ok(true) => {}
+            Ok(false) => return Err(ArchiveError::FileChanged { path: src.to_path_buf(), expected: size }),
+            Err(e) => return Err(ArchiveError::Read { path: src.to_path_buf(), source: e }),
+        }
+        drop(file);
+        let secs = header.mtime().unwrap_or(0);
+        let data = &self.small_buf[..len];
+        pax.append(self.builder, secs)
+            .and_then(|()| self.builder.append_data(&mut header, name, data))
+            .map_err(|e| ArchiveError::Write { path: self.partial.to_path_buf(), source: e })?;
+        self.stats.add_content(size);
+        self.stats.stored_bytes += size;
+        self.stats.entry_count += 1;
+        self.stats.file_count += 1;
+        Ok(())
+    }
+}
+
+/// Files up to this size are read whole into memory ([`Walker::small_file`]).
+const SMALL_FILE: u64 = 64 * 1024;
+
+/// Reads `file` into `buf`, asking for one byte more than `len`: true when it held exactly `len`
+/// bytes (then in `buf[..len]`), false when it ended early or went on past `len`.
+fn read_exactly(file: &mut impl Read, len: usize, buf: &mut Vec<u8>) -> io::Result<bool> {
+    buf.resize(len + 1, 0);
+    let mut got = 0;
+    while got <= len {
+        match file.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got == len)
+}
+
+/// [`Walker::extended`] with the attributes already read.
+fn extended_records(meta: &Metadata, xattrs: &[xattr::Xattr]) -> PaxBuf {
+    let mut pax = PaxBuf::default();
+    let secs = meta.mtime().max(0) as u64;
+    let nsec = meta.mtime_nsec().clamp(0, 999_999_999) as u32;
+    if nsec != 0 && meta.mtime() >= 0 {
+        pax.record(b"mtime", mtime_value(secs, nsec).as_bytes());
+    }
+    xattr::add_records(xattrs, &mut pax);
+    pax
 }
 
 enum Failure {
@@ -620,6 +677,37 @@ impl Read for ExactReader<'_, '_> {
                 self.failure = Some(Failure::Read(e));
                 Err(copy)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader handing out at most `step` bytes per call, like a file read in pieces.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.1).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_small_file_that_grew_or_shrank_is_told_apart_from_one_that_did_not() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let mut buf = Vec::new();
+        for step in [1, 7, 4096, 10_000] {
+            assert!(read_exactly(&mut Trickle(&data, step), data.len(), &mut buf).unwrap());
+            assert_eq!(&buf[..data.len()], &data[..]);
+            // Listed at 4999 bytes, 5000 there now: it grew.
+            assert!(!read_exactly(&mut Trickle(&data, step), data.len() - 1, &mut buf).unwrap());
+            // Listed at 5001 bytes, 5000 there now: it shrank.
+            assert!(!read_exactly(&mut Trickle(&data, step), data.len() + 1, &mut buf).unwrap());
         }
     }
 }
