@@ -142,7 +142,8 @@ impl Opened {
         self.classifier().classify(err)
     }
 
-    /// Reads the gzip stream to its end (checking its CRC and length), then the file to its end;
+    /// Reads the compressed stream to its end (checking gzip's CRC and length, or zstd's content
+    /// checksum), then the file to its end;
     /// returns the file's sha256 and size. Call after the last tar entry.
     pub fn finish(self) -> Result<(String, u64), ArchiveError> {
         let Opened { path, archive, hasher, pos, gz_failed, compression, .. } = self;
@@ -287,7 +288,8 @@ struct Counts {
     roots: Vec<crate::RootTally>,
 }
 
-/// Re-hashes `path` and reads it through: gzip (CRC32 and ISIZE of every member), tar structure,
+/// Re-hashes `path` and reads it through: gzip (CRC32 and ISIZE of every member) or zstd (the
+/// content checksum of every frame), tar structure,
 /// every entry's data; then compares sha256, size and the recorded counts with `expected`. The
 /// data regions of sparse files are read, their holes are not expanded, so a file of a petabyte
 /// of holes costs no more than its data; its sparse map is checked against the entry.
@@ -492,8 +494,8 @@ pub struct EntryInfo {
     pub sha256: Option<String>,
 }
 
-/// Lists every entry of a `.tar.gz`, with the sha256 of each regular file's content, reading the
-/// whole stream (so the gzip CRC is checked too).
+/// Lists every entry of a `.tar.gz` or `.tar.zst`, with the sha256 of each regular file's
+/// content, reading the whole stream (so the gzip CRC or zstd checksum is checked too).
 pub fn list_entries(path: &Path) -> Result<Vec<EntryInfo>, ArchiveError> {
     let mut opened = open(path)?;
     let mut out = Vec::new();
