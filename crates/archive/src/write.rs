@@ -1,11 +1,13 @@
 //! Writing: walk the roots, tar, gzip or zstd in parallel, hash, `NAME.partial`, fsync, rename.
 
+use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::sync_channel;
 
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header, HeaderMode};
@@ -48,7 +50,8 @@ pub struct WriteOptions {
     /// so that group may read it (the writer must be root or a member).
     pub group: Option<u32>,
     /// Most bytes of file data to store (holes of sparse files not counted), `None` for no
-    /// limit. A file that would pass it is not read: the write fails with
+    /// limit. A file that would pass it is not stored (nor read, unless it is small enough to have
+    /// been read ahead): the write fails with
     /// [`ArchiveError::LimitExceeded`] naming it, and the partial file is removed.
     pub max_bytes: Option<u64>,
     /// Most entries to store (files, directories and links alike, roots included), `None` for no
@@ -349,10 +352,11 @@ fn write_partial(
             stats,
             links: LinkTable::default(),
             small_buf: Vec::with_capacity(SMALL_FILE as usize + 1),
+            reading_ahead: 0,
             root: &root.source,
             root_real,
         };
-        w.entry(&root.source, name, meta)?;
+        w.entry(&root.source, name, meta, None)?;
         let tally =
             RootTally { file_count: stats.file_count - before.0, content_bytes: stats.content_bytes - before.1 };
         if let Some(expected) = opts.expect.as_ref().map(|e| e[i])
@@ -423,6 +427,8 @@ struct Walker<'a, 'p, W: Write> {
     root_real: Option<PathBuf>,
     /// The content of the small file being appended (see [`Walker::small_file`]), reused.
     small_buf: Vec<u8>,
+    /// Directories reading their children ahead now ([`Walker::children_read_ahead`]).
+    reading_ahead: usize,
 }
 
 impl<W: Write> Walker<'_, '_, W> {
@@ -430,7 +436,15 @@ impl<W: Write> Walker<'_, '_, W> {
         ArchiveError::Write { path: self.partial.to_path_buf(), source: e }
     }
 
-    fn entry(&mut self, src: &Path, name: &Path, meta: &Metadata) -> Result<(), ArchiveError> {
+    /// Appends `src` (listed with `meta`) and, for a directory, everything below it. `ahead` is
+    /// the content of a small file read ahead ([`read_ahead`]), if it was.
+    fn entry(
+        &mut self,
+        src: &Path,
+        name: &Path,
+        meta: &Metadata,
+        ahead: Option<Result<SmallFile, SmallFailure>>,
+    ) -> Result<(), ArchiveError> {
         if self.stats.cancelled() {
             return Err(ArchiveError::Cancelled);
         }
@@ -466,11 +480,17 @@ impl<W: Write> Walker<'_, '_, W> {
             }
             // Sorted, so that the same tree always gives the same archive.
             children.sort();
+            if children.len() >= READ_AHEAD_MIN && self.reading_ahead < READ_AHEAD_DIRS {
+                self.reading_ahead += 1;
+                let done = self.children_read_ahead(src, name, &children);
+                self.reading_ahead -= 1;
+                return done;
+            }
             for child in children {
                 let path = src.join(&child);
                 let meta =
                     fs::symlink_metadata(&path).map_err(|e| ArchiveError::Read { path: path.clone(), source: e })?;
-                self.entry(&path, &name.join(&child), &meta)?;
+                self.entry(&path, &name.join(&child), &meta, None)?;
             }
             Ok(())
         } else if ft.is_file() {
@@ -483,7 +503,7 @@ impl<W: Write> Walker<'_, '_, W> {
                 self.stats.hardlink_count += 1;
                 return Ok(());
             }
-            self.file(src, name, meta, header)
+            self.file(src, name, meta, header, ahead)
         } else if ft.is_symlink() {
             let target = fs::read_link(src).map_err(|e| ArchiveError::Read { path: src.to_path_buf(), source: e })?;
             header.set_entry_type(EntryType::Symlink);
@@ -505,6 +525,51 @@ impl<W: Write> Walker<'_, '_, W> {
         }
     }
 
+    /// The children of the directory `src`, in order, with their `lstat` and (for small files)
+    /// their opening, attributes and content done ahead on another thread ([`read_ahead`]) while
+    /// this one writes the entries before them. At most [`READ_AHEAD_FILES`] children are ahead,
+    /// so memory stays bounded (about that many times [`SMALL_FILE`] per directory reading ahead,
+    /// and at most [`READ_AHEAD_DIRS`] directories do at once). What is read ahead goes through
+    /// the same checks as the rest, in the same order.
+    fn children_read_ahead(&mut self, src: &Path, name: &Path, children: &[OsString]) -> Result<(), ArchiveError> {
+        let cancel = self.stats.cancel.clone();
+        std::thread::scope(|scope| {
+            let (tx, rx) = sync_channel::<Ahead>(READ_AHEAD_FILES);
+            let reader = std::thread::Builder::new().name("lifeboat-read-ahead".into());
+            let spawned = reader.spawn_scoped(scope, move || {
+                for child in children {
+                    if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                        return;
+                    }
+                    // The receiver is gone only when the walk stopped early; the rest is moot.
+                    if tx.send(read_ahead(&src.join(child))).is_err() {
+                        return;
+                    }
+                }
+            });
+            if let Err(e) = spawned {
+                return Err(ArchiveError::Read { path: src.to_path_buf(), source: e });
+            }
+            for child in children {
+                let path = src.join(child);
+                let ahead = rx.recv().map_err(|_| {
+                    // Only a cancelled walk stops the reader before the end.
+                    if self.stats.cancelled() {
+                        ArchiveError::Cancelled
+                    } else {
+                        ArchiveError::Read {
+                            path: path.clone(),
+                            source: io::Error::other("the read-ahead thread stopped"),
+                        }
+                    }
+                })?;
+                let meta = ahead.meta.map_err(|e| ArchiveError::Read { path: path.clone(), source: e })?;
+                self.entry(&path, &name.join(child), &meta, ahead.small)?;
+            }
+            Ok(())
+        })
+    }
+
     /// The PAX records that go in front of an entry, when there is something the plain header
     /// cannot hold: a sub-second mtime, extended attributes, ACLs. Empty when there is none.
     fn extended(&self, src: &Path, meta: &Metadata) -> Result<PaxBuf, ArchiveError> {
@@ -520,10 +585,29 @@ impl<W: Write> Walker<'_, '_, W> {
     /// file, inside the one PAX header that also holds the sparse keys. The attributes are read
     /// through the open file (the inode checked to be the one listed), which saves a path lookup
     /// per file.
-    fn file(&mut self, src: &Path, name: &Path, meta: &Metadata, mut header: Header) -> Result<(), ArchiveError> {
+    fn file(
+        &mut self,
+        src: &Path,
+        name: &Path,
+        meta: &Metadata,
+        mut header: Header,
+        ahead: Option<Result<SmallFile, SmallFailure>>,
+    ) -> Result<(), ArchiveError> {
         let rerr = |e| ArchiveError::Read { path: src.to_path_buf(), source: e };
         let size = meta.len();
         let changed = || ArchiveError::FileChanged { path: src.to_path_buf(), expected: size };
+        match ahead {
+            Some(Ok(small)) => {
+                self.stats.admit_bytes(src, size)?;
+                header.set_entry_type(EntryType::Regular);
+                header.set_size(size);
+                let pax = extended_records(meta, &small.xattrs);
+                return self.append_small(name, size, header, &pax, &small.data);
+            }
+            Some(Err(SmallFailure::Changed)) => return Err(changed()),
+            Some(Err(SmallFailure::Read(e))) => return Err(rerr(e)),
+            None => {}
+        }
         let file = open_source(src, meta).map_err(rerr)?.ok_or_else(changed)?;
         let xattrs = xattr::read_file(&file).map_err(rerr)?;
         let pax = extended_records(meta, &xattrs);
@@ -575,19 +659,33 @@ impl<W: Write> Walker<'_, '_, W> {
         src: &Path,
         name: &Path,
         size: u64,
-        mut header: Header,
+        header: Header,
         pax: &PaxBuf,
         mut file: File,
     ) -> Result<(), ArchiveError> {
         let len = size as usize;
-        match read_exactly(&mut file, len, &mut self.small_buf) {
+        let mut buf = std::mem::take(&mut self.small_buf);
+        match read_exactly(&mut file, len, &mut buf) {
             Ok(true) => {}
             Ok(false) => return Err(ArchiveError::FileChanged { path: src.to_path_buf(), expected: size }),
             Err(e) => return Err(ArchiveError::Read { path: src.to_path_buf(), source: e }),
         }
         drop(file);
+        let appended = self.append_small(name, size, header, pax, &buf[..len]);
+        self.small_buf = buf;
+        appended
+    }
+
+    /// Appends a regular file's entry from memory: `data` is all of it.
+    fn append_small(
+        &mut self,
+        name: &Path,
+        size: u64,
+        mut header: Header,
+        pax: &PaxBuf,
+        data: &[u8],
+    ) -> Result<(), ArchiveError> {
         let secs = header.mtime().unwrap_or(0);
-        let data = &self.small_buf[..len];
         pax.append(self.builder, secs)
             .and_then(|()| self.builder.append_data(&mut header, name, data))
             .map_err(|e| ArchiveError::Write { path: self.partial.to_path_buf(), source: e })?;
@@ -601,6 +699,65 @@ impl<W: Write> Walker<'_, '_, W> {
 
 /// Files up to this size are read whole into memory ([`Walker::small_file`]).
 const SMALL_FILE: u64 = 64 * 1024;
+
+/// A directory with at least this many children has them read ahead.
+const READ_AHEAD_MIN: usize = 8;
+/// How many children may be read ahead of the entry being written.
+const READ_AHEAD_FILES: usize = 32;
+/// How many directories (a directory and the ones below it) may read ahead at once.
+const READ_AHEAD_DIRS: usize = 2;
+
+/// A small file read ahead: its attributes and all of its content.
+struct SmallFile {
+    xattrs: Vec<xattr::Xattr>,
+    data: Vec<u8>,
+}
+
+enum SmallFailure {
+    /// It was replaced, grew or shrank since it was listed.
+    Changed,
+    Read(io::Error),
+}
+
+/// One child as [`read_ahead`] found it.
+struct Ahead {
+    meta: io::Result<Metadata>,
+    /// For a regular file of at most [`SMALL_FILE`] bytes with one name and no holes.
+    small: Option<Result<SmallFile, SmallFailure>>,
+}
+
+/// What the walk does for each child before writing it: `lstat`, and for a small file with one
+/// name and as many blocks as bytes (so no holes, see `sparse::scan`) what [`Walker::file`]
+/// would: open it (checking it is the inode listed), read its attributes through it and its
+/// content whole. Files with several names are left to the walk, which stores them once.
+fn read_ahead(path: &Path) -> Ahead {
+    let meta = fs::symlink_metadata(path);
+    let small = match &meta {
+        Ok(m)
+            if m.file_type().is_file()
+                && m.nlink() == 1
+                && m.len() > 0
+                && m.len() <= SMALL_FILE
+                && m.blocks().saturating_mul(512) >= m.len() =>
+        {
+            Some(read_small(path, m))
+        }
+        _ => None,
+    };
+    Ahead { meta, small }
+}
+
+fn read_small(path: &Path, meta: &Metadata) -> Result<SmallFile, SmallFailure> {
+    let mut file = open_source(path, meta).map_err(SmallFailure::Read)?.ok_or(SmallFailure::Changed)?;
+    let xattrs = xattr::read_file(&file).map_err(SmallFailure::Read)?;
+    let len = meta.len() as usize;
+    let mut data = Vec::with_capacity(len + 1);
+    if !read_exactly(&mut file, len, &mut data).map_err(SmallFailure::Read)? {
+        return Err(SmallFailure::Changed);
+    }
+    data.truncate(len);
+    Ok(SmallFile { xattrs, data })
+}
 
 /// Reads `file` into `buf`, asking for one byte more than `len`: true when it held exactly `len`
 /// bytes (then in `buf[..len]`), false when it ended early or went on past `len`.
