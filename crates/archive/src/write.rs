@@ -527,22 +527,24 @@ impl<W: Write> Walker<'_, '_, W> {
 
     /// The children of the directory `src`, in order, with their `lstat` and (for small files)
     /// their opening, attributes and content done ahead on another thread ([`read_ahead`]) while
-    /// this one writes the entries before them. At most [`READ_AHEAD_FILES`] children are ahead,
-    /// so memory stays bounded (about that many times [`SMALL_FILE`] per directory reading ahead,
-    /// and at most [`READ_AHEAD_DIRS`] directories do at once). What is read ahead goes through
+    /// this one writes the entries before them. At most three batches of [`READ_AHEAD_BATCH`]
+    /// children are in flight, so memory stays bounded (that many times [`SMALL_FILE`] per
+    /// directory reading ahead, and at most [`READ_AHEAD_DIRS`] directories do at once). What is read ahead goes through
     /// the same checks as the rest, in the same order.
     fn children_read_ahead(&mut self, src: &Path, name: &Path, children: &[OsString]) -> Result<(), ArchiveError> {
         let cancel = self.stats.cancel.clone();
         std::thread::scope(|scope| {
-            let (tx, rx) = sync_channel::<Ahead>(READ_AHEAD_FILES);
+            // Batches, so that the two threads wake each other once per batch, not per child.
+            let (tx, rx) = sync_channel::<Vec<Ahead>>(READ_AHEAD_BATCHES);
             let reader = std::thread::Builder::new().name("lifeboat-read-ahead".into());
             let spawned = reader.spawn_scoped(scope, move || {
-                for child in children {
+                for batch in children.chunks(READ_AHEAD_BATCH) {
                     if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
                         return;
                     }
+                    let read: Vec<Ahead> = batch.iter().map(|child| read_ahead(&src.join(child))).collect();
                     // The receiver is gone only when the walk stopped early; the rest is moot.
-                    if tx.send(read_ahead(&src.join(child))).is_err() {
+                    if tx.send(read).is_err() {
                         return;
                     }
                 }
@@ -550,21 +552,23 @@ impl<W: Write> Walker<'_, '_, W> {
             if let Err(e) = spawned {
                 return Err(ArchiveError::Read { path: src.to_path_buf(), source: e });
             }
-            for child in children {
-                let path = src.join(child);
-                let ahead = rx.recv().map_err(|_| {
+            for batch in children.chunks(READ_AHEAD_BATCH) {
+                let read = rx.recv().map_err(|_| {
                     // Only a cancelled walk stops the reader before the end.
                     if self.stats.cancelled() {
                         ArchiveError::Cancelled
                     } else {
                         ArchiveError::Read {
-                            path: path.clone(),
+                            path: src.to_path_buf(),
                             source: io::Error::other("the read-ahead thread stopped"),
                         }
                     }
                 })?;
-                let meta = ahead.meta.map_err(|e| ArchiveError::Read { path: path.clone(), source: e })?;
-                self.entry(&path, &name.join(child), &meta, ahead.small)?;
+                for (child, ahead) in batch.iter().zip(read) {
+                    let path = src.join(child);
+                    let meta = ahead.meta.map_err(|e| ArchiveError::Read { path: path.clone(), source: e })?;
+                    self.entry(&path, &name.join(child), &meta, ahead.small)?;
+                }
             }
             Ok(())
         })
@@ -702,8 +706,10 @@ const SMALL_FILE: u64 = 64 * 1024;
 
 /// A directory with at least this many children has them read ahead.
 const READ_AHEAD_MIN: usize = 8;
-/// How many children may be read ahead of the entry being written.
-const READ_AHEAD_FILES: usize = 32;
+/// Children read ahead are handed over in batches of this many ...
+const READ_AHEAD_BATCH: usize = 16;
+/// ... and at most this many batches wait, besides the one being written and the one being read.
+const READ_AHEAD_BATCHES: usize = 1;
 /// How many directories (a directory and the ones below it) may read ahead at once.
 const READ_AHEAD_DIRS: usize = 2;
 
