@@ -8,7 +8,7 @@ use flate2::read::MultiGzDecoder;
 
 use crate::pgzip::{DEFAULT_BLOCK_SIZE, ParallelGzEncoder};
 
-/// The first bytes of a zstd frame (RFC 8878, 3.1.1).
+/// The first bytes of a zstd frame (docs/design.md, archive format).
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// How many first bytes [`Compression::detect`] looks at.
