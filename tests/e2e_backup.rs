@@ -260,3 +260,30 @@ fn a_leftover_socket_is_skipped_and_reported_and_a_fifo_comes_back_on_restore() 
     assert!(kind.is_fifo(), "{kind:?}");
     assert_invariants(&project, &before);
 }
+
+#[test]
+fn a_zstd_backup_is_a_tar_zst_that_gnu_tar_reads_and_lifeboat_verifies_and_restores() {
+    let Some((project, before)) = started_project() else { return };
+    let config = project.dir().join("lifeboat.toml");
+    let toml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, toml.replace("compression_level = 6", "compression = \"zstd\"")).unwrap();
+
+    let report = run_json(&project, &["backup"]);
+    assert_invariants(&project, &before);
+    let archive = Path::new(report["path"].as_str().unwrap());
+    assert!(archive.to_string_lossy().ends_with(".tar.zst"), "{report}");
+    let listing = Command::new("tar").arg("--zstd").arg("-tf").arg(archive).output().unwrap();
+    assert!(listing.status.success(), "tar --zstd -tf: {}", String::from_utf8_lossy(&listing.stderr));
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.lines().any(|l| l.trim_end_matches('/') == "paths/data/records.txt"), "{listing}");
+    run_expect(&project, &["verify", "--all"], 0);
+
+    // Back to gzip: the zstd backup still restores (the reader goes by the file, not the setting).
+    std::fs::write(&config, toml).unwrap();
+    std::fs::write(project.data_dir().join("records.txt"), b"overwritten\n").unwrap();
+    let id = report["backup_id"].to_string();
+    run_expect(&project, &["restore", &id, "--yes"], 0);
+    let restored = std::fs::read_to_string(project.data_dir().join("records.txt")).unwrap();
+    assert!(support::check_records(&restored).is_ok_and(|n| n > 0), "the records came back: {restored:?}");
+    assert_invariants(&project, &before);
+}

@@ -53,6 +53,9 @@ pub enum ArchiveError {
     /// The gzip layer is corrupt: bad header, bad deflate data, CRC or length mismatch.
     #[error("archive {path} is not valid gzip: {detail}; the archive is corrupt")]
     BadGzip { path: PathBuf, detail: String },
+    /// The zstd layer is corrupt: bad frame, bad block data, content checksum mismatch.
+    #[error("archive {path} is not valid zstd: {detail}; the archive is corrupt")]
+    BadZstd { path: PathBuf, detail: String },
     /// The tar layer is corrupt.
     #[error("archive {path} is not a valid tar stream: {detail}; the archive is corrupt")]
     BadTar { path: PathBuf, detail: String },
@@ -94,6 +97,7 @@ impl ArchiveError {
                 | ArchiveError::Truncated { .. }
                 | ArchiveError::SizeMismatch { .. }
                 | ArchiveError::BadGzip { .. }
+                | ArchiveError::BadZstd { .. }
                 | ArchiveError::BadTar { .. }
                 | ArchiveError::CountMismatch { .. }
                 | ArchiveError::UnsafeEntry { .. }

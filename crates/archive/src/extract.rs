@@ -414,7 +414,7 @@ impl Extractor {
         &self,
         name: &str,
         dest: &Path,
-        entry: &mut tar::Entry<'_, crate::read::GzTap>,
+        entry: &mut tar::Entry<'_, crate::read::Tap>,
         map: Option<SparseMap>,
         buf: &mut [u8],
         meta: Meta,

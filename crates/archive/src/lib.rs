@@ -1,14 +1,17 @@
-//! Archives for lifeboat: streaming, checksummed, durable `.tar.gz` writing; verification; safe
-//! extraction into a staging directory that is then swapped into place.
+//! Archives for lifeboat: streaming, checksummed, durable `.tar.gz` and `.tar.zst` writing;
+//! verification; safe extraction into a staging directory that is then swapped into place.
 //!
 //! This crate owns the archive file format and every byte that goes into or comes out of one. It
 //! knows nothing of Docker, the journal or the state machine: the executor in `cli` calls it.
 //!
 //! # Writing and durability
 //!
-//! [`write_archive`] walks the roots, writes tar, gzips it on several threads at once (pigz-style
-//! blocks forming one standard gzip member, see `pgzip`), and hashes the compressed bytes with
-//! sha256 as they go to disk. Memory stays flat (a few blocks in flight) whatever the data size.
+//! [`write_archive`] walks the roots, writes tar, compresses it on several threads at once with
+//! [`WriteOptions::compression`]: gzip (pigz-style blocks forming one standard gzip member, see
+//! `pgzip`) or zstd (one frame with its content checksum, libzstd's worker threads), and hashes
+//! the compressed bytes with sha256 as they go to disk. Memory stays flat (a few blocks or zstd
+//! jobs in flight) whatever the data size. Readers tell the two apart by the file's first bytes
+//! ([`Compression`]), never by its name.
 //!
 //! An archive holds what a data volume holds: directories, regular files (sparse ones with their
 //! holes), symlinks, hard links (each file once per root, then tar hard-link entries), fifos and
@@ -49,7 +52,8 @@
 //!
 //! # Verifying
 //!
-//! [`verify_archive`] re-hashes the file and reads it through (gzip CRC32 and length, tar
+//! [`verify_archive`] re-hashes the file and reads it through (gzip CRC32 and length, or the zstd
+//! content checksum; tar
 //! structure, every entry and its PAX records, every sparse map), then compares with what was
 //! recorded ([`Expected`]); [`VerifyReport`] counts files, hard links, fifos and devices as
 //! [`ArchiveSummary`] does. The holes of sparse files are not expanded, so they cost nothing to
@@ -77,6 +81,7 @@
 //! [`ArchiveError`] naming the file or entry and what to do.
 
 mod census;
+mod compress;
 mod create;
 mod error;
 mod extract;
@@ -92,6 +97,7 @@ mod write;
 mod xattr;
 
 pub use census::{RootTally, census};
+pub use compress::Compression;
 pub use create::create_private_file;
 pub use error::ArchiveError;
 pub use extract::{ExtractOptions, ExtractReport, Staged, Swapped, extract_to_staging};

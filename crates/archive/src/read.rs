@@ -6,10 +6,10 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
 use tar::EntryType;
 
+use crate::compress::{Compression, Decoder, MAGIC_LEN};
 use crate::error::ArchiveError;
 use crate::pax::{Found, MAX_PAX, Record, Sniffer, parse_records};
 use crate::sparse::{self, Expand, MapError, SparseMap};
@@ -20,10 +20,38 @@ pub(crate) struct Source {
     file: File,
     hasher: Rc<RefCell<Sha256>>,
     pos: Rc<Cell<u64>>,
+    /// The first bytes, read (and hashed) to tell the compression, not yet handed on. Read, not
+    /// peeked with `pread`: the archive may be a pipe.
+    head: Vec<u8>,
+}
+
+impl Source {
+    /// Reads up to `n` bytes into `head` (fewer only at the end of the file).
+    fn fill_head(&mut self, n: usize) -> io::Result<&[u8]> {
+        let mut buf = vec![0u8; n];
+        let mut got = 0;
+        while got < n {
+            match self.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(k) => got += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(got);
+        self.head = buf;
+        Ok(&self.head)
+    }
 }
 
 impl Read for Source {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.head.is_empty() {
+            let n = buf.len().min(self.head.len());
+            buf[..n].copy_from_slice(&self.head[..n]);
+            self.head.drain(..n);
+            return Ok(n);
+        }
         let n = self.file.read(buf)?;
         self.hasher.borrow_mut().update(&buf[..n]);
         self.pos.set(self.pos.get() + n as u64);
@@ -33,15 +61,16 @@ impl Read for Source {
 
 type GzFailure = Rc<RefCell<Option<(io::ErrorKind, String)>>>;
 
-/// The gzip decoder, remembering its own failures so that they can be told apart from tar ones.
-pub(crate) struct GzTap {
-    inner: MultiGzDecoder<Source>,
+/// The decompressor (gzip or zstd, see `compress`), remembering its own failures so that they can
+/// be told apart from tar ones.
+pub(crate) struct Tap {
+    inner: Decoder<Source>,
     failed: GzFailure,
     /// Sees every decompressed byte the tar reader gets, to find PAX headers (see `pax`).
     sniffer: Rc<RefCell<Sniffer>>,
 }
 
-impl Read for GzTap {
+impl Read for Tap {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf).inspect_err(|e| {
             *self.failed.borrow_mut() = Some((e.kind(), e.to_string()));
@@ -54,11 +83,12 @@ impl Read for GzTap {
 /// An open archive: the tar reader over the tapped gzip decoder over the hashed file.
 pub(crate) struct Opened {
     pub path: PathBuf,
-    pub archive: tar::Archive<GzTap>,
+    pub archive: tar::Archive<Tap>,
     hasher: Rc<RefCell<Sha256>>,
     pub pos: Rc<Cell<u64>>,
     gz_failed: GzFailure,
     pub sniffer: Rc<RefCell<Sniffer>>,
+    compression: Compression,
 }
 
 pub(crate) fn open(path: &Path) -> Result<Opened, ArchiveError> {
@@ -66,12 +96,16 @@ pub(crate) fn open(path: &Path) -> Result<Opened, ArchiveError> {
     let hasher = Rc::new(RefCell::new(Sha256::new()));
     let pos = Rc::new(Cell::new(0));
     let gz_failed: GzFailure = Rc::new(RefCell::new(None));
-    let source = Source { file, hasher: Rc::clone(&hasher), pos: Rc::clone(&pos) };
+    let mut source = Source { file, hasher: Rc::clone(&hasher), pos: Rc::clone(&pos), head: Vec::new() };
+    let head = source.fill_head(MAGIC_LEN).map_err(|e| ArchiveError::Open { path: path.to_path_buf(), source: e })?;
+    let compression = Compression::detect(head);
     let sniffer = Rc::new(RefCell::new(Sniffer::default()));
-    let tap = GzTap { inner: MultiGzDecoder::new(source), failed: Rc::clone(&gz_failed), sniffer: Rc::clone(&sniffer) };
+    let inner =
+        Decoder::new(compression, source).map_err(|e| ArchiveError::Open { path: path.to_path_buf(), source: e })?;
+    let tap = Tap { inner, failed: Rc::clone(&gz_failed), sniffer: Rc::clone(&sniffer) };
     let mut archive = tar::Archive::new(tap);
     archive.set_ignore_zeros(false);
-    Ok(Opened { path: path.to_path_buf(), archive, hasher, pos, gz_failed, sniffer })
+    Ok(Opened { path: path.to_path_buf(), archive, hasher, pos, gz_failed, sniffer, compression })
 }
 
 /// Tells gzip failures from tar failures for one open archive.
@@ -79,6 +113,7 @@ pub(crate) fn open(path: &Path) -> Result<Opened, ArchiveError> {
 pub(crate) struct Classifier {
     path: PathBuf,
     gz_failed: GzFailure,
+    compression: Compression,
 }
 
 impl Classifier {
@@ -89,7 +124,7 @@ impl Classifier {
             if kind == io::ErrorKind::UnexpectedEof {
                 return ArchiveError::Truncated { path, detail: format!("the compressed stream ends early ({msg})") };
             }
-            return ArchiveError::BadGzip { path, detail: msg };
+            return bad_compression(self.compression, path, msg);
         }
         if err.kind() == io::ErrorKind::UnexpectedEof {
             return ArchiveError::Truncated { path, detail: "the tar stream ends inside an entry".into() };
@@ -100,27 +135,28 @@ impl Classifier {
 
 impl Opened {
     pub fn classifier(&self) -> Classifier {
-        Classifier { path: self.path.clone(), gz_failed: Rc::clone(&self.gz_failed) }
+        Classifier { path: self.path.clone(), gz_failed: Rc::clone(&self.gz_failed), compression: self.compression }
     }
 
     pub fn classify(&self, err: io::Error) -> ArchiveError {
         self.classifier().classify(err)
     }
 
-    /// Reads the gzip stream to its end (checking its CRC and length), then the file to its end;
+    /// Reads the compressed stream to its end (checking gzip's CRC and length, or zstd's content
+    /// checksum), then the file to its end;
     /// returns the file's sha256 and size. Call after the last tar entry.
     pub fn finish(self) -> Result<(String, u64), ArchiveError> {
-        let Opened { path, archive, hasher, pos, gz_failed, .. } = self;
+        let Opened { path, archive, hasher, pos, gz_failed, compression, .. } = self;
         let mut tap = archive.into_inner();
         if let Err(e) = io::copy(&mut tap, &mut io::sink()) {
             let (kind, msg) = gz_failed.borrow().clone().unwrap_or((e.kind(), e.to_string()));
             return Err(if kind == io::ErrorKind::UnexpectedEof {
                 ArchiveError::Truncated { path, detail: format!("the compressed stream ends early ({msg})") }
             } else {
-                ArchiveError::BadGzip { path, detail: msg }
+                bad_compression(compression, path, msg)
             });
         }
-        let mut source = tap.inner.into_inner();
+        let mut source = tap.inner.into_source();
         io::copy(&mut source, &mut io::sink()).map_err(|e| ArchiveError::Open { path, source: e })?;
         drop(source);
         let digest = Rc::try_unwrap(hasher).map(|h| h.into_inner().finalize()).ok();
@@ -133,11 +169,19 @@ impl Opened {
     pub fn rest_sha256(self) -> Option<String> {
         let Opened { archive, hasher, .. } = self;
         let tap = archive.into_inner();
-        let mut source = tap.inner.into_inner();
+        let mut source = tap.inner.into_source();
         io::copy(&mut source, &mut io::sink()).ok()?;
         drop(source);
         let h = Rc::try_unwrap(hasher).ok()?.into_inner();
         Some(hex(&h.finalize()))
+    }
+}
+
+/// The error for a corrupt compressed stream, naming the compression the file's magic says it has.
+fn bad_compression(compression: Compression, path: PathBuf, detail: String) -> ArchiveError {
+    match compression {
+        Compression::Gzip => ArchiveError::BadGzip { path, detail },
+        Compression::Zstd => ArchiveError::BadZstd { path, detail },
     }
 }
 
@@ -244,7 +288,8 @@ struct Counts {
     roots: Vec<crate::RootTally>,
 }
 
-/// Re-hashes `path` and reads it through: gzip (CRC32 and ISIZE of every member), tar structure,
+/// Re-hashes `path` and reads it through: gzip (CRC32 and ISIZE of every member) or zstd (the
+/// content checksum of every frame), tar structure,
 /// every entry's data; then compares sha256, size and the recorded counts with `expected`. The
 /// data regions of sparse files are read, their holes are not expanded, so a file of a petabyte
 /// of holes costs no more than its data; its sparse map is checked against the entry.
@@ -449,8 +494,8 @@ pub struct EntryInfo {
     pub sha256: Option<String>,
 }
 
-/// Lists every entry of a `.tar.gz`, with the sha256 of each regular file's content, reading the
-/// whole stream (so the gzip CRC is checked too).
+/// Lists every entry of a `.tar.gz` or `.tar.zst`, with the sha256 of each regular file's
+/// content, reading the whole stream (so the gzip CRC or zstd checksum is checked too).
 pub fn list_entries(path: &Path) -> Result<Vec<EntryInfo>, ArchiveError> {
     let mut opened = open(path)?;
     let mut out = Vec::new();

@@ -70,9 +70,17 @@ fn lseek(file: &File, offset: u64, whence: i32) -> io::Result<Option<u64>> {
 }
 
 /// Finds the data regions of `file` (`size` bytes) with `SEEK_DATA`/`SEEK_HOLE`. `None` when the
-/// file has no hole, or the filesystem cannot tell: it is then stored as a plain entry. One
-/// `lseek` for a file without holes. The file offset is back at 0 afterwards.
-pub(crate) fn scan(file: &File, size: u64) -> io::Result<Option<Sparse>> {
+/// file has no hole, or the filesystem cannot tell: it is then stored as a plain entry. No system
+/// call when the file has as many blocks as bytes (`blocks`, st_blocks in 512-byte units, as GNU
+/// tar tells a sparse file), else one `lseek` for a file without holes. The file offset is back
+/// at 0 afterwards.
+pub(crate) fn scan(file: &File, size: u64, blocks: u64) -> io::Result<Option<Sparse>> {
+    if blocks.saturating_mul(512) >= size {
+        // A hole would leave fewer blocks than bytes. Blocks allocated past the end (fallocate
+        // with KEEP_SIZE) can hide one: such a file is stored whole, its holes as zeros, which
+        // costs space and loses nothing.
+        return Ok(None);
+    }
     let regions = scan_regions(file, size);
     let mut f = file;
     f.seek(SeekFrom::Start(0))?;

@@ -1,22 +1,24 @@
-//! Writing: walk the roots, tar, gzip in parallel, hash, `NAME.partial`, fsync, rename.
+//! Writing: walk the roots, tar, gzip or zstd in parallel, hash, `NAME.partial`, fsync, rename.
 
+use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::sync_channel;
 
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header, HeaderMode};
 
 use crate::census::RootTally;
+use crate::compress::{Compression, Encoder};
 use crate::create::{open_source, private_file, rename_noreplace};
 use crate::error::ArchiveError;
 use crate::links::LinkTable;
 use crate::notes::{Skipped, SkippedKind};
 use crate::pax::{PaxBuf, mtime_value};
-use crate::pgzip::{DEFAULT_BLOCK_SIZE, ParallelGzEncoder};
 use crate::sparse::{self, Sparse};
 use crate::util::{HashWriter, fsync_dir, hex, parent_dir, with_suffix};
 use crate::{special, xattr};
@@ -34,7 +36,10 @@ pub struct Root {
 /// How to compress, who may read the result, and how much a write may take.
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
-    /// gzip level, 0 to 9 (default 6).
+    /// gzip (the default) or zstd.
+    pub compression: Compression,
+    /// The compression level: gzip 0 to 9, zstd 1 to 19 ([`Compression::levels`]); default 6,
+    /// gzip's. [`Compression::default_level`] gives each one's usual level.
     pub level: u32,
     /// Compression threads; 0 (the default) means one per available core, plus one.
     pub threads: usize,
@@ -45,7 +50,8 @@ pub struct WriteOptions {
     /// so that group may read it (the writer must be root or a member).
     pub group: Option<u32>,
     /// Most bytes of file data to store (holes of sparse files not counted), `None` for no
-    /// limit. A file that would pass it is not read: the write fails with
+    /// limit. A file that would pass it is not stored (nor read, unless it is small enough to have
+    /// been read ahead): the write fails with
     /// [`ArchiveError::LimitExceeded`] naming it, and the partial file is removed.
     pub max_bytes: Option<u64>,
     /// Most entries to store (files, directories and links alike, roots included), `None` for no
@@ -64,6 +70,7 @@ pub struct WriteOptions {
 impl Default for WriteOptions {
     fn default() -> Self {
         WriteOptions {
+            compression: Compression::Gzip,
             level: 6,
             threads: 0,
             cancel: None,
@@ -178,7 +185,8 @@ impl Stats<'_> {
     }
 }
 
-/// Archives `roots` into the gzip-compressed tar file `dest`, durably.
+/// Archives `roots` into the tar file `dest`, compressed with [`WriteOptions::compression`]
+/// (gzip or zstd), durably.
 ///
 /// The archive is streamed to [`partial_path`]`(dest)`, fsynced, renamed to `dest`, and the
 /// directory is fsynced: when this returns `Ok`, `dest` is complete and durable. On any error the
@@ -209,8 +217,15 @@ pub fn write_archive(
     opts: &WriteOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ArchiveSummary, ArchiveError> {
-    if opts.level > 9 {
-        return Err(ArchiveError::InvalidOptions(format!("compression level {} is above 9", opts.level)));
+    let levels = opts.compression.levels();
+    if !levels.contains(&opts.level) {
+        return Err(ArchiveError::InvalidOptions(format!(
+            "{} compression level {} is not between {} and {}",
+            opts.compression,
+            opts.level,
+            levels.start(),
+            levels.end()
+        )));
     }
     let names = validate_roots(roots)?;
     for lead in &opts.leading {
@@ -306,7 +321,7 @@ fn write_partial(
     let werr = |e: io::Error| ArchiveError::Write { path: partial.to_path_buf(), source: e };
     let file = private_file(partial, opts.group).map_err(werr)?;
     let hashing = HashWriter { inner: file, hasher: Sha256::new(), count: 0 };
-    let encoder = ParallelGzEncoder::new(hashing, opts.level, threads, DEFAULT_BLOCK_SIZE).map_err(werr)?;
+    let encoder = Encoder::new(opts.compression, hashing, opts.level, threads).map_err(werr)?;
     let mut builder = tar::Builder::new(encoder);
     for lead in &opts.leading {
         let mut header = Header::new_gnu();
@@ -336,10 +351,12 @@ fn write_partial(
             partial,
             stats,
             links: LinkTable::default(),
+            small_buf: Vec::with_capacity(SMALL_FILE as usize + 1),
+            reading_ahead: 0,
             root: &root.source,
             root_real,
         };
-        w.entry(&root.source, name, meta)?;
+        w.entry(&root.source, name, meta, None)?;
         let tally =
             RootTally { file_count: stats.file_count - before.0, content_bytes: stats.content_bytes - before.1 };
         if let Some(expected) = opts.expect.as_ref().map(|e| e[i])
@@ -408,6 +425,10 @@ struct Walker<'a, 'p, W: Write> {
     root: &'a Path,
     /// Where the root leads, when it is a symlink.
     root_real: Option<PathBuf>,
+    /// The content of the small file being appended (see [`Walker::small_file`]), reused.
+    small_buf: Vec<u8>,
+    /// Directories reading their children ahead now ([`Walker::children_read_ahead`]).
+    reading_ahead: usize,
 }
 
 impl<W: Write> Walker<'_, '_, W> {
@@ -415,7 +436,15 @@ impl<W: Write> Walker<'_, '_, W> {
         ArchiveError::Write { path: self.partial.to_path_buf(), source: e }
     }
 
-    fn entry(&mut self, src: &Path, name: &Path, meta: &Metadata) -> Result<(), ArchiveError> {
+    /// Appends `src` (listed with `meta`) and, for a directory, everything below it. `ahead` is
+    /// the content of a small file read ahead ([`read_ahead`]), if it was.
+    fn entry(
+        &mut self,
+        src: &Path,
+        name: &Path,
+        meta: &Metadata,
+        ahead: Option<Result<SmallFile, SmallFailure>>,
+    ) -> Result<(), ArchiveError> {
         if self.stats.cancelled() {
             return Err(ArchiveError::Cancelled);
         }
@@ -451,11 +480,17 @@ impl<W: Write> Walker<'_, '_, W> {
             }
             // Sorted, so that the same tree always gives the same archive.
             children.sort();
+            if children.len() >= READ_AHEAD_MIN && self.reading_ahead < READ_AHEAD_DIRS {
+                self.reading_ahead += 1;
+                let done = self.children_read_ahead(src, name, &children);
+                self.reading_ahead -= 1;
+                return done;
+            }
             for child in children {
                 let path = src.join(&child);
                 let meta =
                     fs::symlink_metadata(&path).map_err(|e| ArchiveError::Read { path: path.clone(), source: e })?;
-                self.entry(&path, &name.join(&child), &meta)?;
+                self.entry(&path, &name.join(&child), &meta, None)?;
             }
             Ok(())
         } else if ft.is_file() {
@@ -468,8 +503,7 @@ impl<W: Write> Walker<'_, '_, W> {
                 self.stats.hardlink_count += 1;
                 return Ok(());
             }
-            let pax = self.extended(src, meta)?;
-            self.file(src, name, meta, header, pax)
+            self.file(src, name, meta, header, ahead)
         } else if ft.is_symlink() {
             let target = fs::read_link(src).map_err(|e| ArchiveError::Read { path: src.to_path_buf(), source: e })?;
             header.set_entry_type(EntryType::Symlink);
@@ -491,43 +525,104 @@ impl<W: Write> Walker<'_, '_, W> {
         }
     }
 
+    /// The children of the directory `src`, in order, with their `lstat` and (for small files)
+    /// their opening, attributes and content done ahead on another thread ([`read_ahead`]) while
+    /// this one writes the entries before them. At most three batches of [`READ_AHEAD_BATCH`]
+    /// children are in flight, so memory stays bounded (that many times [`SMALL_FILE`] per
+    /// directory reading ahead, and at most [`READ_AHEAD_DIRS`] directories do at once). What is read ahead goes through
+    /// the same checks as the rest, in the same order.
+    fn children_read_ahead(&mut self, src: &Path, name: &Path, children: &[OsString]) -> Result<(), ArchiveError> {
+        let cancel = self.stats.cancel.clone();
+        std::thread::scope(|scope| {
+            // Batches, so that the two threads wake each other once per batch, not per child.
+            let (tx, rx) = sync_channel::<Vec<Ahead>>(READ_AHEAD_BATCHES);
+            let reader = std::thread::Builder::new().name("lifeboat-read-ahead".into());
+            let spawned = reader.spawn_scoped(scope, move || {
+                for batch in children.chunks(READ_AHEAD_BATCH) {
+                    if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                        return;
+                    }
+                    let read: Vec<Ahead> = batch.iter().map(|child| read_ahead(&src.join(child))).collect();
+                    // The receiver is gone only when the walk stopped early; the rest is moot.
+                    if tx.send(read).is_err() {
+                        return;
+                    }
+                }
+            });
+            if let Err(e) = spawned {
+                return Err(ArchiveError::Read { path: src.to_path_buf(), source: e });
+            }
+            for batch in children.chunks(READ_AHEAD_BATCH) {
+                let read = rx.recv().map_err(|_| {
+                    // Only a cancelled walk stops the reader before the end.
+                    if self.stats.cancelled() {
+                        ArchiveError::Cancelled
+                    } else {
+                        ArchiveError::Read {
+                            path: src.to_path_buf(),
+                            source: io::Error::other("the read-ahead thread stopped"),
+                        }
+                    }
+                })?;
+                for (child, ahead) in batch.iter().zip(read) {
+                    let path = src.join(child);
+                    let meta = ahead.meta.map_err(|e| ArchiveError::Read { path: path.clone(), source: e })?;
+                    self.entry(&path, &name.join(child), &meta, ahead.small)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// The PAX records that go in front of an entry, when there is something the plain header
     /// cannot hold: a sub-second mtime, extended attributes, ACLs. Empty when there is none.
     fn extended(&self, src: &Path, meta: &Metadata) -> Result<PaxBuf, ArchiveError> {
-        let mut pax = PaxBuf::default();
-        let secs = meta.mtime().max(0) as u64;
-        let nsec = meta.mtime_nsec().clamp(0, 999_999_999) as u32;
-        if nsec != 0 && meta.mtime() >= 0 {
-            pax.record(b"mtime", mtime_value(secs, nsec).as_bytes());
-        }
         let at = match &self.root_real {
             Some(real) if src == self.root => real.as_path(),
             _ => src,
         };
         let xattrs = xattr::read(at).map_err(|e| ArchiveError::Read { path: src.to_path_buf(), source: e })?;
-        xattr::add_records(&xattrs, &mut pax);
-        Ok(pax)
+        Ok(extended_records(meta, &xattrs))
     }
 
-    /// Appends a regular file: `pax` (its extended records) as its own PAX header, or, for a
-    /// sparse file, inside the one PAX header that also holds the sparse keys.
+    /// Appends a regular file: its extended records as their own PAX header, or, for a sparse
+    /// file, inside the one PAX header that also holds the sparse keys. The attributes are read
+    /// through the open file (the inode checked to be the one listed), which saves a path lookup
+    /// per file.
     fn file(
         &mut self,
         src: &Path,
         name: &Path,
         meta: &Metadata,
         mut header: Header,
-        pax: PaxBuf,
+        ahead: Option<Result<SmallFile, SmallFailure>>,
     ) -> Result<(), ArchiveError> {
         let rerr = |e| ArchiveError::Read { path: src.to_path_buf(), source: e };
         let size = meta.len();
         let changed = || ArchiveError::FileChanged { path: src.to_path_buf(), expected: size };
+        match ahead {
+            Some(Ok(small)) => {
+                self.stats.admit_bytes(src, size)?;
+                header.set_entry_type(EntryType::Regular);
+                header.set_size(size);
+                let pax = extended_records(meta, &small.xattrs);
+                return self.append_small(name, size, header, &pax, &small.data);
+            }
+            Some(Err(SmallFailure::Changed)) => return Err(changed()),
+            Some(Err(SmallFailure::Read(e))) => return Err(rerr(e)),
+            None => {}
+        }
         let file = open_source(src, meta).map_err(rerr)?.ok_or_else(changed)?;
-        let sparse = sparse::scan(&file, size).map_err(rerr)?;
+        let xattrs = xattr::read_file(&file).map_err(rerr)?;
+        let pax = extended_records(meta, &xattrs);
+        let sparse = sparse::scan(&file, size, meta.blocks()).map_err(rerr)?;
         let data = sparse.as_ref().map_or(size, Sparse::data_bytes);
         self.stats.admit_bytes(src, data)?;
         header.set_entry_type(EntryType::Regular);
         header.set_size(size);
+        if sparse.is_none() && size > 0 && size <= SMALL_FILE {
+            return self.small_file(src, name, size, header, &pax, file);
+        }
         let stored = sparse.as_ref().map_or(size, Sparse::stored_bytes);
         let mut reader = ExactReader { file, remaining: stored, failure: None, stats: self.stats, sparse };
         let appended = if reader.sparse.is_some() {
@@ -559,6 +654,143 @@ impl<W: Write> Walker<'_, '_, W> {
         self.stats.file_count += 1;
         Ok(())
     }
+
+    /// A file of at most [`SMALL_FILE`] bytes without holes: read whole in one call asking for a
+    /// byte more than its size, so that the short read that ends it also proves it did not grow
+    /// (no `fstat` after it, as a large file needs), then appended from memory.
+    fn small_file(
+        &mut self,
+        src: &Path,
+        name: &Path,
+        size: u64,
+        header: Header,
+        pax: &PaxBuf,
+        mut file: File,
+    ) -> Result<(), ArchiveError> {
+        let len = size as usize;
+        let mut buf = std::mem::take(&mut self.small_buf);
+        match read_exactly(&mut file, len, &mut buf) {
+            Ok(true) => {}
+            Ok(false) => return Err(ArchiveError::FileChanged { path: src.to_path_buf(), expected: size }),
+            Err(e) => return Err(ArchiveError::Read { path: src.to_path_buf(), source: e }),
+        }
+        drop(file);
+        let appended = self.append_small(name, size, header, pax, &buf[..len]);
+        self.small_buf = buf;
+        appended
+    }
+
+    /// Appends a regular file's entry from memory: `data` is all of it.
+    fn append_small(
+        &mut self,
+        name: &Path,
+        size: u64,
+        mut header: Header,
+        pax: &PaxBuf,
+        data: &[u8],
+    ) -> Result<(), ArchiveError> {
+        let secs = header.mtime().unwrap_or(0);
+        pax.append(self.builder, secs)
+            .and_then(|()| self.builder.append_data(&mut header, name, data))
+            .map_err(|e| ArchiveError::Write { path: self.partial.to_path_buf(), source: e })?;
+        self.stats.add_content(size);
+        self.stats.stored_bytes += size;
+        self.stats.entry_count += 1;
+        self.stats.file_count += 1;
+        Ok(())
+    }
+}
+
+/// Files up to this size are read whole into memory ([`Walker::small_file`]).
+const SMALL_FILE: u64 = 64 * 1024;
+
+/// A directory with at least this many children has them read ahead.
+const READ_AHEAD_MIN: usize = 8;
+/// Children read ahead are handed over in batches of this many ...
+const READ_AHEAD_BATCH: usize = 16;
+/// ... and at most this many batches wait, besides the one being written and the one being read.
+const READ_AHEAD_BATCHES: usize = 1;
+/// How many directories (a directory and the ones below it) may read ahead at once.
+const READ_AHEAD_DIRS: usize = 2;
+
+/// A small file read ahead: its attributes and all of its content.
+struct SmallFile {
+    xattrs: Vec<xattr::Xattr>,
+    data: Vec<u8>,
+}
+
+enum SmallFailure {
+    /// It was replaced, grew or shrank since it was listed.
+    Changed,
+    Read(io::Error),
+}
+
+/// One child as [`read_ahead`] found it.
+struct Ahead {
+    meta: io::Result<Metadata>,
+    /// For a regular file of at most [`SMALL_FILE`] bytes with one name and no holes.
+    small: Option<Result<SmallFile, SmallFailure>>,
+}
+
+/// What the walk does for each child before writing it: `lstat`, and for a small file with one
+/// name and as many blocks as bytes (so no holes, see `sparse::scan`) what [`Walker::file`]
+/// would: open it (checking it is the inode listed), read its attributes through it and its
+/// content whole. Files with several names are left to the walk, which stores them once.
+fn read_ahead(path: &Path) -> Ahead {
+    let meta = fs::symlink_metadata(path);
+    let small = match &meta {
+        Ok(m)
+            if m.file_type().is_file()
+                && m.nlink() == 1
+                && m.len() > 0
+                && m.len() <= SMALL_FILE
+                && m.blocks().saturating_mul(512) >= m.len() =>
+        {
+            Some(read_small(path, m))
+        }
+        _ => None,
+    };
+    Ahead { meta, small }
+}
+
+fn read_small(path: &Path, meta: &Metadata) -> Result<SmallFile, SmallFailure> {
+    let mut file = open_source(path, meta).map_err(SmallFailure::Read)?.ok_or(SmallFailure::Changed)?;
+    let xattrs = xattr::read_file(&file).map_err(SmallFailure::Read)?;
+    let len = meta.len() as usize;
+    let mut data = Vec::with_capacity(len + 1);
+    if !read_exactly(&mut file, len, &mut data).map_err(SmallFailure::Read)? {
+        return Err(SmallFailure::Changed);
+    }
+    data.truncate(len);
+    Ok(SmallFile { xattrs, data })
+}
+
+/// Reads `file` into `buf`, asking for one byte more than `len`: true when it held exactly `len`
+/// bytes (then in `buf[..len]`), false when it ended early or went on past `len`.
+fn read_exactly(file: &mut impl Read, len: usize, buf: &mut Vec<u8>) -> io::Result<bool> {
+    buf.resize(len + 1, 0);
+    let mut got = 0;
+    while got <= len {
+        match file.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got == len)
+}
+
+/// [`Walker::extended`] with the attributes already read.
+fn extended_records(meta: &Metadata, xattrs: &[xattr::Xattr]) -> PaxBuf {
+    let mut pax = PaxBuf::default();
+    let secs = meta.mtime().max(0) as u64;
+    let nsec = meta.mtime_nsec().clamp(0, 999_999_999) as u32;
+    if nsec != 0 && meta.mtime() >= 0 {
+        pax.record(b"mtime", mtime_value(secs, nsec).as_bytes());
+    }
+    xattr::add_records(xattrs, &mut pax);
+    pax
 }
 
 enum Failure {
@@ -608,6 +840,37 @@ impl Read for ExactReader<'_, '_> {
                 self.failure = Some(Failure::Read(e));
                 Err(copy)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader handing out at most `step` bytes per call, like a file read in pieces.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.1).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_small_file_that_grew_or_shrank_is_told_apart_from_one_that_did_not() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let mut buf = Vec::new();
+        for step in [1, 7, 4096, 10_000] {
+            assert!(read_exactly(&mut Trickle(&data, step), data.len(), &mut buf).unwrap());
+            assert_eq!(&buf[..data.len()], &data[..]);
+            // Listed at 4999 bytes, 5000 there now: it grew.
+            assert!(!read_exactly(&mut Trickle(&data, step), data.len() - 1, &mut buf).unwrap());
+            // Listed at 5001 bytes, 5000 there now: it shrank.
+            assert!(!read_exactly(&mut Trickle(&data, step), data.len() + 1, &mut buf).unwrap());
         }
     }
 }

@@ -7,7 +7,9 @@
 //! (a label belongs to the policy of the host that restores), and the two ACL attributes.
 
 use std::ffi::{CStr, CString};
+use std::fs::File;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -40,13 +42,48 @@ fn unsupported(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::EOPNOTSUPP)
 }
 
+/// Where attributes are read from: a path (not following a symlink) or an open file.
+enum At<'a> {
+    Path(&'a CStr),
+    Fd(RawFd),
+}
+
+impl At<'_> {
+    fn list(&self, buf: &mut [u8]) -> isize {
+        match self {
+            // SAFETY: the path is NUL-terminated and `buf` is writable for its length.
+            At::Path(c) => unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) },
+            // SAFETY: the descriptor is open for the call and `buf` is writable for its length.
+            At::Fd(fd) => unsafe { libc::flistxattr(*fd, buf.as_mut_ptr().cast(), buf.len()) },
+        }
+    }
+
+    fn get(&self, name: &CStr, buf: &mut [u8]) -> isize {
+        match self {
+            // SAFETY: both strings are NUL-terminated and `buf` is writable for its length.
+            At::Path(c) => unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) },
+            // SAFETY: the descriptor is open, the name NUL-terminated, `buf` writable for its length.
+            At::Fd(fd) => unsafe { libc::fgetxattr(*fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) },
+        }
+    }
+}
+
 /// The attributes of `path` (not following a symlink) that lifeboat keeps, sorted by name.
 pub(crate) fn read(path: &Path) -> io::Result<Vec<Xattr>> {
     let c = cpath(path)?;
+    read_at(&At::Path(&c))
+}
+
+/// The attributes of the open file `file` that lifeboat keeps, sorted by name: [`read`] without
+/// looking the path up again.
+pub(crate) fn read_file(file: &File) -> io::Result<Vec<Xattr>> {
+    read_at(&At::Fd(file.as_raw_fd()))
+}
+
+fn read_at(at: &At<'_>) -> io::Result<Vec<Xattr>> {
     let mut names = vec![0u8; 256];
     loop {
-        // SAFETY: `c` is NUL-terminated and `names` is writable for its length.
-        let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        let n = at.list(&mut names);
         if n >= 0 {
             names.truncate(n as usize);
             break;
@@ -63,7 +100,7 @@ pub(crate) fn read(path: &Path) -> io::Result<Vec<Xattr>> {
     let mut out = Vec::new();
     for name in names.split(|b| *b == 0).filter(|n| !n.is_empty() && wanted(n)) {
         let cname = CString::new(name).map_err(io::Error::other)?;
-        if let Some(value) = get(&c, &cname)? {
+        if let Some(value) = get(at, &cname)? {
             out.push((name.to_vec(), value));
         }
     }
@@ -72,11 +109,10 @@ pub(crate) fn read(path: &Path) -> io::Result<Vec<Xattr>> {
 }
 
 /// One attribute's value; `None` if it vanished since it was listed.
-fn get(path: &CStr, name: &CStr) -> io::Result<Option<Vec<u8>>> {
+fn get(at: &At<'_>, name: &CStr) -> io::Result<Option<Vec<u8>>> {
     let mut value = vec![0u8; 256];
     loop {
-        // SAFETY: both strings are NUL-terminated and `value` is writable for its length.
-        let n = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+        let n = at.get(name, &mut value);
         if n >= 0 {
             value.truncate(n as usize);
             return Ok(Some(value));

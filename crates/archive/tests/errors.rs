@@ -5,8 +5,8 @@ mod common;
 use std::fs;
 
 use lifeboat_archive::{
-    ArchiveError, Expected, ExtractOptions, Root, Staged, Swapped, WriteOptions, extract_to_staging, partial_path,
-    verify_archive, write_archive,
+    ArchiveError, Compression, Expected, ExtractOptions, Root, Staged, Swapped, WriteOptions, extract_to_staging,
+    partial_path, verify_archive, write_archive,
 };
 
 fn opts() -> WriteOptions {
@@ -74,6 +74,12 @@ fn existing_destination_and_bad_names_are_refused() {
         write_archive(&roots, &dest2, &WriteOptions { level: 10, threads: 1, ..WriteOptions::default() }, &mut |_| {})
             .unwrap_err();
     assert!(matches!(err, ArchiveError::InvalidOptions(_)));
+    for level in [0, 20] {
+        let zstd = WriteOptions { compression: Compression::Zstd, level, threads: 1, ..WriteOptions::default() };
+        let err = write_archive(&roots, &dest2, &zstd, &mut |_| {}).unwrap_err();
+        assert!(err.to_string().contains(&format!("zstd compression level {level} is not between 1 and 19")), "{err}");
+    }
+    assert!(!dest2.exists() && !partial_path(&dest2).exists());
 }
 
 #[test]

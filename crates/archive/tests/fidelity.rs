@@ -65,6 +65,12 @@ fn build_tree(root: &Path) -> (PathBuf, std::os::unix::net::UnixListener) {
     fs::write(root.join("c/cap-bin"), b"#!/bin/sh\n").unwrap();
     fs::write(root.join("plain/acl-file"), b"acl").unwrap();
     fs::write(root.join("plain/secret"), b"s").unwrap();
+    // Enough children that `plain` and `c` are read ahead on another thread (the files with
+    // attributes, capabilities, ACLs and owners among them), while `a` and `b` are not.
+    for i in 0..10 {
+        fs::write(root.join(format!("plain/filler-{i}")), common::text(100 + i * 700, i as u64)).unwrap();
+        fs::write(root.join(format!("c/filler-{i}")), common::text(3000, 50 + i as u64)).unwrap();
+    }
     let f = fs::File::create(root.join("sparse.img")).unwrap();
     f.set_len(3 << 20).unwrap();
     drop(f);
@@ -223,11 +229,12 @@ fn check_summary(s: &ArchiveSummary, sock: &Path) {
     assert_eq!(s.hardlink_count, 4);
     // fifo, null, loop42.
     assert_eq!(s.special_count, 3);
-    // Regular files: one, g1, empty, long, cap-bin, acl-file, secret, sparse.img.
-    assert_eq!(s.file_count, 8);
+    // Regular files: one, g1, empty, long, cap-bin, acl-file, secret, sparse.img, 20 fillers.
+    assert_eq!(s.file_count, 8 + 20);
     // Directories: root, a, b, c, c/deep, acl-dir, plain; plus files, links, specials, symlink.
-    assert_eq!(s.entry_count, 7 + 8 + 4 + 3 + 1);
-    assert_eq!(s.content_bytes, 50_000 + 70_000 + 15 + 10 + 3 + 1 + (3 << 20));
+    assert_eq!(s.entry_count, 7 + 8 + 20 + 4 + 3 + 1);
+    let fillers = (0..10).map(|i| 100 + i * 700).sum::<u64>() + 10 * 3000;
+    assert_eq!(s.content_bytes, 50_000 + 70_000 + 15 + 10 + 3 + 1 + (3 << 20) + fillers);
 }
 
 fn lifeboat_extract(archive: &Path, target: &Path) -> ExtractReport {
@@ -295,7 +302,7 @@ fn lifeboat_restores_gnu_tar_archives_exactly() {
     let target = tmp.path().join("restored");
     let report = lifeboat_extract(&gnu, &target);
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
-    assert_eq!((report.hardlink_count, report.special_count, report.file_count), (4, 3, 8));
+    assert_eq!((report.hardlink_count, report.special_count, report.file_count), (4, 3, 8 + 20));
     compare(&src, &target, &["app.sock"]);
 }
 
@@ -331,7 +338,7 @@ fn lifeboat_round_trip_keeps_everything() {
     let target = parent.join("restored");
     let report = lifeboat_extract(&dest, &target);
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
-    assert_eq!((report.hardlink_count, report.special_count, report.file_count), (4, 3, 8));
+    assert_eq!((report.hardlink_count, report.special_count, report.file_count), (4, 3, 8 + 20));
     assert_eq!(report.content_bytes, s.content_bytes);
     compare(&src, &target, &["app.sock"]);
     // The same tree gives the same tar stream (the gzip bytes may differ with several threads,

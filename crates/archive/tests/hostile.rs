@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::{compare_trees, gz_archive, leftovers, raw_entry};
-use lifeboat_archive::{ArchiveError, Expected, ExtractOptions, extract_to_staging, verify_archive};
+use lifeboat_archive::{ArchiveError, Compression, Expected, ExtractOptions, extract_to_staging, verify_archive};
 use tar::EntryType;
 
 struct World {
@@ -256,11 +256,13 @@ fn duplicates_are_refused() {
     assert_refused(&w, &a, &ExtractOptions::default(), "would be written under a file");
 }
 
-fn good_archive(w: &World) -> (PathBuf, Expected) {
+fn good_archive(w: &World, compression: Compression) -> (PathBuf, Expected) {
     let src = w.root.join("src");
-    common::build_mixed_tree(&src, 3);
-    let dest = w.root.join("good.tar.gz");
-    let s = common::write_one(&src, "paths/data", &dest, 2);
+    if !src.exists() {
+        common::build_mixed_tree(&src, 3);
+    }
+    let dest = w.root.join(format!("good{}", compression.extension()));
+    let s = common::write_one_with(&src, "paths/data", &dest, 2, compression);
     let e = Expected {
         sha256: s.sha256,
         size_bytes: s.size_bytes,
@@ -271,12 +273,20 @@ fn good_archive(w: &World) -> (PathBuf, Expected) {
     (dest, e)
 }
 
+const BOTH: [Compression; 2] = [Compression::Gzip, Compression::Zstd];
+
 #[test]
 fn truncated_archives_are_refused() {
+    for compression in BOTH {
+        truncated_archive_is_refused(compression);
+    }
+}
+
+fn truncated_archive_is_refused(compression: Compression) {
     let w = world();
-    let (good, expected) = good_archive(&w);
+    let (good, expected) = good_archive(&w, compression);
     let bytes = fs::read(&good).unwrap();
-    let cut = w.root.join("cut.tar.gz");
+    let cut = w.root.join(format!("cut{}", compression.extension()));
     fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let err = verify_archive(&cut, &expected, &mut |_| {}).unwrap_err();
     assert!(matches!(err, ArchiveError::Truncated { .. }), "{err}");
@@ -284,28 +294,38 @@ fn truncated_archives_are_refused() {
     let opts = ExtractOptions { subtree: Some("paths/data".into()), ..ExtractOptions::default() };
     let err = assert_refused(&w, &cut, &opts, "truncated");
     assert!(err.is_integrity());
-    // Cut just before the trailer: all the data is there, only the CRC and length are missing.
+    // Cut just before the trailer: all the data is there, only the gzip CRC and length (or the
+    // zstd content checksum) are missing.
     fs::write(&cut, &bytes[..bytes.len() - 4]).unwrap();
-    assert_refused(&w, &cut, &opts, "truncated");
+    let err = assert_refused(&w, &cut, &opts, "truncated");
+    assert!(matches!(err, ArchiveError::Truncated { .. }), "{compression}: {err}");
+    let err = verify_archive(&cut, &expected, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, ArchiveError::Truncated { .. }), "{compression}: {err}");
 }
 
 #[test]
 fn flipped_bytes_are_refused() {
+    for compression in BOTH {
+        flipped_bytes_in_one_are_refused(compression);
+    }
+}
+
+fn flipped_bytes_in_one_are_refused(compression: Compression) {
     let w = world();
-    let (good, expected) = good_archive(&w);
+    let (good, expected) = good_archive(&w, compression);
     let bytes = fs::read(&good).unwrap();
     let opts = ExtractOptions { subtree: Some("paths/data".into()), ..ExtractOptions::default() };
     for (i, at) in [bytes.len() / 2, bytes.len() - 6, 3].into_iter().enumerate() {
         let mut bad = bytes.clone();
         bad[at] ^= 0x10;
-        let path = w.root.join(format!("flip{i}.tar.gz"));
+        let path = w.root.join(format!("flip{i}{}", compression.extension()));
         fs::write(&path, &bad).unwrap();
         let err = verify_archive(&path, &expected, &mut |_| {}).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, ArchiveError::ChecksumMismatch { .. }), "{msg}");
         assert!(msg.contains(&format!("expected sha256 {}", expected.sha256)), "{msg}");
         let err = extract_to_staging(&path, &w.target, &opts).unwrap_err();
-        assert!(err.is_integrity(), "flip at {at}: {err}");
+        assert!(err.is_integrity(), "{compression}: flip at {at}: {err}");
         assert!(leftovers(&w.root, "lifeboat-staging").is_empty());
         compare_trees(&w.reference, &w.target).unwrap();
     }
@@ -328,4 +348,32 @@ fn garbage_is_not_gzip() {
     fs::write(&a, enc.finish().unwrap()).unwrap();
     let err = assert_refused(&w, &a, &ExtractOptions::default(), "not a valid tar stream");
     assert!(matches!(err, ArchiveError::BadTar { .. }));
+}
+
+#[test]
+fn a_zstd_magic_in_front_of_garbage_is_not_zstd() {
+    let w = world();
+    let a = w.root.join("garbage.tar.zst");
+    let mut bytes = vec![0x28, 0xb5, 0x2f, 0xfd];
+    bytes.extend_from_slice(&[0xa5; 300]);
+    fs::write(&a, &bytes).unwrap();
+    let err = assert_refused(&w, &a, &ExtractOptions::default(), "is not valid zstd");
+    assert!(matches!(err, ArchiveError::BadZstd { .. }), "{err}");
+    assert!(err.is_integrity());
+    // Valid zstd, not tar.
+    fs::write(&a, zstd::encode_all(&[7u8; 2000][..], 3).unwrap()).unwrap();
+    let err = assert_refused(&w, &a, &ExtractOptions::default(), "not a valid tar stream");
+    assert!(matches!(err, ArchiveError::BadTar { .. }), "{err}");
+    // A good zstd archive followed by garbage: refused, not silently cut short.
+    let (good, _) = good_archive(&w, Compression::Zstd);
+    let mut bytes = fs::read(&good).unwrap();
+    bytes.extend_from_slice(b"trailing garbage after the frame");
+    fs::write(&a, &bytes).unwrap();
+    let err = extract_to_staging(
+        &a,
+        &w.target,
+        &ExtractOptions { subtree: Some("paths/data".into()), ..ExtractOptions::default() },
+    )
+    .unwrap_err();
+    assert!(err.is_integrity(), "{err}");
 }

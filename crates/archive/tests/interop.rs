@@ -6,8 +6,10 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{build_mixed_tree, compare_trees, sh, write_one};
-use lifeboat_archive::{EntryKind, ExtractOptions, extract_to_staging, list_entries, read_member};
+use common::{build_mixed_tree, compare_trees, sh, write_one, write_one_with};
+use lifeboat_archive::{
+    Compression, EntryKind, Expected, ExtractOptions, extract_to_staging, list_entries, read_member, verify_archive,
+};
 
 fn q(p: &Path) -> String {
     format!("'{}'", p.display())
@@ -109,4 +111,66 @@ fn list_entries_and_read_member_agree_with_sha256sum() {
     let expected = sh(&format!("sha256sum {}", q(&pkg.join("deploy/docker-compose.yml"))));
     assert_eq!(compose.sha256.as_deref(), expected.split_whitespace().next());
     assert!(entries.iter().any(|e| e.path == "deploy" && e.kind == EntryKind::Dir));
+}
+
+#[test]
+fn gnu_tar_and_zstd_read_lifeboat_zstd_archives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    build_mixed_tree(&src, 6);
+    for threads in [1, 3] {
+        let dest = tmp.path().join(format!("b{threads}.tar.zst"));
+        let summary = write_one_with(&src, "paths/data", &dest, threads, Compression::Zstd);
+        assert_eq!(&fs::read(&dest).unwrap()[..4], &[0x28, 0xb5, 0x2f, 0xfd], "not a zstd frame");
+        // zstd checks the frame and its content checksum.
+        sh(&format!("zstd -tq {}", q(&dest)));
+        let listing = sh(&format!("tar --zstd -tf {}", q(&dest)));
+        assert!(listing.contains(&"n".repeat(60)), "long name missing from GNU tar's listing");
+        assert!(listing.contains("ünïcødé"), "unicode name missing");
+        let out = tmp.path().join(format!("out{threads}"));
+        fs::create_dir(&out).unwrap();
+        sh(&format!("tar --zstd -xf {} -C {}", q(&dest), q(&out)));
+        compare_trees(&src, &out.join("paths/data")).unwrap();
+        sh(&format!("diff -r --no-dereference {} {}", q(&src), q(&out.join("paths/data"))));
+        // lifeboat's own reader: verify, list and extract.
+        let expected = Expected {
+            sha256: summary.sha256.clone(),
+            size_bytes: summary.size_bytes,
+            entry_count: Some(summary.entry_count),
+            content_bytes: Some(summary.content_bytes),
+            roots: vec!["paths/data".into()],
+        };
+        let report = verify_archive(&dest, &expected, &mut |_| {}).unwrap();
+        assert_eq!(report.file_count, summary.file_count);
+        assert_eq!(report.roots, summary.roots);
+        assert_eq!(list_entries(&dest).unwrap().len() as u64, summary.entry_count);
+        extract_and_compare(&dest, &src, &tmp.path().join(format!("t{threads}")), Some("paths/data"));
+    }
+}
+
+#[test]
+fn lifeboat_extracts_gnu_tar_and_zstd_archives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    build_mixed_tree(&src, 4);
+    let gnu = tmp.path().join("gnu.tar.zst");
+    sh(&format!("tar --sparse --zstd -cf {} -C {} .", q(&gnu), q(&src)));
+    extract_and_compare(&gnu, &src, &tmp.path().join("t1"), None);
+    // Multi-threaded zstd, and several frames back to back (as `cat a.zst b.zst` makes).
+    let mt = tmp.path().join("mt.tar.zst");
+    sh(&format!("tar -cf - -C {} . | zstd -q -T2 -3 > {}", q(&src), q(&mt)));
+    extract_and_compare(&mt, &src, &tmp.path().join("t2"), None);
+    let split = tmp.path().join("split.tar.zst");
+    let tar = tmp.path().join("plain.tar");
+    sh(&format!("tar -cf {} -C {} .", q(&tar), q(&src)));
+    sh(&format!(
+        "head -c 100000 {t} | zstd -q > {s} && tail -c +100001 {t} | zstd -q >> {s}",
+        t = q(&tar),
+        s = q(&split)
+    ));
+    extract_and_compare(&split, &src, &tmp.path().join("t3"), None);
+    // A package manifest read from a zstd archive, by its magic and not its name.
+    let renamed = tmp.path().join("named-like-gzip.tar.gz");
+    fs::copy(&mt, &renamed).unwrap();
+    assert!(!list_entries(&renamed).unwrap().is_empty());
 }

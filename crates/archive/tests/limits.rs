@@ -93,3 +93,28 @@ fn hard_links_add_entries_not_bytes_and_sockets_neither() {
     let err = write(&src, &dest, &opts, &mut seen).unwrap_err();
     assert!(err.to_string().contains(&src.join("a").display().to_string()), "{err}");
 }
+
+#[test]
+fn max_bytes_names_the_small_file_that_passes_it_in_a_directory_read_ahead() {
+    // 40 files of 1000 bytes: enough for the directory to be read ahead on another thread.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..40 {
+        fs::write(src.join(format!("f{i:02}")), vec![b'a' + (i % 26) as u8; 1000]).unwrap();
+    }
+    let dest = tmp.path().join("x.tar.gz");
+    let mut seen = 0;
+    let opts = WriteOptions { max_bytes: Some(25_500), ..WriteOptions::default() };
+    let err = write(&src, &dest, &opts, &mut seen).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&src.join("f25").display().to_string()), "{msg}");
+    assert!(seen <= 25_000, "{seen} bytes counted: a file past the limit was stored");
+    assert!(!dest.exists() && !partial_path(&dest).exists());
+    let opts = WriteOptions { max_bytes: Some(40_000), ..WriteOptions::default() };
+    write(&src, &dest, &opts, &mut seen).unwrap();
+    let entries = lifeboat_archive::list_entries(&dest).unwrap();
+    let names: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    let expected: Vec<String> = std::iter::once("d".to_string()).chain((0..40).map(|i| format!("d/f{i:02}"))).collect();
+    assert_eq!(names, expected, "entries out of order");
+}

@@ -96,3 +96,27 @@ fn a_leading_file_with_a_bad_name_is_refused() {
     assert!(matches!(err, ArchiveError::InvalidRootName { .. }), "{err}");
     assert!(!dest.exists());
 }
+
+#[test]
+fn a_zstd_archive_has_its_manifest_first_and_reads_it_by_the_magic() {
+    let dir = tempfile::tempdir().unwrap();
+    let roots = tree(dir.path());
+    let tallies = census(&roots).unwrap();
+    let dest = dir.path().join("out.tar.zst");
+    let manifest = br#"{"format":1}"#.to_vec();
+    let opts = WriteOptions {
+        compression: lifeboat_archive::Compression::Zstd,
+        level: 3,
+        threads: 2,
+        leading: vec![LeadingFile { name: "lifeboat/manifest.json".into(), data: manifest.clone(), mtime: 1 }],
+        expect: Some(tallies.clone()),
+        ..WriteOptions::default()
+    };
+    let summary = write_archive(&roots, &dest, &opts, &mut |_| {}).unwrap();
+    assert_eq!(summary.roots, tallies);
+    let listing = sh(&format!("tar --zstd -tf {}", dest.display()));
+    assert_eq!(listing.lines().next(), Some("lifeboat/manifest.json"), "{listing}");
+    assert_eq!(read_first_member(&dest, "lifeboat/manifest.json", 1024).unwrap(), manifest);
+    assert_eq!(lifeboat_archive::read_member(&dest, "paths/a/sub/two", 4096).unwrap(), vec![7u8; 3000]);
+    assert!(matches!(read_first_member(&dest, "paths/a/one", 1024), Err(ArchiveError::MemberNotFound { .. })));
+}

@@ -147,7 +147,7 @@ pub struct RestoreArgs {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// Archives to catalog (lifeboat .tar.gz files with a manifest).
+    /// Archives to catalog (lifeboat .tar.gz or .tar.zst files with a manifest).
     #[arg(required = true, value_name = "ARCHIVE")]
     pub paths: Vec<PathBuf>,
 }

@@ -49,7 +49,12 @@ pub struct BackupSection {
     pub volumes: bool,
     /// Where archives go, relative to the project directory unless absolute.
     pub dir: String,
-    pub compression_level: u32,
+    /// gzip (`.tar.gz`, the default) or zstd (`.tar.zst`). Restore and verify read both, by the
+    /// file's first bytes, whatever this says now.
+    pub compression: CompressionName,
+    /// gzip 1 to 9, zstd 1 to 19; when absent, each one's usual level (gzip 6, zstd 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression_level: Option<u32>,
     pub retention_days: u32,
     pub keep_last: u32,
     /// A group that may read the backups (`backup.dir` `0750`, archives `0640`); without it only
@@ -71,12 +76,31 @@ impl Default for BackupSection {
             paths: vec!["data".into()],
             volumes: true,
             dir: "backups".into(),
-            compression_level: 6,
+            compression: CompressionName::Gzip,
+            compression_level: None,
             retention_days: 30,
             keep_last: 3,
             group: None,
             max_bytes: None,
             max_files: None,
+        }
+    }
+}
+
+/// `backup.compression` as `lifeboat.toml` spells it.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionName {
+    #[default]
+    Gzip,
+    Zstd,
+}
+
+impl CompressionName {
+    pub fn archive(self) -> lifeboat_archive::Compression {
+        match self {
+            CompressionName::Gzip => lifeboat_archive::Compression::Gzip,
+            CompressionName::Zstd => lifeboat_archive::Compression::Zstd,
         }
     }
 }
@@ -121,10 +145,21 @@ impl BackupSection {
         self.group.as_deref().map(group_id).transpose()
     }
 
-    /// The archive writer's options from this section: level, group and limits.
+    /// The level archives are compressed at: `compression_level`, or the compression's usual one.
+    pub fn level(&self) -> u32 {
+        self.compression_level.unwrap_or_else(|| self.compression.archive().default_level())
+    }
+
+    /// The ending of archive names: `.tar.gz` or `.tar.zst`.
+    pub fn extension(&self) -> &'static str {
+        self.compression.archive().extension()
+    }
+
+    /// The archive writer's options from this section: compression, level, group and limits.
     pub fn write_options(&self) -> anyhow::Result<lifeboat_archive::WriteOptions> {
         Ok(lifeboat_archive::WriteOptions {
-            level: self.compression_level,
+            compression: self.compression.archive(),
+            level: self.level(),
             group: self.group_id()?,
             max_bytes: self.max_bytes,
             max_files: self.max_files,
@@ -310,8 +345,20 @@ impl Config {
         if self.project.compose_command.split_whitespace().next().is_none() {
             bail!("project.compose_command is empty: use \"docker-compose\" or \"docker compose\"");
         }
-        if !(1..=9).contains(&self.backup.compression_level) {
-            bail!("backup.compression_level is {}: it must be between 1 and 9", self.backup.compression_level);
+        let compression = self.backup.compression.archive();
+        // Level 0 (gzip's "store") is the writer's, not a backup's: it makes archives as large as the data.
+        let levels = 1..=*compression.levels().end();
+        if let Some(level) = self.backup.compression_level
+            && !levels.contains(&level)
+        {
+            bail!(
+                "backup.compression_level is {level}: with backup.compression = {compression:?} it must be between {} \
+                 and {} (or remove it for {})",
+                levels.start(),
+                levels.end(),
+                compression.default_level(),
+                compression = compression.name(),
+            );
         }
         for path in &self.backup.paths {
             let p = Path::new(path);
@@ -381,7 +428,8 @@ impl Config {
              paths = [{paths}]                 # relative to the project dir; missing paths are an error\n\
              volumes = {volumes}                    # also the project's named volumes\n\
              dir = {dir}\n\
-             compression_level = {level}\n\
+             compression = {compression}               # or \"zstd\" (.tar.zst); restore and verify read both\n\
+             {level}\n\
              retention_days = {days}\n\
              keep_last = {keep}                    # prune never goes below this many verified backups\n\
              {group}\n\
@@ -402,7 +450,11 @@ impl Config {
             paths = paths.join(", "),
             volumes = self.backup.volumes,
             dir = q(&self.backup.dir),
-            level = self.backup.compression_level,
+            compression = q(self.backup.compression.archive().name()),
+            level = match self.backup.compression_level {
+                Some(n) => format!("compression_level = {n}"),
+                None => "# compression_level = 6          # gzip 1-9 (default 6), zstd 1-19 (default 3)".to_owned(),
+            },
             days = self.backup.retention_days,
             keep = self.backup.keep_last,
             group = match &self.backup.group {
@@ -555,6 +607,41 @@ mod tests {
         assert!(config.validate().unwrap_err().to_string().contains("notify.webhook"));
         // Hooks the runs do not carry out yet are refused, not ignored.
         assert!(toml::from_str::<Config>("[project]\nname = \"x\"\n[hooks]\nbefore_upgrade = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn compression_and_its_level_are_checked_per_compression_and_round_trip() {
+        let mut config = Config::new("demo", "c.yml");
+        let text = config.to_commented_toml();
+        assert!(text.contains("compression = \"gzip\"") && text.contains("# compression_level = "), "{text}");
+        assert_eq!(config.backup.write_options().unwrap().level, 6);
+        assert_eq!(config.backup.extension(), ".tar.gz");
+        config.backup.compression = CompressionName::Zstd;
+        let options = config.backup.write_options().unwrap();
+        assert_eq!((options.compression, options.level), (lifeboat_archive::Compression::Zstd, 3));
+        assert_eq!(config.backup.extension(), ".tar.zst");
+        config.backup.compression_level = Some(19);
+        config.validate().unwrap();
+        let parsed: Config = toml::from_str(&config.to_commented_toml()).unwrap();
+        assert_eq!(parsed, config);
+        assert_eq!(parsed.backup.write_options().unwrap().level, 19);
+        config.backup.compression_level = Some(20);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("backup.compression_level is 20") && err.contains("between 1 and 19"), "{err}");
+        config.backup.compression = CompressionName::Gzip;
+        config.backup.compression_level = Some(10);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("\"gzip\" it must be between 1 and 9"), "{err}");
+        config.backup.compression_level = Some(0);
+        assert!(config.validate().is_err());
+        let text = Config::new("demo", "c.yml").to_commented_toml().replace("\"gzip\"", "\"xz\"");
+        let err = format!("{:#}", toml::from_str::<Config>(&text).unwrap_err());
+        assert!(err.contains("xz") && err.contains("gzip") && err.contains("zstd"), "{err}");
+        // A configuration from before compression existed still loads.
+        let old =
+            Config::new("demo", "c.yml").to_commented_toml().replace("compression = \"gzip\"", "compression_level = 6");
+        let parsed: Config = toml::from_str(&old).unwrap();
+        assert_eq!((parsed.backup.compression, parsed.backup.level()), (CompressionName::Gzip, 6));
     }
 
     #[test]

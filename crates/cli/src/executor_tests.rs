@@ -46,8 +46,18 @@ impl Env {
 
     /// As `new`, with `extra` (sections such as `[hooks]`) appended to `lifeboat.toml`.
     fn with_config(extra: &str) -> Env {
+        Env::with_edit_and(|_| {}, extra)
+    }
+
+    /// [`Env::new`] with `edit` applied to the configuration first.
+    fn with(edit: impl FnOnce(&mut Config)) -> Env {
+        Env::with_edit_and(edit, "")
+    }
+
+    fn with_edit_and(edit: impl FnOnce(&mut Config), extra: &str) -> Env {
         let tmp = tempfile::tempdir().unwrap();
-        let config = Config::new("demo", "docker-compose.yml");
+        let mut config = Config::new("demo", "docker-compose.yml");
+        edit(&mut config);
         std::fs::write(tmp.path().join(CONFIG_FILE), format!("{}\n{extra}", config.to_commented_toml())).unwrap();
         std::fs::create_dir_all(tmp.path().join("data/sub")).unwrap();
         std::fs::write(tmp.path().join("data/file"), b"before").unwrap();
@@ -66,7 +76,8 @@ impl Env {
     }
 
     fn archive_path(&self, id: u64) -> String {
-        self.project.backup_dir().join(format!("demo-run{id:06}.tar.gz")).display().to_string()
+        let ext = self.project.config.backup.extension();
+        self.project.backup_dir().join(format!("demo-run{id:06}{ext}")).display().to_string()
     }
 
     fn backup_spec(&self) -> impl FnOnce(u64) -> RunSpec + '_ {
@@ -423,6 +434,32 @@ async fn a_restore_puts_the_backup_data_back_and_the_services_as_they_were() {
             "commit_data"
         ]
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_zstd_backup_is_a_tar_zst_that_verifies_and_restores() {
+    let env = Env::with(|config| config.backup.compression = crate::config::CompressionName::Zstd);
+    let backup = env.backup_now().await;
+    assert!(backup.path.ends_with(".tar.zst"), "{}", backup.path);
+    let bytes = std::fs::read(&backup.path).unwrap();
+    assert_eq!(bytes[..4], [0x28, 0xb5, 0x2f, 0xfd], "not a zstd frame");
+    std::fs::write(env.data().join("file"), b"after").unwrap();
+
+    let fake = FakeServices::stack(&["db"]);
+    let run = env.executor(&fake).start(|_| RunSpec::Restore { backup: backup.clone() }).await.unwrap();
+    assert_eq!(run.state(), State::Completed, "{:?}", run.failures());
+    assert_eq!(std::fs::read(env.data().join("file")).unwrap(), b"before");
+    assert_eq!(intents(&env.events(&run))[0], "verify_archive");
+
+    // A corrupt one is refused by verification, as a .tar.gz is.
+    let mut bad = bytes.clone();
+    let middle = bad.len() / 2;
+    bad[middle] ^= 0xff;
+    std::fs::write(&backup.path, &bad).unwrap();
+    let run = env.executor(&fake).start(|_| RunSpec::Restore { backup }).await.unwrap();
+    assert_eq!(run.state(), State::RolledBack);
+    assert!(history::archive_refused(&run));
+    assert_eq!(std::fs::read(env.data().join("file")).unwrap(), b"before");
 }
 
 #[tokio::test(flavor = "current_thread")]

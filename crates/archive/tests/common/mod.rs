@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use lifeboat_archive::{ArchiveSummary, Root, WriteOptions, write_archive};
+use lifeboat_archive::{ArchiveSummary, Compression, Root, WriteOptions, write_archive};
 
 /// Sets the mtime (seconds) of `path` without following a symlink.
 pub fn set_mtime(path: &Path, secs: i64) {
@@ -144,8 +144,14 @@ pub fn set_mtimes(root: &Path, secs: i64) {
 }
 
 pub fn write_one(src: &Path, name: &str, dest: &Path, threads: usize) -> ArchiveSummary {
+    write_one_with(src, name, dest, threads, Compression::Gzip)
+}
+
+/// [`write_one`] with the given compression, at its default level.
+pub fn write_one_with(src: &Path, name: &str, dest: &Path, threads: usize, compression: Compression) -> ArchiveSummary {
     let roots = [Root { archive_name: name.into(), source: src.to_path_buf() }];
-    write_archive(&roots, dest, &WriteOptions { level: 6, threads, ..WriteOptions::default() }, &mut |_| {}).unwrap()
+    let opts = WriteOptions { compression, level: compression.default_level(), threads, ..WriteOptions::default() };
+    write_archive(&roots, dest, &opts, &mut |_| {}).unwrap()
 }
 
 /// Entries in `dir` whose name contains `needle`.

@@ -140,11 +140,12 @@ impl RunSession {
         }
     }
 
-    /// Where run `run_id`'s archive goes: `backup.dir/<project>-<UTC time>-run<ID><suffix>.tar.gz`,
-    /// sortable by time, unique by run id.
+    /// Where run `run_id`'s archive goes: `backup.dir/<project>-<UTC time>-run<ID><suffix>.tar.gz`
+    /// (`.tar.zst` with `backup.compression = "zstd"`), sortable by time, unique by run id.
     pub fn archive_path(&self, run_id: RunId, suffix: &str) -> String {
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-        let name = format!("{}-{stamp}-run{run_id:06}{suffix}.tar.gz", self.project.config.project.name);
+        let config = &self.project.config;
+        let name = format!("{}-{stamp}-run{run_id:06}{suffix}{}", config.project.name, config.backup.extension());
         self.project.backup_dir().join(name).to_string_lossy().into_owned()
     }
 }

@@ -31,7 +31,8 @@ pub struct PruneReport {
     pub kept: Vec<(u64, KeepReason)>,
     /// Backups whose archive failed verification, with the error. Kept.
     pub failed_verification: Vec<(u64, String)>,
-    /// `*.tar.gz` and `*.partial` files in the backup directory that no catalog entry names.
+    /// `*.tar.gz`, `*.tar.zst` and `*.partial` files in the backup directory that no catalog entry
+    /// names.
     pub unknown_files: Vec<PathBuf>,
     /// When the prune run could not finish its deletions: its run id and errors (the run ended
     /// failed; its journal has every step).
@@ -87,7 +88,8 @@ fn archive_path(project: &Project, entry: &BackupEntry) -> PathBuf {
     project.dir.join(Path::new(&entry.path))
 }
 
-/// The `*.tar.gz` and `*.partial` files directly in `dir` that are not in `known`, sorted.
+/// The `*.tar.gz`, `*.tar.zst` and `*.partial` files directly in `dir` that are not in `known`,
+/// sorted.
 fn unknown_files(dir: &Path, known: &BTreeSet<PathBuf>) -> anyhow::Result<Vec<PathBuf>> {
     let read = match std::fs::read_dir(dir) {
         Ok(read) => read,
@@ -99,7 +101,8 @@ fn unknown_files(dir: &Path, known: &BTreeSet<PathBuf>) -> anyhow::Result<Vec<Pa
         let item = item.map_err(|err| anyhow::Error::new(err).context(format!("cannot list {}", dir.display())))?;
         let name = item.file_name();
         let name = name.to_string_lossy();
-        if (name.ends_with(".tar.gz") || name.ends_with(".partial")) && !known.contains(&item.path()) {
+        let archive_like = [".tar.gz", ".tar.zst", ".partial"].iter().any(|end| name.ends_with(end));
+        if archive_like && !known.contains(&item.path()) {
             unknown.push(item.path());
         }
     }
@@ -267,6 +270,7 @@ mod tests {
         let (project, journal) = (&session.project, &session.journal);
         std::fs::write(project.backup_dir().join("stray.tar.gz"), b"x").unwrap();
         std::fs::write(project.backup_dir().join("demo-x.tar.gz.partial"), b"x").unwrap();
+        std::fs::write(project.backup_dir().join("demo-y.tar.zst"), b"x").unwrap();
         std::fs::write(project.backup_dir().join("notes.txt"), b"x").unwrap();
 
         let dry = prune(&session, true).await.unwrap();
@@ -284,7 +288,7 @@ mod tests {
         }
         let names: Vec<String> =
             report.unknown_files.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-        assert_eq!(names, ["demo-x.tar.gz.partial", "stray.tar.gz"]);
+        assert_eq!(names, ["demo-x.tar.gz.partial", "demo-y.tar.zst", "stray.tar.gz"]);
         assert!(project.backup_dir().join("stray.tar.gz").exists(), "unknown files are never deleted");
         report.exit().unwrap();
         // The deletions are a journaled prune run, one step per backup.

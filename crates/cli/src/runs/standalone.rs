@@ -114,7 +114,7 @@ pub fn archive_arg(path: &Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// The archives in `dir` (`*.tar.gz`, no `.partial`), sorted by name.
+/// The archives in `dir` (`*.tar.gz` and `*.tar.zst`, no `.partial`), sorted by name.
 pub fn archives_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     let entries = match std::fs::read_dir(dir) {
@@ -125,7 +125,7 @@ pub fn archives_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     for entry in entries {
         let path = entry.with_context(|| format!("cannot read {}", dir.display()))?.path();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if name.ends_with(".tar.gz") && path.is_file() {
+        if (name.ends_with(".tar.gz") || name.ends_with(".tar.zst")) && path.is_file() {
             found.push(path);
         }
     }
