@@ -330,6 +330,19 @@ pub struct Volume {
     pub labels: BTreeMap<String, String>,
 }
 
+impl Volume {
+    fn from_api(v: bollard::models::Volume) -> Volume {
+        Volume {
+            compose_name: v.labels.get(VOLUME_LABEL).cloned(),
+            name: v.name,
+            mountpoint: PathBuf::from(v.mountpoint),
+            driver: v.driver,
+            options: v.options.into_iter().collect(),
+            labels: v.labels.into_iter().collect(),
+        }
+    }
+}
+
 /// How a `stop` ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use]
@@ -452,19 +465,7 @@ impl Docker {
             .list_volumes(Some(options))
             .await
             .map_err(|source| api_error("list the volumes of project", project, source))?;
-        let mut volumes: Vec<Volume> = response
-            .volumes
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| Volume {
-                compose_name: v.labels.get(VOLUME_LABEL).cloned(),
-                name: v.name,
-                mountpoint: PathBuf::from(v.mountpoint),
-                driver: v.driver,
-                options: v.options.into_iter().collect(),
-                labels: v.labels.into_iter().collect(),
-            })
-            .collect();
+        let mut volumes: Vec<Volume> = response.volumes.unwrap_or_default().into_iter().map(Volume::from_api).collect();
         volumes.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(volumes)
     }
@@ -722,14 +723,7 @@ impl Docker {
     /// One volume by its Docker name; `None` when there is none.
     pub async fn volume(&self, name: &str) -> Result<Option<Volume>, DockerError> {
         match self.api.inspect_volume(name).await {
-            Ok(v) => Ok(Some(Volume {
-                compose_name: v.labels.get(VOLUME_LABEL).cloned(),
-                name: v.name,
-                mountpoint: PathBuf::from(v.mountpoint),
-                driver: v.driver,
-                options: v.options.into_iter().collect(),
-                labels: v.labels.into_iter().collect(),
-            })),
+            Ok(v) => Ok(Some(Volume::from_api(v))),
             Err(ApiError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
             Err(source) => Err(api_error("inspect volume", name, source)),
         }

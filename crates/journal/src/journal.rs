@@ -34,6 +34,13 @@ pub(crate) const BACKUP_DETAILS: TableDefinition<u64, &[u8]> = TableDefinition::
 /// may lack the table.
 pub(crate) const IMPORTED: TableDefinition<u64, &[u8]> = TableDefinition::new("lifeboat_imported");
 
+/// Where a catalog entry comes from: a run of this journal, or an archive made under another.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Run,
+    Imported,
+}
+
 const MAGIC_KEY: &str = "magic";
 const FORMAT_KEY: &str = "format";
 const SETTINGS_KEY: &str = "settings";
@@ -338,43 +345,7 @@ impl Journal {
         entry: &BackupEntry,
         details: Option<&ArchiveDetails>,
     ) -> Result<bool, JournalError> {
-        self.contain(|| {
-            if entry.id != entry.run_id {
-                return Err(JournalError::BackupIdMismatch { id: entry.id, run_id: entry.run_id });
-            }
-            let bytes =
-                codec::encode(entry).map_err(|source| JournalError::Encode { path: self.path.clone(), source })?;
-            let txn = self.write()?;
-            {
-                let runs = txn.open_table(RUNS).map_err(|e| self.storage(e))?;
-                if runs.get(entry.run_id).map_err(|e| self.storage(e))?.is_none() {
-                    return Err(JournalError::UnknownRun { path: self.path.clone(), run: entry.run_id });
-                }
-                let mut backups = txn.open_table(BACKUPS).map_err(|e| self.storage(e))?;
-                if let Some(existing) = backups.get(entry.id).map_err(|e| self.storage(e))? {
-                    let existing: BackupEntry =
-                        codec::decode(existing.value()).map_err(|source| JournalError::Undecodable {
-                            path: self.path.clone(),
-                            what: format!("backup {}", entry.id),
-                            source,
-                        })?;
-                    return if &existing == entry {
-                        Ok(false)
-                    } else {
-                        Err(JournalError::BackupConflict { path: self.path.clone(), id: entry.id })
-                    };
-                }
-                backups.insert(entry.id, bytes.as_slice()).map_err(|e| self.storage(e))?;
-                if let Some(details) = details {
-                    let bytes = codec::encode(details)
-                        .map_err(|source| JournalError::Encode { path: self.path.clone(), source })?;
-                    let mut table = txn.open_table(BACKUP_DETAILS).map_err(|e| self.storage(e))?;
-                    table.insert(entry.id, bytes.as_slice()).map_err(|e| self.storage(e))?;
-                }
-            }
-            self.commit(txn)?;
-            Ok(true)
-        })
+        self.insert_backup(entry, details, Origin::Run)
     }
 
     /// Catalogs a backup made under another journal (its archive's manifest gives the entry),
@@ -382,6 +353,18 @@ impl Journal {
     /// its id is `Ok(false)`. An id this journal already uses for another backup or for one of its
     /// own runs is [`JournalError::BackupConflict`], and nothing changes.
     pub fn import_backup(&self, entry: &BackupEntry, details: Option<&ArchiveDetails>) -> Result<bool, JournalError> {
+        self.insert_backup(entry, details, Origin::Imported)
+    }
+
+    /// The one insert of a catalog entry: an equal entry already there is `Ok(false)`, another
+    /// one a conflict; a run's backup needs its run in the journal, an imported one an id no run
+    /// of this journal holds.
+    fn insert_backup(
+        &self,
+        entry: &BackupEntry,
+        details: Option<&ArchiveDetails>,
+        origin: Origin,
+    ) -> Result<bool, JournalError> {
         self.contain(|| {
             if entry.id != entry.run_id {
                 return Err(JournalError::BackupIdMismatch { id: entry.id, run_id: entry.run_id });
@@ -405,8 +388,15 @@ impl Journal {
                     };
                 }
                 let runs = txn.open_table(RUNS).map_err(|e| self.storage(e))?;
-                if runs.get(entry.id).map_err(|e| self.storage(e))?.is_some() {
-                    return Err(JournalError::BackupConflict { path: self.path.clone(), id: entry.id });
+                let has_run = runs.get(entry.run_id).map_err(|e| self.storage(e))?.is_some();
+                match origin {
+                    Origin::Run if !has_run => {
+                        return Err(JournalError::UnknownRun { path: self.path.clone(), run: entry.run_id });
+                    }
+                    Origin::Imported if has_run => {
+                        return Err(JournalError::BackupConflict { path: self.path.clone(), id: entry.id });
+                    }
+                    _ => {}
                 }
                 backups.insert(entry.id, bytes.as_slice()).map_err(|e| self.storage(e))?;
                 if let Some(details) = details {
@@ -415,8 +405,10 @@ impl Journal {
                     let mut table = txn.open_table(BACKUP_DETAILS).map_err(|e| self.storage(e))?;
                     table.insert(entry.id, bytes.as_slice()).map_err(|e| self.storage(e))?;
                 }
-                let mut imported = txn.open_table(IMPORTED).map_err(|e| self.storage(e))?;
-                imported.insert(entry.id, entry.path.as_bytes()).map_err(|e| self.storage(e))?;
+                if origin == Origin::Imported {
+                    let mut imported = txn.open_table(IMPORTED).map_err(|e| self.storage(e))?;
+                    imported.insert(entry.id, entry.path.as_bytes()).map_err(|e| self.storage(e))?;
+                }
             }
             self.commit(txn)?;
             Ok(true)
