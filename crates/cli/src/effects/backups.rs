@@ -224,11 +224,22 @@ pub fn discard(journal: &Journal, run: &Run, path: &str) -> anyhow::Result<()> {
 }
 
 /// `DeleteBackup`: removes a backup from the catalog, then its archive (its recorded path,
-/// relative to the project directory unless absolute).
+/// relative to the project directory unless absolute) and sidecar, when they are in
+/// `backup.dir`.
 pub fn delete(journal: &Journal, project: &Project, backup: &BackupRef) -> anyhow::Result<()> {
     journal.remove_backup(backup.backup_id)?;
     crate::crash::crash_point("delete_backup:catalog_removed");
     let path = project.dir.join(&backup.path);
+    // An imported archive may live anywhere (a USB disk, a mount): lifeboat deletes only what
+    // is in its own backup dir, and leaves the rest where the operator put it.
+    if !path.starts_with(project.backup_dir()) {
+        tracing::warn!(
+            "backup {} is out of the catalog; its archive {} outside backup.dir is left in place",
+            backup.backup_id,
+            path.display()
+        );
+        return Ok(());
+    }
     if fsutil::remove_file(&path)? {
         tracing::info!("deleted {}", path.display());
     }

@@ -214,6 +214,28 @@ mod tests {
     const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
     /// A project with `ages.len()` backups (ages in days), each a real archive.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_imported_archive_outside_the_backup_dir_leaves_the_catalog_but_stays_on_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Backups 1 and 2, aged 90 and 60 days, then an old one imported from a USB disk.
+        let session = project_with_backups(tmp.path(), &[90, 60, 1]);
+        let journal = &session.journal;
+        let outside = tmp.path().join("usb/old.tar.gz");
+        std::fs::create_dir_all(outside.parent().unwrap()).unwrap();
+        std::fs::copy(session.project.backup_dir().join("b90.tar.gz"), &outside).unwrap();
+        let mut entry = journal.backup(1).unwrap().unwrap();
+        (entry.id, entry.run_id, entry.path) = (40, 40, outside.display().to_string());
+        std::fs::write(format!("{}.sha256", outside.display()), format!("{}  old.tar.gz\n", entry.sha256)).unwrap();
+        journal.import_backup(&entry, None).unwrap();
+
+        let report = prune(&session, false).await.unwrap();
+        assert!(report.deleted.contains(&40), "{:?}", report.deleted);
+        assert!(journal.backup(40).unwrap().is_none());
+        assert!(outside.exists(), "an archive outside backup.dir is never deleted");
+        assert!(Path::new(&format!("{}.sha256", outside.display())).exists());
+        assert!(!session.project.backup_dir().join("b90.tar.gz").exists(), "one inside is");
+    }
+
     fn project_with_backups(dir: &Path, ages: &[i64]) -> RunSession {
         let mut config = Config::new("demo", "docker-compose.yml");
         config.backup.retention_days = 30;
