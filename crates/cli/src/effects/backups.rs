@@ -232,7 +232,14 @@ pub fn delete(journal: &Journal, project: &Project, backup: &BackupRef) -> anyho
     let path = project.dir.join(&backup.path);
     // An imported archive may live anywhere (a USB disk, a mount): lifeboat deletes only what
     // is in its own backup dir, and leaves the rest where the operator put it.
-    if !path.starts_with(project.backup_dir()) {
+    // Compared resolved, so a project reached by another path (a symlink, `-C` spelled
+    // differently) still finds its own archives inside.
+    let backup_dir = project.backup_dir();
+    let inside = match (path.parent().map(std::fs::canonicalize), std::fs::canonicalize(&backup_dir)) {
+        (Some(Ok(parent)), Ok(dir)) => parent.starts_with(dir),
+        _ => path.starts_with(&backup_dir),
+    };
+    if !inside {
         tracing::warn!(
             "backup {} is out of the catalog; its archive {} outside backup.dir is left in place",
             backup.backup_id,
