@@ -27,6 +27,30 @@ fn tree(dir: &std::path::Path) -> Vec<Root> {
     vec![Root { archive_name: "paths/a".into(), source: a }, Root { archive_name: "deploy/b.conf".into(), source: b }]
 }
 
+const MANIFEST: &[u8] = br#"{"format":1}"#;
+
+/// Writes `roots` to `dest` with `MANIFEST` as the leading file and the census as the expected
+/// tallies, checks the writer's own tallies agree, and returns the summary.
+fn write_with_manifest(
+    roots: &[Root],
+    tallies: &[RootTally],
+    dest: &std::path::Path,
+    compression: lifeboat_archive::Compression,
+    level: u32,
+) -> lifeboat_archive::ArchiveSummary {
+    let opts = WriteOptions {
+        compression,
+        level,
+        threads: 2,
+        leading: vec![LeadingFile { name: "lifeboat/manifest.json".into(), data: MANIFEST.to_vec(), mtime: 1 }],
+        expect: Some(tallies.to_vec()),
+        ..WriteOptions::default()
+    };
+    let summary = write_archive(roots, dest, &opts, &mut |_| {}).unwrap();
+    assert_eq!(summary.roots, tallies);
+    summary
+}
+
 #[test]
 fn the_census_matches_what_is_archived_and_the_manifest_comes_first() {
     let dir = tempfile::tempdir().unwrap();
@@ -40,21 +64,13 @@ fn the_census_matches_what_is_archived_and_the_manifest_comes_first() {
         ]
     );
     let dest = dir.path().join("out.tar.gz");
-    let manifest = br#"{"format":1}"#.to_vec();
-    let opts = WriteOptions {
-        threads: 2,
-        leading: vec![LeadingFile { name: "lifeboat/manifest.json".into(), data: manifest.clone(), mtime: 1 }],
-        expect: Some(tallies.clone()),
-        ..WriteOptions::default()
-    };
-    let summary = write_archive(&roots, &dest, &opts, &mut |_| {}).unwrap();
-    assert_eq!(summary.roots, tallies);
+    let summary = write_with_manifest(&roots, &tallies, &dest, lifeboat_archive::Compression::Gzip, 6);
     // The leading file counts as a file of the archive, in no root.
     assert_eq!(summary.file_count, 3 + 1 + 1);
 
     let listing = sh(&format!("tar -tzf {}", dest.display()));
     assert_eq!(listing.lines().next(), Some("lifeboat/manifest.json"), "{listing}");
-    assert_eq!(read_first_member(&dest, "lifeboat/manifest.json", 1024).unwrap(), manifest);
+    assert_eq!(read_first_member(&dest, "lifeboat/manifest.json", 1024).unwrap(), MANIFEST);
     assert!(matches!(read_first_member(&dest, "paths/a/one", 1024), Err(ArchiveError::MemberNotFound { .. })));
 
     let expected = Expected {
@@ -103,20 +119,10 @@ fn a_zstd_archive_has_its_manifest_first_and_reads_it_by_the_magic() {
     let roots = tree(dir.path());
     let tallies = census(&roots).unwrap();
     let dest = dir.path().join("out.tar.zst");
-    let manifest = br#"{"format":1}"#.to_vec();
-    let opts = WriteOptions {
-        compression: lifeboat_archive::Compression::Zstd,
-        level: 3,
-        threads: 2,
-        leading: vec![LeadingFile { name: "lifeboat/manifest.json".into(), data: manifest.clone(), mtime: 1 }],
-        expect: Some(tallies.clone()),
-        ..WriteOptions::default()
-    };
-    let summary = write_archive(&roots, &dest, &opts, &mut |_| {}).unwrap();
-    assert_eq!(summary.roots, tallies);
+    write_with_manifest(&roots, &tallies, &dest, lifeboat_archive::Compression::Zstd, 3);
     let listing = sh(&format!("tar --zstd -tf {}", dest.display()));
     assert_eq!(listing.lines().next(), Some("lifeboat/manifest.json"), "{listing}");
-    assert_eq!(read_first_member(&dest, "lifeboat/manifest.json", 1024).unwrap(), manifest);
+    assert_eq!(read_first_member(&dest, "lifeboat/manifest.json", 1024).unwrap(), MANIFEST);
     assert_eq!(lifeboat_archive::read_member(&dest, "paths/a/sub/two", 4096).unwrap(), vec![7u8; 3000]);
     assert!(matches!(read_first_member(&dest, "paths/a/one", 1024), Err(ArchiveError::MemberNotFound { .. })));
 }

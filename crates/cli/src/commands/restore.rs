@@ -132,21 +132,11 @@ impl Report for RestoreReport {
         writeln!(out, "  stopped    {}", render::list(&self.stopped))?;
         writeln!(out, "  restarted  {}", render::list(&self.restarted))?;
         writeln!(out, "  downtime   {}", render::duration_ms(self.downtime_ms))?;
-        for failure in &self.hook_failures {
-            writeln!(out, "  HOOK FAILED {failure}")?;
-        }
-        Ok(())
+        history::write_hook_failures(out, &self.hook_failures)
     }
 
     /// Exit 6 when an `after_restore` hook failed: the restored data stays.
     fn exit(&self) -> anyhow::Result<()> {
-        if self.hook_failures.is_empty() {
-            return Ok(());
-        }
-        Err(Exit::HookFailed.wrap(anyhow::anyhow!(
-            "restore run {} completed, but a hook after it failed: {}",
-            self.run_id,
-            self.hook_failures.join("; ")
-        )))
+        history::hook_failure_exit(&format!("restore run {}", self.run_id), &self.hook_failures)
     }
 }

@@ -92,21 +92,11 @@ impl Report for BackupReport {
         writeln!(out, "  stopped    {}", render::list(&self.stopped))?;
         writeln!(out, "  restarted  {}", render::list(&self.restarted))?;
         writeln!(out, "  downtime   {}", render::duration_ms(self.downtime_ms))?;
-        for failure in &self.hook_failures {
-            writeln!(out, "  HOOK FAILED {failure}")?;
-        }
-        Ok(())
+        super::history::write_hook_failures(out, &self.hook_failures)
     }
 
     /// Exit 6 when an `after_backup` hook failed: the backup stays recorded.
     fn exit(&self) -> anyhow::Result<()> {
-        if self.hook_failures.is_empty() {
-            return Ok(());
-        }
-        Err(crate::exit::Exit::HookFailed.wrap(anyhow::anyhow!(
-            "backup {} completed, but a hook after it failed: {}",
-            self.backup_id,
-            self.hook_failures.join("; ")
-        )))
+        super::history::hook_failure_exit(&format!("backup {}", self.backup_id), &self.hook_failures)
     }
 }

@@ -186,3 +186,20 @@ pub fn write_steps(out: &mut dyn std::io::Write, steps: &[StepTiming]) -> std::i
     }
     Ok(())
 }
+
+/// The report lines of the `after_*` hooks that failed, one each.
+pub fn write_hook_failures(out: &mut dyn std::io::Write, failures: &[String]) -> std::io::Result<()> {
+    for failure in failures {
+        writeln!(out, "  HOOK FAILED {failure}")?;
+    }
+    Ok(())
+}
+
+/// Exit 6 when an `after_*` hook failed: what the run did (`done`, "backup 12") stays done.
+pub fn hook_failure_exit(done: &str, failures: &[String]) -> anyhow::Result<()> {
+    if failures.is_empty() {
+        return Ok(());
+    }
+    Err(crate::exit::Exit::HookFailed
+        .wrap(anyhow::anyhow!("{done} completed, but a hook after it failed: {}", failures.join("; "))))
+}
