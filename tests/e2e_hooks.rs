@@ -278,3 +278,39 @@ fn restore_hooks_run_before_anything_stops_and_in_the_restored_container() {
     assert_eq!(lines[hook + 1], "outcome hook exited 0; output ends: loaded");
     assert_invariants(&project, &before);
 }
+
+#[test]
+fn on_failure_runs_once_after_a_rollback_even_across_a_crash_and_never_after_success() {
+    if !support::docker_available() {
+        return;
+    }
+    let on_failure = "on_failure = 'echo \"$LIFEBOAT_KIND $LIFEBOAT_OUTCOME run $LIFEBOAT_RUN_ID: $LIFEBOAT_ERROR\" >> failures.txt'";
+    let (project, before) = project_with(&[], on_failure);
+    let failures = project.dir().join("failures.txt");
+    run_json(&project, &["backup"]);
+    assert_eq!(lines_of(&failures), 0, "a backup that completes runs no on_failure hook");
+
+    set_hooks(&project, &format!("before_backup = 'echo cannot dump >&2; exit 3'\n{on_failure}"));
+    let output = run(&project, &["backup"]);
+    assert_eq!(output.status.code(), Some(1), "the run's outcome is the exit code: {}", describe(&output));
+    let text = std::fs::read_to_string(&failures).unwrap();
+    assert_eq!(text, "backup rolled_back run 2: run_hook failed: hook before_backup (host) exited 3: cannot dump\n");
+    let lines = details(&events(&project, 2));
+    let hook_at = lines.iter().position(|l| l.starts_with("intent hook on_failure (host)"));
+    assert_eq!(hook_at, Some(lines.len() - 2), "on_failure is the last step: {lines:#?}");
+    assert!(lines[0].contains("if it fails: on_failure (host)"), "{lines:#?}");
+    assert_invariants(&project, &before);
+
+    // Killed after the on_failure hook ran (the second hook of the run), before its outcome.
+    let output = command(&project, &["backup"])
+        .env("FAILPOINTS", "effect:run_hook=1*off->return")
+        .output()
+        .expect("run lifeboat");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(output.status.signal(), Some(libc::SIGKILL), "{}", describe(&output));
+    assert_eq!(lines_of(&failures), 2);
+    recover_at_once_and_check(&project, &before, "crash after the on_failure hook");
+    assert_eq!(lines_of(&failures), 2, "recovery does not run on_failure again");
+    assert_eq!(run_json(&project, &["journal", "list"])[2]["outcome"], "rolled_back");
+    assert_eq!(run_json(&project, &["list"]).as_array().unwrap().len(), 1);
+}

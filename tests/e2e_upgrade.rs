@@ -763,3 +763,59 @@ fn a_first_deployment_into_an_empty_directory_creates_the_data_paths_and_makes_n
     assert_eq!(report["first_deployment"], false, "{report}");
     assert!(report["backup_id"].is_u64(), "{report}");
 }
+
+#[test]
+fn upgrade_hooks_run_around_an_upgrade_and_on_failure_after_its_rollback() {
+    if !support::docker_available() {
+        return;
+    }
+    let project = start_v1();
+    let toml = project.dir().join("lifeboat.toml");
+    let base = std::fs::read_to_string(&toml).unwrap();
+    let set_hooks = |before: &str| {
+        let hooks = format!(
+            "\n[hooks]\nbefore_upgrade = '{before}'\n\
+             after_upgrade = 'echo \"$LIFEBOAT_VERSION $LIFEBOAT_ARCHIVE\" > after-upgrade.txt'\n\
+             on_failure = 'echo \"$LIFEBOAT_KIND $LIFEBOAT_OUTCOME\" >> failures.txt'\n"
+        );
+        std::fs::write(&toml, format!("{base}{hooks}")).unwrap();
+    };
+    set_hooks("echo \"$LIFEBOAT_VERSION\" >> before-upgrade.txt");
+    let read = |name: &str| std::fs::read_to_string(project.dir().join(name)).unwrap_or_default();
+
+    // An upgrade that does not come up: rolled back, then on_failure; no after hook.
+    let v3 = ensure_app_image("v3", APP_EXITS);
+    let pkg = build_package(&project, "3", &v3, "three", false);
+    let files_before = deployment(&project);
+    let output = run(&project, &["upgrade", pkg.to_str().unwrap(), "--yes"]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert_v1_back(&project, &files_before, "after the failed upgrade");
+    assert_eq!((read("before-upgrade.txt"), read("failures.txt")), ("3\n".into(), "upgrade rolled_back\n".into()));
+    assert_eq!(read("after-upgrade.txt"), "", "no after hook for an upgrade that rolled back");
+
+    // A healthy upgrade: the after hook sees the version and the pre-upgrade backup.
+    let v2 = ensure_app_image("v2", APP_OK);
+    let pkg = build_package(&project, "2", &v2, "two", true);
+    let report = run_json(&project, &["upgrade", pkg.to_str().unwrap(), "--yes"]);
+    assert_eq!(report["hook_failures"], serde_json::json!([]));
+    assert_v2_up(&project, "after the upgrade");
+    let list = run_json(&project, &["list"]);
+    let backup = list.as_array().unwrap().iter().find(|e| e["id"] == report["backup_id"]).unwrap();
+    assert_eq!(read("after-upgrade.txt"), format!("2 {}\n", backup["path"].as_str().unwrap()));
+    assert_eq!(read("before-upgrade.txt"), "3\n2\n");
+    assert_eq!(read("failures.txt").lines().count(), 1, "a completed upgrade runs no on_failure");
+
+    // A failing before_upgrade hook: nothing stopped, no pre-upgrade backup, v2 stays.
+    set_hooks("echo not now >&2; exit 7");
+    let started: Vec<_> = project.containers().into_iter().map(|c| c.started_at).collect();
+    let backups = list.as_array().unwrap().len();
+    let pkg = build_package(&project, "4", &v2, "two", true);
+    let output = run(&project, &["upgrade", pkg.to_str().unwrap(), "--yes"]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("before_upgrade (host) exited 7: not now"));
+    assert_eq!(project.containers().into_iter().map(|c| c.started_at).collect::<Vec<_>>(), started);
+    assert_eq!(run_json(&project, &["list"]).as_array().unwrap().len(), backups, "no pre-upgrade backup");
+    assert_eq!(run_json(&project, &["status"])["deployed_version"], "2");
+    assert_eq!(read("failures.txt"), "upgrade rolled_back\nupgrade rolled_back\n");
+    run_expect(&project, &["journal", "verify"], 0);
+}

@@ -2,6 +2,7 @@
 //! run starts, so a typo is a usage error (exit 2) rather than a failed run.
 
 use anyhow::{Context, bail};
+use lifeboat_machine::HookPoint;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -232,10 +233,11 @@ impl NotifySection {
 /// How long a hook may run when nothing says otherwise.
 pub const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 300;
 
-/// `[hooks]`: host commands (run by `sh -c` in the project directory) around a backup or a
-/// restore. A failing `before_*` ends the run before anything is stopped; a failing `after_*` is
-/// reported (exit 6) and the run's work stays. Hooks in containers are compose labels
-/// (`lifeboat.before-backup`), see `effects::hooks`.
+/// `[hooks]`: host commands (run by `sh -c` in the project directory) around a backup, an
+/// upgrade or a restore, and when a run fails. A failing `before_*` ends the run before anything
+/// is stopped; a failing `after_*` is reported (exit 6) and the run's work stays; `on_failure`
+/// runs last, once everything is put back, in a run that rolls back or fails. Hooks in containers
+/// are compose labels (`lifeboat.before-backup`), see `effects::hooks`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HooksSection {
@@ -244,16 +246,28 @@ pub struct HooksSection {
     /// Sees the archive's path in `LIFEBOAT_ARCHIVE`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after_backup: Option<String>,
+    /// Before an upgrade stops anything (and before its pre-upgrade backup); its failure ends the
+    /// upgrade with nothing changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before_upgrade: Option<String>,
+    /// After the new version is verified healthy and committed; sees `LIFEBOAT_VERSION` and the
+    /// pre-upgrade backup in `LIFEBOAT_ARCHIVE`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_upgrade: Option<String>,
     /// Before a restore stops anything; its failure ends the restore with nothing changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub before_restore: Option<String>,
     /// After the restored data is verified with the services up and committed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after_restore: Option<String>,
+    /// When any run rolls back or fails, after it put back what it could; sees `LIFEBOAT_KIND`,
+    /// `LIFEBOAT_OUTCOME` (`rolled_back` or `failed`) and `LIFEBOAT_ERROR`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<String>,
     /// Each host hook is killed after this many seconds.
     pub timeout_secs: u64,
-    /// The hooks (by key: `before_backup`, `after_backup`) that are safe to run twice: only those
-    /// are run again by `recover` when a crash interrupted them.
+    /// The hooks (by key: `before_backup`, `after_backup`, ...) that are safe to run twice: only
+    /// those are run again by `recover` when a crash interrupted them.
     pub idempotent: Vec<String>,
 }
 
@@ -262,8 +276,11 @@ impl Default for HooksSection {
         HooksSection {
             before_backup: None,
             after_backup: None,
+            before_upgrade: None,
+            after_upgrade: None,
             before_restore: None,
             after_restore: None,
+            on_failure: None,
             timeout_secs: DEFAULT_HOOK_TIMEOUT_SECS,
             idempotent: Vec::new(),
         }
@@ -273,6 +290,20 @@ impl Default for HooksSection {
 impl HooksSection {
     fn is_empty(&self) -> bool {
         *self == HooksSection::default()
+    }
+
+    /// The host command at `point`, if one is set.
+    pub fn command(&self, point: HookPoint) -> Option<&str> {
+        match point {
+            HookPoint::BeforeBackup => &self.before_backup,
+            HookPoint::AfterBackup => &self.after_backup,
+            HookPoint::BeforeUpgrade => &self.before_upgrade,
+            HookPoint::AfterUpgrade => &self.after_upgrade,
+            HookPoint::BeforeRestore => &self.before_restore,
+            HookPoint::AfterRestore => &self.after_restore,
+            HookPoint::OnFailure => &self.on_failure,
+        }
+        .as_deref()
     }
 }
 
@@ -388,23 +419,17 @@ impl Config {
         if self.notify.timeout_secs == Some(0) {
             bail!("notify.timeout_secs is 0: use a positive number of seconds, or remove it for 10");
         }
-        let hooks = &self.hooks;
-        for (key, command) in [
-            ("before_backup", &hooks.before_backup),
-            ("after_backup", &hooks.after_backup),
-            ("before_restore", &hooks.before_restore),
-            ("after_restore", &hooks.after_restore),
-        ] {
-            if command.as_deref().is_some_and(|c| c.trim().is_empty()) {
-                bail!("hooks.{key} is empty: give it a command, or remove it");
+        for point in HookPoint::ALL {
+            if self.hooks.command(point).is_some_and(|c| c.trim().is_empty()) {
+                bail!("hooks.{} is empty: give it a command, or remove it", point.as_str());
             }
         }
         if self.hooks.timeout_secs == 0 {
             bail!("hooks.timeout_secs is 0: use a positive number of seconds");
         }
-        let keys = ["before_backup", "after_backup", "before_restore", "after_restore"];
-        if let Some(key) = self.hooks.idempotent.iter().find(|k| !keys.contains(&k.as_str())) {
-            bail!("hooks.idempotent names {key:?}: use before_backup, after_backup, before_restore or after_restore");
+        if let Some(key) = self.hooks.idempotent.iter().find(|k| !HookPoint::ALL.iter().any(|p| p.as_str() == *k)) {
+            let keys: Vec<&str> = HookPoint::ALL.iter().map(|p| p.as_str()).collect();
+            bail!("hooks.idempotent names {key:?}: use {}", keys.join(", "));
         }
         if self.metrics.file.as_deref().is_some_and(|f| f.trim().is_empty()) {
             bail!("metrics.file is empty: name a file, or remove the key");
@@ -600,13 +625,21 @@ mod tests {
     #[test]
     fn hook_and_notify_keys_are_checked() {
         let mut config = Config::new("demo", "c.yml");
-        config.hooks.idempotent = vec!["after_upgrade".into()];
-        assert!(config.validate().unwrap_err().to_string().contains("hooks.idempotent"));
+        config.hooks.idempotent = vec!["after_upgrade".into(), "before_upgrades".into()];
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("hooks.idempotent names \"before_upgrades\"") && err.contains("on_failure"), "{err}");
         config.hooks.idempotent = vec![];
         config.notify.webhook = Some("ftp://x".into());
         assert!(config.validate().unwrap_err().to_string().contains("notify.webhook"));
-        // Hooks the runs do not carry out yet are refused, not ignored.
-        assert!(toml::from_str::<Config>("[project]\nname = \"x\"\n[hooks]\nbefore_upgrade = \"x\"\n").is_err());
+        config.notify.webhook = None;
+        config.hooks.on_failure = Some(" ".into());
+        assert!(config.validate().unwrap_err().to_string().contains("hooks.on_failure is empty"));
+        // Every point is a key; a misspelt one is refused, not ignored.
+        let text =
+            "[project]\nname = \"x\"\n[hooks]\nbefore_upgrade = \"x\"\nafter_upgrade = \"y\"\non_failure = \"z\"\n";
+        let config = toml::from_str::<Config>(text).unwrap();
+        assert_eq!(config.hooks.command(HookPoint::OnFailure), Some("z"));
+        assert!(toml::from_str::<Config>("[project]\nname = \"x\"\n[hooks]\non_fail = \"x\"\n").is_err());
     }
 
     #[test]

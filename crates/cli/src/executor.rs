@@ -41,7 +41,7 @@ impl<S: Services> Executor<'_, S> {
         let at = now();
         let (id, started) = self
             .journal
-            .begin_run_with(|id| Run::start(spec(id), at))
+            .begin_run_with(|id| Run::start_with(spec(id), hooks::failure_hooks(self.project), at))
             .context("cannot journal the start of the run")?;
         let run = Run::from_started(id, &started)?;
         crash_point("started");

@@ -50,33 +50,42 @@ pub fn list(items: &[String]) -> String {
     if items.is_empty() { "none".into() } else { items.join(", ") }
 }
 
+/// What a run was asked to do, from its spec.
+fn spec_detail(spec: &RunSpec) -> String {
+    match spec {
+        RunSpec::Backup { archive_path, backup_kind, note } => {
+            let note = note.as_deref().map(|n| format!(", note {n:?}")).unwrap_or_default();
+            format!("{} backup to {archive_path}{note}", backup_kind.as_str())
+        }
+        RunSpec::Upgrade { archive_path, package } => {
+            format!("upgrade to {} from {}, pre-upgrade backup to {archive_path}", package.version, package.path)
+        }
+        RunSpec::Restore { backup } => format!("restore of backup {} ({})", backup.backup_id, backup.path),
+        RunSpec::Rollback { backup } => format!("rollback to backup {} ({})", backup.backup_id, backup.path),
+        RunSpec::Prune { deletions } => {
+            let ids: Vec<String> = deletions.iter().map(|b| b.backup_id.to_string()).collect();
+            format!("prune of backup(s) {}", ids.join(", "))
+        }
+        RunSpec::FirstDeploy { package } => {
+            format!("first deployment of version {} from {} (nothing to back up)", package.version, package.path)
+        }
+        RunSpec::RestoreNew { backup, provision } => format!(
+            "restore onto a new host from {} (backup {}): creates {}",
+            backup.path,
+            backup.backup_id,
+            provision_summary(provision)
+        ),
+    }
+}
+
 /// One line saying what an event was about, for `journal show`.
 pub fn event_detail(event: &Event) -> String {
     match event {
-        Event::Started { spec, .. } => match spec {
-            RunSpec::Backup { archive_path, backup_kind, note } => {
-                let note = note.as_deref().map(|n| format!(", note {n:?}")).unwrap_or_default();
-                format!("{} backup to {archive_path}{note}", backup_kind.as_str())
-            }
-            RunSpec::Upgrade { archive_path, package } => {
-                format!("upgrade to {} from {}, pre-upgrade backup to {archive_path}", package.version, package.path)
-            }
-            RunSpec::Restore { backup } => format!("restore of backup {} ({})", backup.backup_id, backup.path),
-            RunSpec::Rollback { backup } => format!("rollback to backup {} ({})", backup.backup_id, backup.path),
-            RunSpec::Prune { deletions } => {
-                let ids: Vec<String> = deletions.iter().map(|b| b.backup_id.to_string()).collect();
-                format!("prune of backup(s) {}", ids.join(", "))
-            }
-            RunSpec::FirstDeploy { package } => {
-                format!("first deployment of version {} from {} (nothing to back up)", package.version, package.path)
-            }
-            RunSpec::RestoreNew { backup, provision } => format!(
-                "restore onto a new host from {} (backup {}): creates {}",
-                backup.path,
-                backup.backup_id,
-                provision_summary(provision)
-            ),
-        },
+        Event::Started { spec, .. } => spec_detail(spec),
+        Event::StartedWith { spec, on_failure, .. } => {
+            let hooks: Vec<String> = on_failure.iter().map(|h| h.label()).collect();
+            format!("{}; if it fails: {}", spec_detail(spec), hooks.join(", "))
+        }
         Event::Intent { effect, .. } => effect_detail(effect),
         Event::Outcome { outcome, .. } => match outcome {
             Outcome::Done => "done".into(),

@@ -67,6 +67,7 @@ fn run_report_shapes() {
             state: "completed".into(),
             downtime_ms: 9_300,
             steps: steps(),
+            hook_failures: vec![],
         })
     );
     insta::assert_snapshot!(

@@ -187,7 +187,7 @@ impl Journal {
                 let last = last_run.max(last_imported);
                 let id = last.checked_add(1).ok_or_else(|| JournalError::IdsExhausted { path: self.path.clone() })?;
                 let event = started(id);
-                if !matches!(event, Event::Started { .. }) {
+                if event.started_spec().is_none() {
                     return Err(JournalError::WrongEvent("a run must begin with a 'started' event"));
                 }
                 let bytes =
@@ -221,7 +221,7 @@ impl Journal {
     /// twice.
     pub fn append(&self, run: RunId, event: &Event) -> Result<u64, JournalError> {
         self.contain(|| {
-            if matches!(event, Event::Started { .. }) {
+            if event.started_spec().is_some() {
                 return Err(JournalError::WrongEvent("a 'started' event can only begin a run (use begin_run)"));
             }
             let bytes =

@@ -77,6 +77,7 @@ fn write_decode_seeds() {
             // One seed per distinct event shape: the kind of event and of its effect or outcome.
             let shape = match &event {
                 Event::Started { spec, .. } => format!("started-{}", spec.kind()),
+                Event::StartedWith { spec, .. } => format!("started-with-{}", spec.kind()),
                 Event::Intent { effect, .. } => format!("intent-{}", effect.name()),
                 Event::Outcome { outcome, .. } => {
                     format!("outcome-{}", format!("{outcome:?}").split([' ', '(']).next().unwrap().to_lowercase())

@@ -10,7 +10,8 @@
 //! - `Intent` with each `Effect` variant;
 //! - `Outcome` with each `Outcome` variant;
 //! - `Recovering` with each `Decision` variant;
-//! - `Cancelled`.
+//! - `Cancelled`;
+//! - `StartedWith` (a backup with an `on_failure` hook).
 //!
 //! Each is encoded and compared with the hex written here, and the hex is decoded and compared
 //! with the event. Reordering, removing or changing the fields of a variant fails these tests.
@@ -285,6 +286,21 @@ fn event_goldens(variant: &Event) -> Vec<(String, Event, &'static str)> {
                 "Cancelled".to_owned(),
                 Event::Cancelled { at: AT, reason: "SIGINT".into() },
                 "0104fd00d0ca9f1703000006534947494e54",
+            )]
+        }
+        Event::StartedWith { .. } => {
+            let spec = RunSpec::Backup { archive_path: "a.tgz".into(), backup_kind: BackupKind::Auto, note: None };
+            let on_failure = vec![Hook {
+                point: HookPoint::OnFailure,
+                service: None,
+                command: "page".into(),
+                timeout_secs: 30,
+                idempotent: false,
+            }];
+            vec![(
+                "StartedWith".to_owned(),
+                Event::StartedWith { at: AT, spec, on_failure },
+                "0105fd00d0ca9f170300000005612e74677a010001060004706167651e00",
             )]
         }
     }

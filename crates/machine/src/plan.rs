@@ -35,7 +35,7 @@ enum Step {
 /// The forward steps of a kind, in order, and the one whose success takes a run past its point of
 /// no return: from there, a failure or crash finishes the run instead of undoing it.
 ///
-/// A backup's or restore's hooks come from its `Inspect` outcome: `before_*` ones after `Inspect`
+/// A backup's, upgrade's or restore's hooks come from its `Inspect` outcome: `before_*` ones after `Inspect`
 /// (nothing is stopped or changed yet), `after_*` ones after the last forward step (the services
 /// are up again; a restore's data is committed). Steps up to `Inspect`
 /// never move, so the list is the same whenever it is asked.
@@ -45,9 +45,10 @@ fn steps(run: &Run) -> Option<(Vec<Step>, Step)> {
         // The archive is recorded: undoing would throw away a good backup.
         RunKind::Backup => (with_hooks(run, &[Inspect], &[Stop, Write, Record, Start]), Record),
         // The new version was verified healthy.
-        RunKind::Upgrade => {
-            (vec![Inspect, Stop, Write, Record, Deploy, UpStack, VerifyStack, CommitDeploy], VerifyStack)
-        }
+        RunKind::Upgrade => (
+            with_hooks(run, &[Inspect], &[Stop, Write, Record, Deploy, UpStack, VerifyStack, CommitDeploy]),
+            VerifyStack,
+        ),
         // The restored data was verified with the services up.
         RunKind::Restore => {
             (with_hooks(run, &[VerifyArchive, Inspect], &[Stop, RestoreData, Start, Verify, CommitData]), Verify)
@@ -65,7 +66,7 @@ fn steps(run: &Run) -> Option<(Vec<Step>, Step)> {
 }
 
 /// `head`, the run's before hooks, `rest`, its after hooks: the steps of a kind with hooks (a
-/// backup, a restore). The hooks are known once `Inspect` (the last of `head`) reported them.
+/// backup, an upgrade, a restore). The hooks are known once `Inspect` (the last of `head`) reported them.
 fn with_hooks(run: &Run, head: &[Step], rest: &[Step]) -> Vec<Step> {
     let hooks = run.hooks();
     let at = |before: bool| (0..hooks.len()).filter(move |&i| hooks[i].point.is_before() == before).map(Step::Hook);
@@ -285,6 +286,8 @@ pub(crate) fn settle(run: &Run, begun: usize, done: usize) -> Result<(Vec<Effect
             }
         }
     }
+    // Last, with everything put back: the hooks that tell someone the run failed.
+    steps.extend(run.failure_hooks().iter().map(|hook| Effect::RunHook { hook: hook.clone() }));
     Ok((steps, State::RolledBack))
 }
 

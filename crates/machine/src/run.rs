@@ -52,6 +52,9 @@ pub enum MachineError {
     /// A `Cancelled` event where a cancel changes nothing: an effect in flight, the run settling
     /// already, or past its point of no return.
     CancelNotAccepted,
+    /// A hook reported where its point cannot run: an `on_failure` hook among those `Inspect`
+    /// reported, or another point among a run's `on_failure` hooks.
+    MisplacedHook { point: HookPoint },
 }
 
 impl fmt::Display for MachineError {
@@ -77,6 +80,7 @@ impl fmt::Display for MachineError {
             MachineError::CancelNotAccepted => {
                 write!(f, "a cancel while an effect is in flight, the run settles or is past its point of no return")
             }
+            MachineError::MisplacedHook { point } => write!(f, "a {} hook where it cannot run", point.as_str()),
         }
     }
 }
@@ -107,6 +111,8 @@ pub struct Run {
     cancelled: Option<String>,
     /// The run's hooks, once `Inspect` reported them.
     hooks: Vec<Hook>,
+    /// The `on_failure` hooks, from the start (`Event::StartedWith`).
+    failure_hooks: Vec<Hook>,
     /// `after_*` hooks that exited non-zero: reported, never undoing the run.
     hook_failures: Vec<Failure>,
 }
@@ -117,11 +123,21 @@ impl Run {
         Event::Started { at, spec }
     }
 
+    /// As [`Run::start`], for a run that runs `on_failure` hooks should it roll back or fail.
+    pub fn start_with(spec: RunSpec, on_failure: Vec<Hook>, at: Timestamp) -> Event {
+        if on_failure.is_empty() { Event::Started { at, spec } } else { Event::StartedWith { at, spec, on_failure } }
+    }
+
     /// The run that a `Started` event begins.
     pub fn from_started(id: RunId, event: &Event) -> Result<Run, MachineError> {
-        let Event::Started { at, spec } = event else {
-            return Err(MachineError::NotStarted);
+        let (at, spec, failure_hooks) = match event {
+            Event::Started { at, spec } => (at, spec, Vec::new()),
+            Event::StartedWith { at, spec, on_failure } => (at, spec, on_failure.clone()),
+            _ => return Err(MachineError::NotStarted),
         };
+        if let Some(hook) = failure_hooks.iter().find(|hook| hook.point != HookPoint::OnFailure) {
+            return Err(MachineError::MisplacedHook { point: hook.point });
+        }
         let mut run = Run {
             id,
             spec: spec.clone(),
@@ -137,6 +153,7 @@ impl Run {
             failures: Vec::new(),
             cancelled: None,
             hooks: Vec::new(),
+            failure_hooks,
             hook_failures: Vec::new(),
         };
         // A run with no step at all (a prune with nothing to delete) ends as it starts.
@@ -202,6 +219,11 @@ impl Run {
     /// The run's hooks, in the order they run, once `Inspect` reported them.
     pub fn hooks(&self) -> &[Hook] {
         &self.hooks
+    }
+
+    /// The hooks run should the run roll back or fail (`on_failure`), from its start.
+    pub fn failure_hooks(&self) -> &[Hook] {
+        &self.failure_hooks
     }
 
     /// The `after_*` hooks that exited non-zero (or could not run), oldest first: the run went on.
@@ -306,7 +328,7 @@ impl Run {
             return Err(MachineError::AfterEnd { state });
         }
         match event {
-            Event::Started { .. } => return Err(MachineError::StartedTwice),
+            Event::Started { .. } | Event::StartedWith { .. } => return Err(MachineError::StartedTwice),
             Event::Intent { effect, .. } => self.apply_intent(effect)?,
             Event::Outcome { outcome, .. } => self.apply_outcome(outcome)?,
             Event::Recovering { decision, .. } => self.apply_recovering(*decision)?,
@@ -420,6 +442,15 @@ impl Run {
                 self.retried = true;
                 Ok(())
             }
+            // The run fails: its `on_failure` hooks, if it has any and they have not begun,
+            // are its last steps (a hook's outcome never fails a run, so this happens once).
+            Mode::Compensating { end, .. } if end != State::Failed && !self.failure_hooks.is_empty() => {
+                let steps = self.failure_hooks.iter().map(|hook| Effect::RunHook { hook: hook.clone() }).collect();
+                self.mode = Mode::Compensating { steps, end: State::Failed };
+                self.cursor = 0;
+                self.retried = false;
+                Ok(())
+            }
             _ => {
                 self.mode = Mode::Ended(State::Failed);
                 Ok(())
@@ -479,6 +510,12 @@ impl Run {
 
 /// Checks that an outcome has the shape its effect reports.
 fn check_outcome_shape(effect: &Effect, outcome: &Outcome) -> Result<(), MachineError> {
+    // `on_failure` hooks come with the run's start, never from `Inspect`.
+    if let Outcome::InspectedWithHooks { hooks, .. } = outcome
+        && let Some(hook) = hooks.iter().find(|hook| hook.point == HookPoint::OnFailure)
+    {
+        return Err(MachineError::MisplacedHook { point: hook.point });
+    }
     let fits = match (effect, outcome) {
         (_, Outcome::Failed { .. }) => true,
         (Effect::Inspect, Outcome::Inspected { .. } | Outcome::InspectedWithHooks { .. }) => true,

@@ -401,9 +401,23 @@ pub enum HookPoint {
     AfterUpgrade,
     BeforeRestore,
     AfterRestore,
+    /// Run when a run fails: as the last settling step of a run that rolls back or fails. Known
+    /// from the run's start (`Event::StartedWith`), so a run that fails at its first step runs it.
+    OnFailure,
 }
 
 impl HookPoint {
+    /// Every point, in the order `lifeboat.toml` documents them.
+    pub const ALL: [HookPoint; 7] = [
+        HookPoint::BeforeBackup,
+        HookPoint::AfterBackup,
+        HookPoint::BeforeUpgrade,
+        HookPoint::AfterUpgrade,
+        HookPoint::BeforeRestore,
+        HookPoint::AfterRestore,
+        HookPoint::OnFailure,
+    ];
+
     /// The `lifeboat.toml` key: `before_backup`, ... (the compose label is `lifeboat.before-backup`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -413,6 +427,7 @@ impl HookPoint {
             HookPoint::AfterUpgrade => "after_upgrade",
             HookPoint::BeforeRestore => "before_restore",
             HookPoint::AfterRestore => "after_restore",
+            HookPoint::OnFailure => "on_failure",
         }
     }
 
@@ -491,6 +506,9 @@ pub enum Event {
     /// The operator asked the run to stop (`reason` names how, say `SIGINT`) between two effects,
     /// before its point of no return: the run settles as if its next step had failed.
     Cancelled { at: Timestamp, reason: String },
+    /// As `Started`, for a run with `on_failure` hooks: the host commands it runs, as its last
+    /// settling steps, should it roll back or fail. Runs without them are journaled `Started`.
+    StartedWith { at: Timestamp, spec: RunSpec, on_failure: Vec<Hook> },
 }
 
 impl Event {
@@ -500,7 +518,16 @@ impl Event {
             | Event::Intent { at, .. }
             | Event::Outcome { at, .. }
             | Event::Recovering { at, .. }
-            | Event::Cancelled { at, .. } => *at,
+            | Event::Cancelled { at, .. }
+            | Event::StartedWith { at, .. } => *at,
+        }
+    }
+
+    /// The spec of a run's first event, `None` for the others.
+    pub fn started_spec(&self) -> Option<&RunSpec> {
+        match self {
+            Event::Started { spec, .. } | Event::StartedWith { spec, .. } => Some(spec),
+            _ => None,
         }
     }
 
@@ -508,7 +535,7 @@ impl Event {
     /// `cancelled`.
     pub fn name(&self) -> &'static str {
         match self {
-            Event::Started { .. } => "started",
+            Event::Started { .. } | Event::StartedWith { .. } => "started",
             Event::Intent { .. } => "intent",
             Event::Outcome { .. } => "outcome",
             Event::Recovering { .. } => "recovering",

@@ -61,15 +61,24 @@ struct Scenario {
     faults: Vec<Fault>,
     /// `(run, effects carried out)`: the operator cancels that run (SIGINT) before that effect.
     cancels: Vec<(RunId, usize)>,
-    /// The hooks of backups and restores: before or after, on the host or in a service,
+    /// The hooks of backups, upgrades and restores: before or after, on the host or in a service,
     /// idempotent, failing.
     hooks: Vec<Hook>,
+    /// An `on_failure` hook for every run, idempotent or not.
+    on_failure: Option<bool>,
     seed: u64,
 }
 
 fn hook() -> impl Strategy<Value = Hook> {
-    let points = [HookPoint::BeforeBackup, HookPoint::AfterBackup, HookPoint::BeforeRestore, HookPoint::AfterRestore];
-    (0..4usize, prop::option::of(0..4usize), any::<bool>(), prop::bool::weighted(0.25), 0..1000u32).prop_map(
+    let points = [
+        HookPoint::BeforeBackup,
+        HookPoint::AfterBackup,
+        HookPoint::BeforeUpgrade,
+        HookPoint::AfterUpgrade,
+        HookPoint::BeforeRestore,
+        HookPoint::AfterRestore,
+    ];
+    (0..points.len(), prop::option::of(0..4usize), any::<bool>(), prop::bool::weighted(0.25), 0..1000u32).prop_map(
         move |(point, service, idempotent, fails, n)| Hook {
             point: points[point],
             service: service.map(|i| SERVICES[i].to_owned()),
@@ -99,14 +108,16 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         prop::collection::vec((1..=3u64, 0..12usize, 0..4usize), 0..=2),
         prop::collection::vec((1..=3u64, 0..8usize), 0..=1),
         prop::collection::vec(hook(), 0..=2),
+        prop::option::of(any::<bool>()),
         any::<u64>(),
     )
-        .prop_map(|(running, ops, faults, cancels, hooks, seed)| Scenario {
+        .prop_map(|(running, ops, faults, cancels, hooks, on_failure, seed)| Scenario {
             running,
             ops,
             faults: faults.into_iter().map(|(run, nth, after)| Fault { run, nth, after }).collect(),
             cancels,
             hooks,
+            on_failure,
             seed,
         })
 }
@@ -127,6 +138,17 @@ impl Scenario {
             .iter()
             .enumerate()
             .map(|(i, h)| Hook { command: format!("{i}:{}", h.command), ..h.clone() })
+            .collect();
+        world.on_failure = self
+            .on_failure
+            .iter()
+            .map(|&idempotent| Hook {
+                point: HookPoint::OnFailure,
+                service: None,
+                command: "on-failure".into(),
+                timeout_secs: 10,
+                idempotent,
+            })
             .collect();
         let mut sim = Sim::new(world);
         for f in &self.faults {

@@ -60,9 +60,21 @@ struct Journal {
 
 impl Journal {
     fn new(spec: RunSpec) -> Journal {
-        let started = Run::start(spec, Timestamp(1000));
+        Journal::started(Run::start(spec, Timestamp(1000)))
+    }
+
+    /// A run with an `on_failure` hook (idempotent or not).
+    fn with_on_failure(spec: RunSpec, idempotent: bool) -> Journal {
+        Journal::started(Run::start_with(spec, vec![on_failure(idempotent)], Timestamp(1000)))
+    }
+
+    fn started(started: Event) -> Journal {
         let run = Run::from_started(ID, &started).unwrap();
         Journal { run, events: vec![started], t: 1000 }
+    }
+
+    fn clone_journal(&self) -> Journal {
+        Journal { run: self.run.clone(), events: self.events.clone(), t: self.t }
     }
 
     fn push(&mut self, event: Event) {
@@ -204,6 +216,106 @@ fn an_after_hook_interrupted_by_a_crash_is_passed_over_unless_idempotent() {
     let journal = backup_with_hooks(true).ok(5).begin();
     let again = Effect::RunHook { hook: hook(HookPoint::AfterBackup, true) };
     journal.expect(State::Verifying, Decision::Resume, vec![again], State::Completed);
+}
+
+fn on_failure(idempotent: bool) -> Hook {
+    Hook { point: HookPoint::OnFailure, service: None, command: "page-me".into(), timeout_secs: 30, idempotent }
+}
+
+fn run_on_failure(idempotent: bool) -> Effect {
+    Effect::RunHook { hook: on_failure(idempotent) }
+}
+
+#[test]
+fn a_run_without_on_failure_hooks_is_journaled_started_as_before() {
+    assert_eq!(Run::start_with(backup(), vec![], Timestamp(1)), Run::start(backup(), Timestamp(1)));
+}
+
+#[test]
+fn on_failure_runs_last_when_a_backup_rolls_back_even_at_its_first_step() {
+    // Inspect failed: nothing to undo but the hook.
+    let j = Journal::with_on_failure(backup(), false).fail();
+    assert_eq!(j.run.mode(), &Mode::Compensating { steps: vec![run_on_failure(false)], end: State::RolledBack });
+    let j = j.ok(1);
+    assert_eq!(j.run.state(), State::RolledBack);
+    // A failed write: the archive discarded and the services started, then the hook.
+    let j = Journal::with_on_failure(backup(), false).ok(2).fail();
+    let steps = vec![discard(), start(), run_on_failure(false)];
+    assert_eq!(j.run.mode(), &Mode::Compensating { steps, end: State::RolledBack });
+    // Its exit code is recorded and changes nothing.
+    let j = j.ok(2).begin().outcome(Outcome::HookRan { exit_code: 9, output_tail: "no pager".into() });
+    assert_eq!(j.run.state(), State::RolledBack);
+    assert_eq!(j.run.failures().len(), 1, "only the write");
+    assert_eq!(j.run.hook_failures()[0].error, "hook on_failure (host) exited 9: no pager");
+}
+
+#[test]
+fn on_failure_does_not_run_when_the_run_completes_or_finishes() {
+    let j = Journal::with_on_failure(backup(), false).ok(5);
+    assert_eq!(j.run.state(), State::Completed);
+    assert!(!j.events.iter().any(|e| matches!(e, Event::Intent { effect: Effect::RunHook { .. }, .. })));
+    // Past the point of no return, a failed start is retried: finishing is not failing.
+    let j = Journal::with_on_failure(backup(), false).ok(4).fail().ok(1);
+    assert_eq!(j.run.state(), State::Completed);
+}
+
+#[test]
+fn on_failure_runs_once_when_a_run_fails_and_then_it_ends_failed() {
+    // The start after a recorded backup fails three times: the run fails, the hook runs.
+    let j = Journal::with_on_failure(backup(), false).ok(4).fail().fail().fail();
+    assert_eq!(j.run.mode(), &Mode::Compensating { steps: vec![run_on_failure(false)], end: State::Failed });
+    let j = j.begin().outcome(Outcome::Failed { error: "sh: page-me: not found".into() });
+    assert_eq!(j.run.state(), State::Failed);
+    assert_eq!(j.run.hook_failures().len(), 1);
+    // A rollback whose settling start fails twice: the hook was its last step, it runs once.
+    let j = Journal::with_on_failure(backup(), false).ok(2).fail().ok(1).fail().fail();
+    assert_eq!(j.run.mode(), &Mode::Compensating { steps: vec![run_on_failure(false)], end: State::Failed });
+    let j = j.ok(1);
+    assert_eq!(j.run.state(), State::Failed);
+    let hooks = j.events.iter().filter(|e| matches!(e, Event::Intent { effect: Effect::RunHook { .. }, .. }));
+    assert_eq!(hooks.count(), 1);
+}
+
+#[test]
+fn recovery_rolls_back_with_on_failure_last_and_never_runs_it_twice_unless_idempotent() {
+    // Killed while archiving: the rollback ends with the hook.
+    let j = Journal::with_on_failure(backup(), false).ok(2).begin();
+    j.expect(State::Archiving, Decision::RollBack, vec![discard(), start(), run_on_failure(false)], State::RolledBack);
+    // Killed while the hook ran: it may have paged someone; passed over unless idempotent.
+    let j = Journal::with_on_failure(backup(), false).fail().begin();
+    j.expect(State::RollingBack, Decision::ContinueRollBack, vec![], State::RolledBack);
+    let j = Journal::with_on_failure(backup(), true).fail().begin();
+    j.expect(State::RollingBack, Decision::ContinueRollBack, vec![run_on_failure(true)], State::RolledBack);
+    // Killed while the hook of a failing run ran: it ends failed.
+    let j = Journal::with_on_failure(backup(), false).ok(4).fail().fail().fail().begin();
+    j.expect(State::RollingBack, Decision::ContinueRollBack, vec![], State::Failed);
+}
+
+#[test]
+fn on_failure_comes_from_the_start_never_from_inspect() {
+    let hooks = vec![on_failure(false)];
+    let j = Journal::new(backup()).begin();
+    let err = j.run.handle_outcome(Outcome::InspectedWithHooks { running: running(), hooks }, Timestamp(5));
+    assert_eq!(err, Err(MachineError::MisplacedHook { point: HookPoint::OnFailure }));
+    let started =
+        Event::StartedWith { at: Timestamp(1), spec: backup(), on_failure: vec![hook(HookPoint::AfterBackup, false)] };
+    assert_eq!(Run::from_started(ID, &started), Err(MachineError::MisplacedHook { point: HookPoint::AfterBackup }));
+}
+
+#[test]
+fn an_upgrade_runs_its_before_hooks_first_and_its_after_hooks_once_committed() {
+    let hooks = vec![hook(HookPoint::BeforeUpgrade, false), hook(HookPoint::AfterUpgrade, false)];
+    let j = Journal::new(upgrade()).begin().outcome(Outcome::InspectedWithHooks { running: running(), hooks });
+    assert_eq!(j.run.poll_effect(), Some(Effect::RunHook { hook: hook(HookPoint::BeforeUpgrade, false) }));
+    // A failing before hook: nothing stopped, nothing written.
+    let failed = j.clone_journal().begin().outcome(Outcome::HookRan { exit_code: 1, output_tail: String::new() });
+    assert_eq!(failed.run.state(), State::RolledBack);
+    // Hook, stop, write, record, deploy, up, verify, commit: then the after hook.
+    let j = j.ok(8);
+    assert_eq!(j.run.poll_effect(), Some(Effect::RunHook { hook: hook(HookPoint::AfterUpgrade, false) }));
+    assert_eq!(j.run.state(), State::Verifying);
+    let j = j.begin();
+    j.expect(State::Verifying, Decision::Resume, vec![], State::Completed);
 }
 
 // -------------------------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ pub struct UpgradeReport {
     pub downtime_ms: i64,
     /// How long each step took, in order.
     pub steps: Vec<StepTiming>,
+    /// The `after_upgrade` hooks that failed (exit 6): the new version stays deployed.
+    pub hook_failures: Vec<String>,
 }
 
 pub async fn run(ctx: &Ctx, args: &UpgradeArgs) -> anyhow::Result<UpgradeReport> {
@@ -78,6 +80,7 @@ pub async fn run(ctx: &Ctx, args: &UpgradeArgs) -> anyhow::Result<UpgradeReport>
         state: run.state().as_str().to_owned(),
         downtime_ms: history::downtime_ms(&events).unwrap_or(0),
         steps: history::step_timings(&events),
+        hook_failures: run.hook_failures().iter().map(|f| f.error.clone()).collect(),
     })
 }
 
@@ -128,6 +131,12 @@ impl Report for UpgradeReport {
             None => writeln!(out, "  pre-upgrade backup  none: a first deployment, nothing to back up")?,
         }
         writeln!(out, "  downtime            {}", render::duration_ms(self.downtime_ms))?;
-        history::write_steps(out, &self.steps)
+        history::write_steps(out, &self.steps)?;
+        history::write_hook_failures(out, &self.hook_failures)
+    }
+
+    /// Exit 6 when an `after_upgrade` hook failed: the new version stays deployed.
+    fn exit(&self) -> anyhow::Result<()> {
+        history::hook_failure_exit(&format!("upgrade run {}", self.run_id), &self.hook_failures)
     }
 }

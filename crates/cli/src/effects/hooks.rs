@@ -1,7 +1,8 @@
-//! Hooks (docs/design.md, "Hooks"): which a backup or restore has (`Inspect` reports them, so the
-//! journal fixes them for recovery), and `RunHook`, which runs one: a host command from `[hooks]`
-//! in `lifeboat.toml`, or a command declared by a compose label (`lifeboat.before-backup`) run
-//! inside its service's running container through the Engine API's exec.
+//! Hooks (docs/design.md, "Hooks"): which a backup, upgrade or restore has (`Inspect` reports
+//! them, so the journal fixes them for recovery; `on_failure` comes with the run's start), and
+//! `RunHook`, which runs one: a host command from `[hooks]` in `lifeboat.toml`, or a command
+//! declared by a compose label (`lifeboat.before-backup`) run inside its service's running
+//! container through the Engine API's exec.
 //!
 //! A hook always reports `Outcome::HookRan` with its exit code and the tail of its output: 124
 //! when it was killed at its timeout, 127 when it could not be started. The machine decides what
@@ -11,7 +12,7 @@ use crate::config::HooksSection;
 use crate::project::Project;
 use crate::services::Services;
 use anyhow::bail;
-use lifeboat_machine::{Hook, HookPoint, Outcome, Run, RunSpec};
+use lifeboat_machine::{Hook, HookPoint, Mode, Outcome, Run, RunKind, RunSpec, State};
 use std::io::Read;
 use std::time::Duration;
 
@@ -24,11 +25,11 @@ pub const TIMED_OUT: i32 = 124;
 /// Exit code of a hook that could not be started.
 pub const NOT_STARTED: i32 = 127;
 
-/// The hooks of a backup or a restore (other runs have none yet), in the order they run: the
-/// host's `before_*`, then each running service's `lifeboat.before-*` label in stop order; after
-/// the last forward step, each service's `lifeboat.after-*` in start order, then the host's
-/// `after_*`. `running` is the services running now, in stop order. A bad label is an error (the
-/// run then fails at `Inspect`, before anything is stopped).
+/// The hooks of a backup, an upgrade or a restore (other runs have none but `on_failure`), in
+/// the order they run: the host's `before_*`, then each running service's `lifeboat.before-*`
+/// label in stop order; after the last forward step, each service's `lifeboat.after-*` in start
+/// order, then the host's `after_*`. `running` is the services running now, in stop order. A bad
+/// label is an error (the run then fails at `Inspect`, before anything is stopped).
 pub async fn run_hooks<S: Services>(
     project: &Project,
     services: &S,
@@ -36,49 +37,50 @@ pub async fn run_hooks<S: Services>(
     running: &[String],
 ) -> anyhow::Result<Vec<Hook>> {
     let config = &project.config.hooks;
-    let (before_host, after_host, points) = match run.spec() {
-        RunSpec::Backup { .. } => (
-            &config.before_backup,
-            &config.after_backup,
-            [(HookPoint::BeforeBackup, "lifeboat.before-backup"), (HookPoint::AfterBackup, "lifeboat.after-backup")],
-        ),
-        RunSpec::Restore { .. } => (
-            &config.before_restore,
-            &config.after_restore,
-            [
-                (HookPoint::BeforeRestore, "lifeboat.before-restore"),
-                (HookPoint::AfterRestore, "lifeboat.after-restore"),
-            ],
-        ),
+    let (before, after) = match run.kind() {
+        RunKind::Backup => (HookPoint::BeforeBackup, HookPoint::AfterBackup),
+        RunKind::Upgrade => (HookPoint::BeforeUpgrade, HookPoint::AfterUpgrade),
+        RunKind::Restore => (HookPoint::BeforeRestore, HookPoint::AfterRestore),
         _ => return Ok(Vec::new()),
     };
     let containers = if running.is_empty() { Vec::new() } else { services.containers().await? };
-    let labelled = |point: HookPoint, label: &str| -> anyhow::Result<Vec<Hook>> {
+    let labelled = |point: HookPoint| -> anyhow::Result<Vec<Hook>> {
+        let label = label_of(point);
         let mut hooks = Vec::new();
         for service in running {
             // One hook per service, from its first running container.
             let Some(container) = containers.iter().find(|c| &c.service == service && c.state.is_active()) else {
                 continue;
             };
-            if let Some(command) = container.hook_labels.get(label) {
-                hooks.push(label_hook(point, label, service, command, &container.hook_labels)?);
+            if let Some(command) = container.hook_labels.get(&label) {
+                hooks.push(label_hook(point, &label, service, command, &container.hook_labels)?);
             }
         }
         Ok(hooks)
     };
     let mut hooks = Vec::new();
-    let [(before, before_label), (after, after_label)] = points;
-    hooks.extend(host_hook(config, before, before_host.as_deref()));
-    hooks.extend(labelled(before, before_label)?);
-    let mut after_services = labelled(after, after_label)?;
+    hooks.extend(host_hook(config, before));
+    hooks.extend(labelled(before)?);
+    let mut after_services = labelled(after)?;
     after_services.reverse();
     hooks.extend(after_services);
-    hooks.extend(host_hook(config, after, after_host.as_deref()));
+    hooks.extend(host_hook(config, after));
     Ok(hooks)
 }
 
-fn host_hook(config: &HooksSection, point: HookPoint, command: Option<&str>) -> Option<Hook> {
-    command.map(|command| Hook {
+/// The hooks a run carries from its start, to run should it roll back or fail (`on_failure`, a
+/// host command: a service's container may be what failed).
+pub fn failure_hooks(project: &Project) -> Vec<Hook> {
+    host_hook(&project.config.hooks, HookPoint::OnFailure).into_iter().collect()
+}
+
+/// The compose label of a point: `lifeboat.before-backup`.
+fn label_of(point: HookPoint) -> String {
+    format!("lifeboat.{}", point.as_str().replace('_', "-"))
+}
+
+fn host_hook(config: &HooksSection, point: HookPoint) -> Option<Hook> {
+    config.command(point).map(|command| Hook {
         point,
         service: None,
         command: command.to_owned(),
@@ -142,8 +144,10 @@ async fn run_in_container<S: Services>(
 
 /// `sh -c COMMAND` in the project directory, in a process group of its own (killed whole at the
 /// timeout), stdout and stderr into one pipe. Environment: `LIFEBOAT_PROJECT`, `LIFEBOAT_RUN_ID`,
-/// `LIFEBOAT_HOOK` (`before_backup`...), and `LIFEBOAT_ARCHIVE`, the archive's path (the one a
-/// backup writes, or the one a restore puts back, with `LIFEBOAT_BACKUP_ID`).
+/// `LIFEBOAT_KIND` (`backup`...), `LIFEBOAT_HOOK` (`before_backup`...); `LIFEBOAT_ARCHIVE`, the
+/// archive's path (the one a backup or an upgrade writes, or the one a restore puts back, with
+/// `LIFEBOAT_BACKUP_ID`); `LIFEBOAT_VERSION`, the version an upgrade deploys; and for
+/// `on_failure`, `LIFEBOAT_OUTCOME` (`rolled_back` or `failed`) and `LIFEBOAT_ERROR`.
 async fn run_on_host(project: &Project, run: &Run, hook: &Hook, timeout: Duration) -> anyhow::Result<(i32, Vec<u8>)> {
     let (reader, writer) = std::io::pipe()?;
     let mut command = tokio::process::Command::new("sh");
@@ -153,6 +157,7 @@ async fn run_on_host(project: &Project, run: &Run, hook: &Hook, timeout: Duratio
         .current_dir(&project.dir)
         .env("LIFEBOAT_PROJECT", &project.config.project.name)
         .env("LIFEBOAT_RUN_ID", run.id().to_string())
+        .env("LIFEBOAT_KIND", run.kind().as_str())
         .env("LIFEBOAT_HOOK", hook.point.as_str())
         .stdin(std::process::Stdio::null())
         .stdout(writer.try_clone()?)
@@ -163,10 +168,22 @@ async fn run_on_host(project: &Project, run: &Run, hook: &Hook, timeout: Duratio
         RunSpec::Backup { archive_path, .. } => {
             command.env("LIFEBOAT_ARCHIVE", archive_path);
         }
+        RunSpec::Upgrade { archive_path, package } => {
+            command.env("LIFEBOAT_ARCHIVE", archive_path).env("LIFEBOAT_VERSION", &package.version);
+        }
         RunSpec::Restore { backup } => {
             command.env("LIFEBOAT_ARCHIVE", &backup.path).env("LIFEBOAT_BACKUP_ID", backup.backup_id.to_string());
         }
         _ => {}
+    }
+    if hook.point == HookPoint::OnFailure {
+        let outcome = match run.mode() {
+            Mode::Compensating { end: State::Failed, .. } => State::Failed,
+            _ => State::RolledBack,
+        };
+        let error = run.failures().last().map(|f| format!("{} failed: {}", f.effect.name(), f.error));
+        let error = error.or_else(|| run.cancelled().map(|reason| format!("cancelled by {reason}")));
+        command.env("LIFEBOAT_OUTCOME", outcome.as_str()).env("LIFEBOAT_ERROR", error.unwrap_or_default());
     }
     let mut child = command.spawn()?;
     // Our copies of the pipe's write end go with the builder: EOF comes when the hook's are gone.

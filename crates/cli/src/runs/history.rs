@@ -83,7 +83,7 @@ pub fn timeline(events: &[Event]) -> Vec<Row<'_>> {
     let mut intent: Option<(&'static str, i64)> = None;
     for (seq, event) in events.iter().enumerate() {
         let state = match (&mut run, event) {
-            (None, Event::Started { .. }) => {
+            (None, _) if event.started_spec().is_some() => {
                 run = Run::from_started(0, event).ok();
                 run.as_ref().map_or(State::Failed, Run::state)
             }

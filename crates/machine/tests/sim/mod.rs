@@ -108,6 +108,8 @@ pub struct World {
     pub hooks: Vec<Hook>,
     /// How many times each run carried out each hook (by command): what "never twice" counts.
     pub hook_runs: BTreeMap<(RunId, String), u32>,
+    /// The `on_failure` hooks every run starts with.
+    pub on_failure: Vec<Hook>,
 }
 
 impl World {
@@ -125,6 +127,7 @@ impl World {
             deployed_version: V1.into(),
             hooks: Vec::new(),
             hook_runs: BTreeMap::new(),
+            on_failure: Vec::new(),
         }
     }
 
@@ -377,7 +380,7 @@ impl Sim {
         };
         self.records.insert(id, RunRecord { before: self.world.clone(), failures: 0, injected: 0, crashes: 0, pruned });
         self.current = Some(id);
-        let started = Run::start(spec, self.now());
+        let started = Run::start_with(spec, self.world.on_failure.clone(), self.now());
         self.append(id, started.clone())?;
         let mut run = Run::from_started(id, &started).expect("from_started");
         self.drive(&mut run)?;
@@ -520,19 +523,24 @@ impl Sim {
             Effect::Inspect => {
                 self.read_only()?;
                 let running = self.world.running();
-                let backup =
-                    matches!(self.journal[&run].first(), Some(Event::Started { spec: RunSpec::Backup { .. }, .. }));
-                if !backup || self.world.hooks.is_empty() {
-                    return Ok(Outcome::Inspected { running });
-                }
-                // Host hooks, then the running services' labels, as the executor reports them.
-                let hooks = self
+                // The kind's own points, as the executor reports them.
+                let points = match self.journal[&run].first().and_then(Event::started_spec).map(RunSpec::kind) {
+                    Some(RunKind::Backup) => [HookPoint::BeforeBackup, HookPoint::AfterBackup],
+                    Some(RunKind::Upgrade) => [HookPoint::BeforeUpgrade, HookPoint::AfterUpgrade],
+                    Some(RunKind::Restore) => [HookPoint::BeforeRestore, HookPoint::AfterRestore],
+                    _ => return Ok(Outcome::Inspected { running }),
+                };
+                // Host hooks, then the running services' labels.
+                let hooks: Vec<Hook> = self
                     .world
                     .hooks
                     .iter()
-                    .filter(|h| h.service.as_ref().is_none_or(|s| running.contains(s)))
+                    .filter(|h| points.contains(&h.point) && h.service.as_ref().is_none_or(|s| running.contains(s)))
                     .cloned()
                     .collect();
+                if hooks.is_empty() {
+                    return Ok(Outcome::Inspected { running });
+                }
                 Ok(Outcome::InspectedWithHooks { running, hooks })
             }
             Effect::RunHook { hook } => {
@@ -857,6 +865,17 @@ impl Sim {
         for hook in run.hooks() {
             let runs = w.hook_runs.get(&(id, hook.command.clone())).copied().unwrap_or(0);
             assert!(hook.idempotent || runs <= 1, "run {id}: hook {} ran {runs} times", hook.label());
+        }
+        // `on_failure`: never in a run that completed; once (or, idempotent, as often as
+        // recovery retried it) in one that rolled back or failed, unless a crash passed it over.
+        for hook in run.failure_hooks() {
+            let runs = w.hook_runs.get(&(id, hook.command.clone())).copied().unwrap_or(0);
+            assert!(hook.idempotent || runs <= 1, "run {id}: on_failure ran {runs} times");
+            match state {
+                State::Completed => assert_eq!(runs, 0, "run {id} completed, yet on_failure ran"),
+                _ if record.crashes == 0 => assert_eq!(runs, 1, "run {id} ended {state}: on_failure ran {runs} times"),
+                _ => {}
+            }
         }
         let before_failed = run.failures().iter().any(|f| {
             matches!(&f.effect, Effect::RunHook { hook } if hook.point.is_before() && hook.command.contains("fail"))
