@@ -91,7 +91,7 @@ fn openat_dir_nofollow(dir: &OwnedFd, name: &CStr) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn fchmod(fd: &OwnedFd, mode: u32) -> io::Result<()> {
+pub(crate) fn fchmod(fd: &OwnedFd, mode: u32) -> io::Result<()> {
     // SAFETY: `fd` is an open descriptor.
     let rc = unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) };
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }

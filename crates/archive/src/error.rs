@@ -79,6 +79,11 @@ pub enum ArchiveError {
         "archiving {path} would pass the limit of {limit} {what} per archive: nothing was written; find out what grew there, or raise the limit"
     )]
     LimitExceeded { path: PathBuf, what: &'static str, limit: u64 },
+    /// The mirror directory given to `sync_mirror` is a symlink or not a directory.
+    #[error(
+        "mirror directory {path} is not a directory (a symlink or a file is there): remove it and lifeboat will create it again"
+    )]
+    MirrorNotDirectory { path: PathBuf },
     /// The caller asked the writer to stop (see `WriteOptions::cancel`); the partial file is gone.
     #[error("archiving was cancelled")]
     Cancelled,

@@ -74,6 +74,19 @@
 //! puts it back. Nothing is deleted before its replacement is in place and synced.
 //! [`ExtractOptions::subtree`] extracts one root of a multi-root backup into its own target.
 //!
+//! # Mirrors
+//!
+//! For backups with little downtime, [`sync_mirror`] keeps an exact copy of a root (everything an
+//! archive keeps, holes and hard links included) in a private mirror directory on the backup
+//! directory's filesystem: a sync while the services run copies almost everything, a second one
+//! once they are stopped copies only what changed meanwhile (a walk of `lstat`s against the
+//! index of the last sync: size, mtime, ctime, inode), and the archive is then written from
+//! [`mirror_tree`] at leisure. A copy is a reflink when the filesystem can, else a copy of the
+//! data regions; it is renamed over its name, nothing in the mirror is followed, and the mirror
+//! is durable when the sync returns `Ok` (one `syncfs`, then the index). An interrupted sync
+//! leaves the previous index, which can never make a later one skip a stale copy (see
+//! `mirror.rs`). [`mirror_disk_usage`] tells what the mirror costs on disk.
+//!
 //! For packages: [`list_entries`] lists entries with the sha256 of each file, and
 //! [`read_member`] reads one small member (a manifest) by name.
 //!
@@ -86,6 +99,7 @@ mod create;
 mod error;
 mod extract;
 mod links;
+mod mirror;
 mod notes;
 mod pax;
 mod pgzip;
@@ -101,6 +115,7 @@ pub use compress::Compression;
 pub use create::create_private_file;
 pub use error::ArchiveError;
 pub use extract::{ExtractOptions, ExtractReport, Staged, Swapped, extract_to_staging};
+pub use mirror::{SyncOptions, SyncStats, mirror_disk_usage, mirror_tree, sync_mirror};
 pub use notes::{ExtractWarning, Skipped, SkippedKind};
 pub use pgzip::ParallelGzEncoder;
 pub use read::{

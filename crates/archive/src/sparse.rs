@@ -87,7 +87,9 @@ pub(crate) fn scan(file: &File, size: u64, blocks: u64) -> io::Result<Option<Spa
     Ok(regions?.map(|r| Sparse::new(r, size)))
 }
 
-fn scan_regions(file: &File, size: u64) -> io::Result<Option<Vec<Region>>> {
+/// The data regions of `file` (`size` bytes), or `None` when it has no hole or the filesystem
+/// cannot tell. Moves the file offset.
+pub(crate) fn scan_regions(file: &File, size: u64) -> io::Result<Option<Vec<Region>>> {
     if size == 0 {
         return Ok(None);
     }

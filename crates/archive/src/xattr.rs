@@ -135,6 +135,34 @@ pub(crate) fn set(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
+/// Sets one attribute on the open file `file`.
+pub(crate) fn set_file(file: &File, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let cname = CString::new(name).map_err(|_| io::Error::other("the name holds a NUL byte"))?;
+    // SAFETY: the descriptor is open, the name NUL-terminated, `value` readable for its length.
+    let rc = unsafe { libc::fsetxattr(file.as_raw_fd(), cname.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Removes one attribute of `path` (not following a symlink), or of the open file `file` when
+/// given; an attribute already gone is fine.
+pub(crate) fn remove(path: &Path, file: Option<&File>, name: &[u8]) -> io::Result<()> {
+    let cname = CString::new(name).map_err(|_| io::Error::other("the name holds a NUL byte"))?;
+    let rc = match file {
+        // SAFETY: the descriptor is open and the name NUL-terminated.
+        Some(f) => unsafe { libc::fremovexattr(f.as_raw_fd(), cname.as_ptr()) },
+        None => {
+            let c = cpath(path)?;
+            // SAFETY: both strings are NUL-terminated.
+            unsafe { libc::lremovexattr(c.as_ptr(), cname.as_ptr()) }
+        }
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ENODATA) { Ok(()) } else { Err(e) }
+}
+
 /// Removes ACLs that a new directory inherited from its parent's default ACL, so that what is
 /// extracted into it gets exactly the ACLs of the archive.
 pub(crate) fn strip_inherited_acls(dir: &Path) {
