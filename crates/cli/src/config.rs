@@ -69,6 +69,32 @@ pub struct BackupSection {
     /// Most entries (files, directories, links) one archive may store; no limit when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_files: Option<u64>,
+    /// `stop` (the default): the services are down while the archive is written. `snapshot`: a
+    /// mirror of the data is synced while they run, again while they are stopped (the downtime),
+    /// and archived once they are back (docs/design.md, "Snapshot backups").
+    pub mode: BackupMode,
+    /// Where snapshot mode keeps its mirror (as much disk again as the data), relative to the
+    /// project directory unless absolute. On the data's filesystem, copies are reflinks where it
+    /// offers them.
+    pub mirror_dir: String,
+}
+
+/// `backup.mode` as `lifeboat.toml` spells it.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupMode {
+    #[default]
+    Stop,
+    Snapshot,
+}
+
+impl BackupMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupMode::Stop => "stop",
+            BackupMode::Snapshot => "snapshot",
+        }
+    }
 }
 
 impl Default for BackupSection {
@@ -84,9 +110,14 @@ impl Default for BackupSection {
             group: None,
             max_bytes: None,
             max_files: None,
+            mode: BackupMode::Stop,
+            mirror_dir: DEFAULT_MIRROR_DIR.into(),
         }
     }
 }
+
+/// Where snapshot mode's mirror goes when `backup.mirror_dir` does not say.
+pub const DEFAULT_MIRROR_DIR: &str = ".lifeboat/mirror";
 
 /// `backup.compression` as `lifeboat.toml` spells it.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -454,6 +485,8 @@ impl Config {
              volumes = {volumes}                    # also the project's named volumes\n\
              dir = {dir}\n\
              compression = {compression}               # or \"zstd\" (.tar.zst); restore and verify read both\n\
+             mode = {mode}                     # or \"snapshot\": down only for a sync of what changed; the mirror costs the data's size again\n\
+             mirror_dir = {mirror}\n\
              {level}\n\
              retention_days = {days}\n\
              keep_last = {keep}                    # prune never goes below this many verified backups\n\
@@ -476,6 +509,8 @@ impl Config {
             volumes = self.backup.volumes,
             dir = q(&self.backup.dir),
             compression = q(self.backup.compression.archive().name()),
+            mode = q(self.backup.mode.as_str()),
+            mirror = q(&self.backup.mirror_dir),
             level = match self.backup.compression_level {
                 Some(n) => format!("compression_level = {n}"),
                 None => "# compression_level = 6          # gzip 1-9 (default 6), zstd 1-19 (default 3)".to_owned(),

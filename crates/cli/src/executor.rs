@@ -11,7 +11,7 @@
 pub use crate::crash::CRASH_AFTER;
 pub use crate::crash::crash_point;
 use crate::effects::services::ServiceOps;
-use crate::effects::{backups, data_swap, deploy_swap, hooks, provision};
+use crate::effects::{backups, data_swap, deploy_swap, hooks, mirror, provision};
 use crate::fsutil;
 use crate::project::Project;
 use crate::render::{self, now};
@@ -133,6 +133,10 @@ impl<S: Services> Executor<'_, S> {
                 return Ok(Outcome::Started { services: order });
             }
             Effect::VerifyServices { services: names } => services.verify_up(names.as_deref()).await?,
+            Effect::SyncMirror { mirror: dir, stopped } => {
+                let volumes = self.volumes().await?;
+                return mirror::sync(self.source_roots(&volumes)?, dir, *stopped).await;
+            }
             Effect::WriteArchive { path } => {
                 let volumes = self.volumes().await?;
                 let roots = self.archive_roots(run, &volumes)?;
@@ -225,11 +229,21 @@ impl<S: Services> Executor<'_, S> {
 
     /// The trees a backup archives: the data roots (the same a restore puts back), then the
     /// deployment files.
-    fn archive_roots(&self, run: &Run, volumes: &[crate::docker::Volume]) -> anyhow::Result<Vec<Root>> {
-        let mut roots: Vec<Root> = data_swap::data_roots(self.project, volumes.to_vec())?
+    /// The live data roots as the archive names them: the data paths and the named volumes.
+    fn source_roots(&self, volumes: &[crate::docker::Volume]) -> anyhow::Result<Vec<Root>> {
+        Ok(data_swap::data_roots(self.project, volumes.to_vec())?
             .into_iter()
             .map(|root| Root { archive_name: root.archive_name, source: root.target })
-            .collect();
+            .collect())
+    }
+
+    /// What a backup archives: the data roots (a snapshot backup's mirror of them), then the
+    /// deployment files.
+    fn archive_roots(&self, run: &Run, volumes: &[crate::docker::Volume]) -> anyhow::Result<Vec<Root>> {
+        let mut roots = self.source_roots(volumes)?;
+        if let RunSpec::SnapshotBackup { mirror: dir, .. } = run.spec() {
+            roots = mirror::archived_roots(roots, dir);
+        }
         roots.extend(deploy_swap::deployment_roots(self.project, run.spec())?);
         Ok(roots)
     }

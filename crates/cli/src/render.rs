@@ -57,6 +57,10 @@ fn spec_detail(spec: &RunSpec) -> String {
             let note = note.as_deref().map(|n| format!(", note {n:?}")).unwrap_or_default();
             format!("{} backup to {archive_path}{note}", backup_kind.as_str())
         }
+        RunSpec::SnapshotBackup { archive_path, backup_kind, note, mirror } => {
+            let note = note.as_deref().map(|n| format!(", note {n:?}")).unwrap_or_default();
+            format!("{} snapshot backup to {archive_path} through the mirror {mirror}{note}", backup_kind.as_str())
+        }
         RunSpec::Upgrade { archive_path, package } => {
             format!("upgrade to {} from {}, pre-upgrade backup to {archive_path}", package.version, package.path)
         }
@@ -124,6 +128,10 @@ pub fn event_detail(event: &Event) -> String {
                     if *exit_code == 0 { "hook exited 0".to_owned() } else { format!("HOOK EXITED {exit_code}") };
                 if last.is_empty() { verdict } else { format!("{verdict}; output ends: {last}") }
             }
+            Outcome::MirrorSynced { entries, files_copied, bytes_copied, removed } => format!(
+                "mirror synced: {entries} entries, {files_copied} files copied ({}), {removed} removed",
+                bytes(*bytes_copied)
+            ),
         },
         Event::Recovering { decision, .. } => format!("recover: {}", decision.as_str().replace('_', " ")),
         Event::Cancelled { reason, .. } => format!("cancelled by {reason}: settling the run"),
@@ -159,6 +167,10 @@ pub fn effect_detail(effect: &Effect) -> String {
         Effect::Provision { provision, .. } => format!("create {}", provision_summary(provision)),
         Effect::Unprovision { provision } => {
             format!("remove the containers and networks, and {}", provision_summary(provision))
+        }
+        Effect::SyncMirror { mirror, stopped: false } => format!("sync the mirror {mirror}, services running"),
+        Effect::SyncMirror { mirror, stopped: true } => {
+            format!("sync the mirror {mirror}, services stopped: the snapshot")
         }
         Effect::RunHook { hook } => {
             let once = if hook.idempotent { "" } else { ", runs at most once" };

@@ -8,7 +8,7 @@ use crate::commands::restore::RestoreReport;
 use crate::commands::rollback::RollbackReport;
 use crate::commands::upgrade::UpgradeReport;
 use crate::runs::backup::BackupReport;
-use crate::runs::history::StepTiming;
+use crate::runs::history::{DowntimeParts, StepTiming};
 use crate::runs::prune::PruneReport;
 use crate::runs::recover::{RecoverReport, Recovered};
 use crate::runs::scheduled::ScheduledRun;
@@ -33,6 +33,10 @@ pub(crate) fn backup() -> BackupReport {
         stored_bytes: 398_000_000,
         skipped: vec![SkippedPath { path: "paths/data/run/app.sock".into(), kind: "socket".into() }],
         hook_failures: vec![],
+        mode: "stop",
+        downtime_parts: DowntimeParts { stop_ms: 1_210, sync_ms: 0, start_ms: 1_020 },
+        archive_ms: 1_950,
+        presync_ms: 0,
     }
 }
 

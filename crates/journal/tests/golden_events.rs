@@ -6,7 +6,7 @@
 //! fields of each, are the journal's wire format: a journal written by one build must decode, to
 //! the same events, in every later build. This file pins one event of each shape:
 //!
-//! - `Started` with each `RunSpec` variant, and a backup with each `BackupKind`;
+//! - `Started` with each `RunSpec` variant (`SnapshotBackup` too), and a backup with each `BackupKind`;
 //! - `Intent` with each `Effect` variant;
 //! - `Outcome` with each `Outcome` variant;
 //! - `Recovering` with each `Decision` variant;
@@ -120,6 +120,15 @@ fn started_golden(variant: &RunSpec) -> (RunSpec, &'static str) {
             },
             "0100fd00d0ca9f170300000402070662372e74677a026162fb2c01080662382e74677a026162fb2c01",
         ),
+        RunSpec::SnapshotBackup { .. } => (
+            RunSpec::SnapshotBackup {
+                archive_path: "a.tgz".into(),
+                backup_kind: BackupKind::Manual,
+                note: None,
+                mirror: "m".into(),
+            },
+            "0100fd00d0ca9f170300000705612e74677a0000016d",
+        ),
         RunSpec::FirstDeploy { .. } => {
             (RunSpec::FirstDeploy { package: package_ref() }, "0100fd00d0ca9f170300000605702e74677a0132026364")
         }
@@ -197,6 +206,9 @@ fn intent_golden(variant: &Effect) -> (Effect, &'static str) {
         Effect::RunHook { .. } => {
             (Effect::RunHook { hook: hooks().remove(1) }, "0101fd00d0ca9f170300001301010264620474727565fb2c0101")
         }
+        Effect::SyncMirror { .. } => {
+            (Effect::SyncMirror { mirror: "m".into(), stopped: true }, "0101fd00d0ca9f1703000014016d01")
+        }
     }
 }
 
@@ -228,6 +240,10 @@ fn outcome_golden(variant: &Outcome) -> (Outcome, &'static str) {
         Outcome::HookRan { .. } => {
             (Outcome::HookRan { exit_code: -3, output_tail: "bye\n".into() }, "0102fd00d0ca9f170300000705046279650a")
         }
+        Outcome::MirrorSynced { .. } => (
+            Outcome::MirrorSynced { entries: 9, files_copied: 2, bytes_copied: 300, removed: 1 },
+            "0102fd00d0ca9f17030000080902fb2c0101",
+        ),
     }
 }
 

@@ -30,6 +30,10 @@ enum Step {
     Provision,
     /// The run's hook at this index (`Run::hooks`).
     Hook(usize),
+    /// A snapshot backup's sync of its mirror with the services running.
+    Presync,
+    /// A snapshot backup's sync of its mirror with the services stopped.
+    Snapshot,
 }
 
 /// The forward steps of a kind, in order, and the one whose success takes a run past its point of
@@ -43,6 +47,11 @@ fn steps(run: &Run) -> Option<(Vec<Step>, Step)> {
     use Step::*;
     Some(match run.kind() {
         // The archive is recorded: undoing would throw away a good backup.
+        // As a backup: the archive is recorded. The services are back before the archive is
+        // written, so undoing after that discards the archive and leaves them alone.
+        RunKind::Backup if matches!(run.spec(), RunSpec::SnapshotBackup { .. }) => {
+            (with_hooks(run, &[Inspect], &[Presync, Stop, Snapshot, Start, Write, Record]), Record)
+        }
         RunKind::Backup => (with_hooks(run, &[Inspect], &[Stop, Write, Record, Start]), Record),
         // The new version was verified healthy.
         RunKind::Upgrade => (
@@ -103,6 +112,8 @@ impl Step {
             Step::Hook(_) => State::Verifying,
             Step::VerifyArchive | Step::Inspect => State::Checking,
             Step::Stop => State::Stopping,
+            Step::Presync => State::Presyncing,
+            Step::Snapshot => State::Snapshotting,
             Step::Write => State::Archiving,
             Step::Record => State::Recording,
             Step::Deploy | Step::Provision => State::Deploying,
@@ -124,13 +135,23 @@ impl Step {
                 Effect::Provision { backup: backup.clone(), provision: provision.clone() }
             }
             (Step::Inspect, _) => Effect::Inspect,
+            (Step::Presync, RunSpec::SnapshotBackup { mirror, .. }) => {
+                Effect::SyncMirror { mirror: mirror.clone(), stopped: false }
+            }
+            (Step::Snapshot, RunSpec::SnapshotBackup { mirror, .. }) => {
+                Effect::SyncMirror { mirror: mirror.clone(), stopped: true }
+            }
             (Step::Stop, _) => Effect::StopServices { services: running(run)? },
-            (Step::Write, RunSpec::Backup { archive_path, .. } | RunSpec::Upgrade { archive_path, .. }) => {
-                Effect::WriteArchive { path: archive_path.clone() }
-            }
-            (Step::Record, RunSpec::Backup { backup_kind, note, .. }) => {
-                Effect::RecordBackup { archive: archive(run)?, backup_kind: *backup_kind, note: note.clone() }
-            }
+            (
+                Step::Write,
+                RunSpec::Backup { archive_path, .. }
+                | RunSpec::Upgrade { archive_path, .. }
+                | RunSpec::SnapshotBackup { archive_path, .. },
+            ) => Effect::WriteArchive { path: archive_path.clone() },
+            (
+                Step::Record,
+                RunSpec::Backup { backup_kind, note, .. } | RunSpec::SnapshotBackup { backup_kind, note, .. },
+            ) => Effect::RecordBackup { archive: archive(run)?, backup_kind: *backup_kind, note: note.clone() },
             (Step::Record, _) => {
                 Effect::RecordBackup { archive: archive(run)?, backup_kind: BackupKind::PreUpgrade, note: None }
             }
@@ -166,7 +187,9 @@ impl Step {
                 | Step::Deploy
                 | Step::CommitDeploy
                 | Step::RestoreData
-                | Step::Provision,
+                | Step::Provision
+                | Step::Presync
+                | Step::Snapshot,
                 _,
             ) => {
                 // `steps` lists these only for kinds whose spec holds what they need; an error,
@@ -249,6 +272,17 @@ pub(crate) fn settle(run: &Run, begun: usize, done: usize) -> Result<(Vec<Effect
         }
         // Past its point of no return from the start: handled above.
         RunSpec::Prune { .. } => {}
+        RunSpec::SnapshotBackup { archive_path, .. } => {
+            // The archive is not recorded: discard it. Start what was stopped unless it is back
+            // already; a run interrupted while archiving leaves the services alone. The mirror
+            // stays, and the next run's presync corrects whatever it holds.
+            if began(Step::Write) {
+                steps.push(Effect::DiscardArchive { path: archive_path.clone() });
+            }
+            if began(Step::Stop) && !succeeded(Step::Start) {
+                steps.extend(start_again(run, succeeded(Step::Stop))?);
+            }
+        }
         RunSpec::FirstDeploy { .. } => {
             // Nothing ran before: stop what came up, and take the package's files away again.
             if began(Step::UpStack) {

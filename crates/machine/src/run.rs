@@ -409,7 +409,11 @@ impl Run {
                 self.archive = Some(facts.clone());
                 self.archive_details = Some(details.clone());
             }
-            Outcome::Done | Outcome::Started { .. } | Outcome::Failed { .. } | Outcome::HookRan { .. } => {}
+            Outcome::Done
+            | Outcome::Started { .. }
+            | Outcome::Failed { .. }
+            | Outcome::HookRan { .. }
+            | Outcome::MirrorSynced { .. } => {}
         }
         self.cursor += 1;
         self.retried = false;
@@ -521,6 +525,8 @@ fn check_outcome_shape(effect: &Effect, outcome: &Outcome) -> Result<(), Machine
         (Effect::Inspect, Outcome::Inspected { .. } | Outcome::InspectedWithHooks { .. }) => true,
         (Effect::RunHook { .. }, Outcome::HookRan { .. }) => true,
         (Effect::RunHook { .. }, _) | (_, Outcome::HookRan { .. }) => false,
+        (Effect::SyncMirror { .. }, Outcome::MirrorSynced { .. }) => true,
+        (Effect::SyncMirror { .. }, _) | (_, Outcome::MirrorSynced { .. }) => false,
         (Effect::WriteArchive { path }, Outcome::ArchiveWritten(facts) | Outcome::Archived { facts, .. }) => {
             &facts.path == path
         }

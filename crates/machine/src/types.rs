@@ -126,6 +126,10 @@ pub enum RunSpec {
     /// Deploy `package` where nothing is deployed yet (no container, no data): as an upgrade,
     /// without the pre-upgrade backup there is nothing to make.
     FirstDeploy { package: PackageRef },
+    /// A backup in snapshot mode (docs/design.md, "Snapshot backups"): sync the mirror at
+    /// `mirror` from the live data while the services run, stop them, sync again (the downtime),
+    /// start them, then archive the mirror to `archive_path` and record it.
+    SnapshotBackup { archive_path: String, backup_kind: BackupKind, note: Option<String>, mirror: String },
 }
 
 /// What a restore onto a new host creates, decided (and checked absent) before the run starts,
@@ -165,6 +169,7 @@ impl RunSpec {
             RunSpec::Prune { .. } => RunKind::Prune,
             RunSpec::RestoreNew { .. } => RunKind::RestoreNew,
             RunSpec::FirstDeploy { .. } => RunKind::FirstDeploy,
+            RunSpec::SnapshotBackup { .. } => RunKind::Backup,
         }
     }
 }
@@ -186,6 +191,11 @@ pub enum State {
     Completed,
     RolledBack,
     Failed,
+    /// A snapshot backup syncs its mirror with the services running.
+    Presyncing,
+    /// A snapshot backup syncs its mirror with the services stopped: the mirror becomes the
+    /// consistent snapshot.
+    Snapshotting,
 }
 
 impl State {
@@ -208,6 +218,8 @@ impl State {
             State::Completed => "completed",
             State::RolledBack => "rolled_back",
             State::Failed => "failed",
+            State::Presyncing => "presyncing",
+            State::Snapshotting => "snapshotting",
         }
     }
 }
@@ -321,6 +333,10 @@ pub enum Effect {
     /// exec), bounded by its timeout. Not idempotent in general: recovery never carries out an
     /// interrupted hook again unless it is marked idempotent (docs/design.md, "Hooks").
     RunHook { hook: Hook },
+    /// Make the mirror at `mirror` an exact copy of the backup's roots: with `stopped`, the
+    /// services are stopped and the mirror becomes the consistent snapshot the archive is written
+    /// from. Idempotent: a rerun copies what differs, whatever a crash left half done.
+    SyncMirror { mirror: String, stopped: bool },
 }
 
 impl Effect {
@@ -347,6 +363,7 @@ impl Effect {
             Effect::Provision { .. } => "provision",
             Effect::Unprovision { .. } => "unprovision",
             Effect::RunHook { .. } => "run_hook",
+            Effect::SyncMirror { .. } => "sync_mirror",
         }
     }
 }
@@ -383,6 +400,9 @@ pub enum Outcome {
     /// when it could not be started) and the last lines of its output. A `before_*` hook that
     /// exits non-zero fails its step; an `after_*` one is reported and the run goes on.
     HookRan { exit_code: i32, output_tail: String },
+    /// `SyncMirror` made the mirror equal to the roots: the entries it walked, the files it
+    /// copied (and their bytes), the entries it removed.
+    MirrorSynced { entries: u64, files_copied: u64, bytes_copied: u64, removed: u64 },
 }
 
 impl Outcome {

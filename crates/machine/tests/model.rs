@@ -29,7 +29,10 @@ use sim::*;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Backup,
+    /// A backup in stop mode, or in snapshot mode.
+    Backup {
+        snapshot: bool,
+    },
     /// Upgrade to a package that becomes healthy (v2) or never does (v3).
     Upgrade {
         healthy: bool,
@@ -91,7 +94,7 @@ fn hook() -> impl Strategy<Value = Hook> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => Just(Op::Backup),
+        3 => any::<bool>().prop_map(|snapshot| Op::Backup { snapshot }),
         3 => any::<bool>().prop_map(|healthy| Op::Upgrade { healthy }),
         2 => (0..4usize).prop_map(Op::Restore),
         2 => Just(Op::Rollback),
@@ -164,8 +167,9 @@ impl Scenario {
         let id = sim.next_run_id();
         let w = &sim.world;
         match op {
-            Op::Backup => {
-                Some(backup_spec(id, if id.is_multiple_of(2) { BackupKind::Auto } else { BackupKind::Manual }))
+            Op::Backup { snapshot } => {
+                let kind = if id.is_multiple_of(2) { BackupKind::Auto } else { BackupKind::Manual };
+                Some(if *snapshot { snapshot_backup_spec(id, kind) } else { backup_spec(id, kind) })
             }
             Op::Upgrade { healthy } => Some(upgrade_spec(id, if *healthy { "v2" } else { "v3" })),
             Op::Restore(i) => {

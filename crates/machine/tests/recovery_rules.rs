@@ -47,6 +47,14 @@ fn restore() -> RunSpec {
     RunSpec::Restore { backup: catalogued() }
 }
 
+fn snapshot_backup() -> RunSpec {
+    RunSpec::SnapshotBackup { archive_path: PATH.into(), backup_kind: BackupKind::Auto, note: None, mirror: "m".into() }
+}
+
+fn synced() -> Outcome {
+    Outcome::MirrorSynced { entries: 9, files_copied: 2, bytes_copied: 50, removed: 1 }
+}
+
 fn rollback() -> RunSpec {
     RunSpec::Rollback { backup: catalogued() }
 }
@@ -109,6 +117,7 @@ impl Journal {
                 Effect::Inspect => Outcome::Inspected { running: running() },
                 Effect::WriteArchive { .. } => Outcome::ArchiveWritten(facts()),
                 Effect::RunHook { .. } => Outcome::HookRan { exit_code: 0, output_tail: String::new() },
+                Effect::SyncMirror { .. } => synced(),
                 _ => Outcome::Done,
             };
             self = self.begin().outcome(outcome);
@@ -147,6 +156,7 @@ impl Journal {
             let outcome = match effect {
                 Effect::Inspect => Outcome::Inspected { running: running() },
                 Effect::RunHook { .. } => Outcome::HookRan { exit_code: 0, output_tail: String::new() },
+                Effect::SyncMirror { .. } => synced(),
                 _ => Outcome::Done,
             };
             run.apply(&run.handle_outcome(outcome, Timestamp(9999)).unwrap()).unwrap();
@@ -316,6 +326,86 @@ fn an_upgrade_runs_its_before_hooks_first_and_its_after_hooks_once_committed() {
     assert_eq!(j.run.state(), State::Verifying);
     let j = j.begin();
     j.expect(State::Verifying, Decision::Resume, vec![], State::Completed);
+}
+
+// -------------------------------------------------------------------------------------------------
+// Snapshot backups (docs/design.md, "Snapshot backups").
+
+fn sync(stopped: bool) -> Effect {
+    Effect::SyncMirror { mirror: "m".into(), stopped }
+}
+
+#[test]
+fn a_snapshot_backup_syncs_stops_syncs_starts_then_archives_and_records() {
+    let mut j = Journal::new(snapshot_backup());
+    let mut seen = Vec::new();
+    while let Some(effect) = j.run.poll_effect() {
+        seen.push((j.run.state(), effect.name()));
+        j = j.ok(1);
+    }
+    let expected = [
+        (State::Checking, "inspect"),
+        (State::Presyncing, "sync_mirror"),
+        (State::Stopping, "stop_services"),
+        (State::Snapshotting, "sync_mirror"),
+        (State::Restarting, "start_services"),
+        (State::Archiving, "write_archive"),
+        (State::Recording, "record_backup"),
+    ];
+    assert_eq!(seen, expected);
+    assert_eq!(j.run.state(), State::Completed);
+}
+
+#[test]
+fn a_snapshot_backup_interrupted_before_its_services_are_back_starts_them_and_ends_rolled_back() {
+    // In the presync: nothing was stopped.
+    Journal::new(snapshot_backup()).ok(1).begin().expect(
+        State::Presyncing,
+        Decision::RollBack,
+        vec![],
+        State::RolledBack,
+    );
+    // While stopping: the stop is finished first.
+    let j = Journal::new(snapshot_backup()).ok(2).begin();
+    j.expect(State::Stopping, Decision::RollBack, vec![stop(), start()], State::RolledBack);
+    // In the stopped sync, or while starting: started again.
+    let j = Journal::new(snapshot_backup()).ok(3).begin();
+    j.expect(State::Snapshotting, Decision::RollBack, vec![start()], State::RolledBack);
+    let j = Journal::new(snapshot_backup()).ok(4).begin();
+    j.expect(State::Restarting, Decision::RollBack, vec![start()], State::RolledBack);
+}
+
+#[test]
+fn a_snapshot_backup_interrupted_after_its_services_are_back_discards_the_archive_and_leaves_them() {
+    let j = Journal::new(snapshot_backup()).ok(5).begin();
+    j.expect(State::Archiving, Decision::RollBack, vec![discard()], State::RolledBack);
+    let j = Journal::new(snapshot_backup()).ok(6).begin();
+    j.expect(State::Recording, Decision::RollBack, vec![discard()], State::RolledBack);
+    // A failed write (a full disk) likewise, live.
+    let j = Journal::new(snapshot_backup()).ok(5).fail();
+    assert_eq!(j.run.mode(), &Mode::Compensating { steps: vec![discard()], end: State::RolledBack });
+    // An operator's cancel during the archive is accepted: the archive goes, the services stay.
+    let cancel = j.run.handle_cancel("SIGINT", Timestamp(1));
+    assert!(cancel.is_none(), "settling already");
+    let j = Journal::new(snapshot_backup()).ok(5);
+    assert!(j.run.handle_cancel("SIGINT", Timestamp(1)).is_some());
+}
+
+#[test]
+fn a_snapshot_backup_interrupted_after_recording_is_done() {
+    let j = Journal::new(snapshot_backup()).ok(7);
+    assert_eq!(j.run.state(), State::Completed);
+    assert_eq!(recover(ID, &j.events), Ok(None));
+}
+
+#[test]
+fn a_sync_reports_its_mirror_figures_and_nothing_else() {
+    let j = Journal::new(snapshot_backup()).ok(1).begin();
+    assert_eq!(j.run.in_flight(), Some(&sync(false)));
+    assert!(j.run.handle_outcome(Outcome::Done, Timestamp(5)).is_err());
+    assert!(j.run.handle_outcome(synced(), Timestamp(5)).is_ok());
+    let j = Journal::new(backup()).begin();
+    assert!(j.run.handle_outcome(synced(), Timestamp(5)).is_err(), "inspect cannot report a sync");
 }
 
 // -------------------------------------------------------------------------------------------------

@@ -28,6 +28,9 @@ pub struct StatusReport {
     pub warnings: Vec<String>,
     /// The figures `[metrics] file` holds (`crate::metrics`); `null` while a run holds the journal.
     pub metrics: Option<crate::metrics::Figures>,
+    /// `backup.mode`, and in snapshot mode the mirror: where, its size on disk, when it last
+    /// was a consistent snapshot.
+    pub backup_mode: BackupModeStatus,
     #[serde(skip)]
     journal_path: PathBuf,
     #[serde(skip)]
@@ -64,6 +67,17 @@ pub struct LastBackup {
     pub size_bytes: u64,
     #[serde(skip)]
     text: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackupModeStatus {
+    pub mode: &'static str,
+    /// Snapshot mode only (`null` in stop mode), as are the two below.
+    pub mirror_dir: Option<PathBuf>,
+    /// `null` before the first sync.
+    pub mirror_bytes: Option<u64>,
+    /// `null` when the mirror is not a consistent snapshot now (none yet, or a sync since).
+    pub mirror_consistent_at: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -123,6 +137,21 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<StatusReport> {
         Some(j) => Some(crate::metrics::Figures::gather(j)?),
         None => None,
     };
+    let mode = project.config.backup.mode;
+    let mirror_dir = match mode {
+        crate::config::BackupMode::Stop => None,
+        crate::config::BackupMode::Snapshot => Some(project.dir.join(&project.config.backup.mirror_dir)),
+    };
+    let consistent = match (&journal, &mirror_dir) {
+        (Some(j), Some(_)) => crate::runs::history::mirror_consistent_at(j)?,
+        _ => None,
+    };
+    let backup_mode = BackupModeStatus {
+        mode: mode.as_str(),
+        mirror_bytes: mirror_dir.as_deref().and_then(crate::effects::mirror::disk_usage),
+        mirror_dir,
+        mirror_consistent_at: consistent.map(render::rfc3339),
+    };
     let cron =
         settings.as_ref().and_then(|s| s.cron.clone()).unwrap_or_else(|| project.config.auto_backup.cron.clone());
     let next_run = match &settings {
@@ -159,6 +188,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<StatusReport> {
         journal_bytes: std::fs::metadata(project.journal_path()).map(|m| m.len()).unwrap_or(0),
         warnings: warnings.into_iter().map(|w| w.message).collect(),
         metrics,
+        backup_mode,
         journal_path: project.journal_path(),
         journal_open: journal.is_some(),
         next_run,
@@ -210,6 +240,15 @@ impl Report for StatusReport {
         }
         if let Some(version) = &self.deployed_version {
             writeln!(out, "version   {version}")?;
+        }
+        let mode = &self.backup_mode;
+        if let Some(dir) = &mode.mirror_dir {
+            let size = mode.mirror_bytes.map_or("empty".to_owned(), render::bytes);
+            let consistent = match &mode.mirror_consistent_at {
+                Some(at) => format!("a consistent snapshot since {at}"),
+                None => "not a consistent snapshot now (the next backup makes one)".to_owned(),
+            };
+            writeln!(out, "mode      snapshot, mirror {} ({size}), {consistent}", dir.display())?;
         }
         for run in &self.interrupted_runs {
             writeln!(

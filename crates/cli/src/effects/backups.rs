@@ -151,7 +151,9 @@ pub fn manifest_input<'a>(
     volumes: &'a [crate::docker::Volume],
 ) -> anyhow::Result<ManifestInput<'a>> {
     let (kind, note) = match run.spec() {
-        RunSpec::Backup { backup_kind, note, .. } => (*backup_kind, note.clone()),
+        RunSpec::Backup { backup_kind, note, .. } | RunSpec::SnapshotBackup { backup_kind, note, .. } => {
+            (*backup_kind, note.clone())
+        }
         _ => (BackupKind::PreUpgrade, None),
     };
     Ok(ManifestInput {

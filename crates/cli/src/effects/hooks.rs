@@ -165,7 +165,7 @@ async fn run_on_host(project: &Project, run: &Run, hook: &Hook, timeout: Duratio
         .process_group(0)
         .kill_on_drop(true);
     match run.spec() {
-        RunSpec::Backup { archive_path, .. } => {
+        RunSpec::Backup { archive_path, .. } | RunSpec::SnapshotBackup { archive_path, .. } => {
             command.env("LIFEBOAT_ARCHIVE", archive_path);
         }
         RunSpec::Upgrade { archive_path, package } => {

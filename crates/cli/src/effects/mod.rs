@@ -12,11 +12,13 @@
 //!   `RestoreDeployment`, `CommitDeploy`, and a rollback's deployment half);
 //! - `provision`: what a restore onto a new host creates, and removes on rollback
 //!   (`Provision`, `Unprovision`).
-//! - `hooks`: which hooks a backup has (reported by `Inspect`) and `RunHook`.
+//! - `hooks`: which hooks a backup has (reported by `Inspect`) and `RunHook`;
+//! - `mirror`: snapshot mode's copy of the data (`SyncMirror`, and what its `WriteArchive` reads).
 
 pub mod backups;
 pub mod data_swap;
 pub mod deploy_swap;
 pub mod hooks;
+pub mod mirror;
 pub mod provision;
 pub mod services;

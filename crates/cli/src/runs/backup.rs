@@ -1,6 +1,7 @@
 //! One backup run, as `backup`, `auto-backup run` and the daemon make it.
 
 use super::{RunSession, conclude, history};
+use crate::config::BackupMode;
 use crate::output::Report;
 use crate::render;
 use lifeboat_machine::{BackupKind, Event, Run, RunKind, RunSpec, SkippedPath};
@@ -27,6 +28,15 @@ pub struct BackupReport {
     /// The `after_backup` hooks that failed (each: which, its exit code and output tail): the
     /// backup is recorded, and the command exits 6.
     pub hook_failures: Vec<String>,
+    /// `stop` or `snapshot` (`backup.mode`).
+    pub mode: &'static str,
+    /// The parts of `downtime_ms`: stop, the stopped sync (snapshot mode), start. In stop mode
+    /// the archive is written inside the downtime too.
+    pub downtime_parts: history::DowntimeParts,
+    /// How long the archive step took: inside the downtime in stop mode, after it in snapshot mode.
+    pub archive_ms: i64,
+    /// Snapshot mode: how long the sync with the services running took (0 in stop mode).
+    pub presync_ms: i64,
 }
 
 /// Runs one backup in `session` and returns its report, or an error (exit 1, 130 or 143) saying
@@ -40,11 +50,26 @@ pub async fn backup(session: &mut RunSession, kind: BackupKind, note: Option<Str
     if let Err(err) = session.connect().await {
         return Err(session.failed_before_run(RunKind::Backup, err).await);
     }
+    let mode = session.project.config.backup.mode;
+    let mirror = match mode {
+        BackupMode::Stop => None,
+        BackupMode::Snapshot => match crate::effects::mirror::mirror_dir(&session.project) {
+            Ok(dir) => Some(dir),
+            Err(err) => return Err(session.failed_before_run(RunKind::Backup, err).await),
+        },
+    };
     let run = session
-        .run(RunKind::Backup, |id| RunSpec::Backup {
-            archive_path: session.archive_path(id, ""),
-            backup_kind: kind,
-            note,
+        .run(RunKind::Backup, |id| {
+            let archive_path = session.archive_path(id, "");
+            match mirror {
+                None => RunSpec::Backup { archive_path, backup_kind: kind, note },
+                Some(mirror) => RunSpec::SnapshotBackup {
+                    archive_path,
+                    backup_kind: kind,
+                    note,
+                    mirror: mirror.to_string_lossy().into_owned(),
+                },
+            }
         })
         .await?;
     conclude(&run)?;
@@ -56,6 +81,9 @@ fn report(run: &Run, events: &[Event]) -> anyhow::Result<BackupReport> {
         run.archive().cloned().ok_or_else(|| anyhow::anyhow!("run {} completed without an archive", run.id()))?;
     let stopped = run.running().map(<[String]>::to_vec).unwrap_or_default();
     let details = run.archive_details().cloned().unwrap_or_default();
+    let (downtime_parts, archive_ms, presync_ms) = history::backup_times(events);
+    let mode =
+        if matches!(run.spec(), RunSpec::SnapshotBackup { .. }) { BackupMode::Snapshot } else { BackupMode::Stop };
     Ok(BackupReport {
         run_id: run.id(),
         backup_id: run.id(),
@@ -70,6 +98,10 @@ fn report(run: &Run, events: &[Event]) -> anyhow::Result<BackupReport> {
         stored_bytes: details.stored_bytes,
         skipped: details.skipped,
         hook_failures: run.hook_failures().iter().map(|f| f.error.clone()).collect(),
+        mode: mode.as_str(),
+        downtime_parts,
+        archive_ms,
+        presync_ms,
     })
 }
 
@@ -91,7 +123,28 @@ impl Report for BackupReport {
         writeln!(out, "  sha256     {}", self.sha256)?;
         writeln!(out, "  stopped    {}", render::list(&self.stopped))?;
         writeln!(out, "  restarted  {}", render::list(&self.restarted))?;
-        writeln!(out, "  downtime   {}", render::duration_ms(self.downtime_ms))?;
+        let parts = &self.downtime_parts;
+        let ms = render::duration_ms;
+        match self.mode {
+            "snapshot" => writeln!(
+                out,
+                "  downtime   {} (stop {}, sync {}, start {}); archived after the restart in {}, presync {}",
+                ms(self.downtime_ms),
+                ms(parts.stop_ms),
+                ms(parts.sync_ms),
+                ms(parts.start_ms),
+                ms(self.archive_ms),
+                ms(self.presync_ms)
+            )?,
+            _ => writeln!(
+                out,
+                "  downtime   {} (stop {}, archive {}, start {})",
+                ms(self.downtime_ms),
+                ms(parts.stop_ms),
+                ms(self.archive_ms),
+                ms(parts.start_ms)
+            )?,
+        }
         super::history::write_hook_failures(out, &self.hook_failures)
     }
 

@@ -4,7 +4,7 @@
 
 use crate::render;
 use lifeboat_journal::{BackupEntry, Journal};
-use lifeboat_machine::{BackupKind, Effect, Event, Outcome, Run, RunKind, State, replay};
+use lifeboat_machine::{BackupKind, Effect, Event, Outcome, Run, RunKind, State, Timestamp, replay};
 
 /// How a run ended, in the words of the JSON `outcome` fields.
 pub fn outcome(run: &Run) -> &'static str {
@@ -45,6 +45,60 @@ pub fn downtime_ms(events: &[Event]) -> Option<i64> {
         }
     }
     Some(up?.0 - stop.0)
+}
+
+/// Where a backup's time went (docs/json.md, `backup`): the parts of its downtime, and the
+/// archive step wherever it fell (inside the downtime in stop mode, after it in snapshot mode).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DowntimeParts {
+    pub stop_ms: i64,
+    /// The sync of the mirror with the services stopped (0 in stop mode).
+    pub sync_ms: i64,
+    /// Starting the services until they were up (and healthy).
+    pub start_ms: i64,
+}
+
+/// How long a run's steps took, added up by state: (downtime parts, archive, presync).
+pub fn backup_times(events: &[Event]) -> (DowntimeParts, i64, i64) {
+    let (mut parts, mut archive, mut presync) = (DowntimeParts::default(), 0, 0);
+    for row in timeline(events) {
+        let Some(ms) = row.duration_ms else { continue };
+        match row.state {
+            State::Stopping => parts.stop_ms += ms,
+            State::Snapshotting => parts.sync_ms += ms,
+            State::Restarting => parts.start_ms += ms,
+            State::Archiving => archive += ms,
+            State::Presyncing => presync += ms,
+            _ => {}
+        }
+    }
+    (parts, archive, presync)
+}
+
+/// When the mirror last became a consistent snapshot (a stopped sync that succeeded), `None`
+/// when no sync ever did, or one began since (a presync, or a sync a crash cut short): the
+/// newest run that synced decides.
+pub fn mirror_consistent_at(journal: &Journal) -> anyhow::Result<Option<Timestamp>> {
+    for id in journal.runs()?.into_iter().rev() {
+        let events = journal.events(id)?;
+        let mut last: Option<Option<Timestamp>> = None;
+        let mut stopped_sync = false;
+        for event in &events {
+            match event {
+                Event::Intent { effect: Effect::SyncMirror { stopped, .. }, .. } => {
+                    stopped_sync = *stopped;
+                    last = Some(None);
+                }
+                Event::Intent { .. } => stopped_sync = false,
+                Event::Outcome { at, outcome: Outcome::MirrorSynced { .. } } if stopped_sync => last = Some(Some(*at)),
+                _ => {}
+            }
+        }
+        if let Some(at) = last {
+            return Ok(at);
+        }
+    }
+    Ok(None)
 }
 
 /// How long one step took, from its intent to its outcome.

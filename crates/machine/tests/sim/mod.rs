@@ -110,6 +110,10 @@ pub struct World {
     pub hook_runs: BTreeMap<(RunId, String), u32>,
     /// The `on_failure` hooks every run starts with.
     pub on_failure: Vec<Hook>,
+    /// The snapshot backups' mirror of the data, and the run whose stopped sync made it the
+    /// consistent snapshot (cleared when any sync begins).
+    pub mirror: Option<Data>,
+    pub mirror_consistent_for: Option<RunId>,
 }
 
 impl World {
@@ -128,6 +132,8 @@ impl World {
             hooks: Vec::new(),
             hook_runs: BTreeMap::new(),
             on_failure: Vec::new(),
+            mirror: None,
+            mirror_consistent_for: None,
         }
     }
 
@@ -632,9 +638,47 @@ impl Sim {
                 }
                 Ok(Outcome::Done)
             }
-            Effect::WriteArchive { path } => {
-                self.assert_stack_stopped(run, "write_archive");
+            Effect::SyncMirror { stopped, .. } => {
+                if *stopped {
+                    self.assert_stack_stopped(run, "the stopped sync");
+                }
                 let Some(data) = self.world.data.clone() else {
+                    return Err(Stop::Failed("sync mirror: the data is missing".into()));
+                };
+                // Half synced: what a crash or a failure mid-sync leaves.
+                self.micro(|w| {
+                    w.mirror = Some(Data { writes: u32::MAX - 1, schema: "half-synced".into() });
+                    w.mirror_consistent_for = None;
+                })?;
+                let stopped = *stopped;
+                self.micro(|w| {
+                    w.mirror = Some(data);
+                    w.mirror_consistent_for = stopped.then_some(run);
+                })?;
+                if !stopped && !self.world.running().is_empty() {
+                    // The services write on while the presync runs: the mirror is behind already.
+                    self.micro(|w| w.data.iter_mut().for_each(|d| d.writes += 1))?;
+                }
+                Ok(Outcome::MirrorSynced { entries: 4, files_copied: 1, bytes_copied: 10, removed: 0 })
+            }
+            Effect::WriteArchive { path } => {
+                let snapshot_mode = matches!(
+                    self.journal[&run].first().and_then(Event::started_spec),
+                    Some(RunSpec::SnapshotBackup { .. })
+                );
+                let data = if snapshot_mode {
+                    // Never from a mirror a crash left half synced, nor from another run's.
+                    assert_eq!(
+                        self.world.mirror_consistent_for,
+                        Some(run),
+                        "run {run}: archived a mirror that is not its consistent snapshot"
+                    );
+                    self.world.mirror.clone()
+                } else {
+                    self.assert_stack_stopped(run, "write_archive");
+                    self.world.data.clone()
+                };
+                let Some(data) = data else {
                     return Err(Stop::Failed("write archive: the data is missing".into()));
                 };
                 let Some(files) = self.world.files.clone() else {
@@ -833,7 +877,13 @@ impl Sim {
             return;
         }
         let data = before.data.as_ref().expect("a run starts with data");
-        let data_kept = w.data.as_ref() == Some(data)
+        // A snapshot backup's presync runs beside the services, which write on.
+        let snapshot =
+            matches!(self.journal[&run].first().and_then(Event::started_spec), Some(RunSpec::SnapshotBackup { .. }));
+        let written_on =
+            snapshot && w.data.as_ref().is_some_and(|d| d.schema == data.schema && d.writes >= data.writes);
+        let data_kept = written_on
+            || w.data.as_ref() == Some(data)
             || w.data_aside.as_ref() == Some(data)
             || w.catalogued_snapshots().any(|s| &s.data == data);
         assert!(data_kept, "invariant 6: run {run} lost the data it started with: {w:?}");
@@ -953,6 +1003,20 @@ impl Sim {
                 assert_eq!(Some(&snap.data), before.data.as_ref(), "backup {id} does not hold the data");
                 assert_eq!(w.data, before.data, "backup {id} changed the data");
             }
+            (RunSpec::SnapshotBackup { archive_path, backup_kind, .. }, State::Completed) => {
+                let entry = w.catalog.get(&id).unwrap_or_else(|| panic!("completed backup {id} is not catalogued"));
+                assert_eq!((&entry.path, entry.kind), (archive_path, *backup_kind));
+                // The data as the stopped sync saw it, writes made during the presync included:
+                // nothing writes after it in the model.
+                let snap = &w.archives[archive_path].snapshot;
+                assert_eq!(Some(&snap.data), w.data.as_ref(), "snapshot backup {id} does not hold the data");
+                assert_data_only_written(id, before, w);
+            }
+            (RunSpec::SnapshotBackup { archive_path, .. }, _) => {
+                assert!(!w.catalog.contains_key(&id), "rolled back backup {id} is catalogued");
+                assert!(!w.archives.contains_key(archive_path), "rolled back backup {id} left its archive");
+                assert_data_only_written(id, before, w);
+            }
             (RunSpec::Backup { archive_path, .. }, _) => {
                 assert!(!w.catalog.contains_key(&id), "rolled back backup {id} is catalogued");
                 assert!(!w.archives.contains_key(archive_path), "rolled back backup {id} left its archive");
@@ -1039,6 +1103,16 @@ fn migrate(w: &mut World, version: &str) {
 
 // -------------------------------------------------------------------------------------------------
 // Specs.
+
+/// A snapshot backup only adds the services' own writes to the data.
+fn assert_data_only_written(id: RunId, before: &World, w: &World) {
+    let (Some(now), Some(then)) = (&w.data, &before.data) else { panic!("backup {id}: the data is missing") };
+    assert!(now.schema == then.schema && now.writes >= then.writes, "backup {id} changed the data: {now:?}");
+}
+
+pub fn snapshot_backup_spec(id: RunId, kind: BackupKind) -> RunSpec {
+    RunSpec::SnapshotBackup { archive_path: archive_path(id), backup_kind: kind, note: None, mirror: "mirror".into() }
+}
 
 pub fn backup_spec(id: RunId, kind: BackupKind) -> RunSpec {
     RunSpec::Backup { archive_path: archive_path(id), backup_kind: kind, note: None }
