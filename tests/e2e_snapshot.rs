@@ -141,8 +141,52 @@ fn a_mirror_that_overlaps_the_data_is_refused_before_anything_stops() {
     std::fs::write(path, toml).unwrap();
     let started = started_at(&project);
     let output = run(&project, &["backup"]);
-    assert_ne!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(output.status.code(), Some(2), "a configuration error: {}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("overlaps the data path data"), "{}", describe(&output));
     assert_eq!(started_at(&project), started);
     assert_invariants(&project, &before);
+}
+
+#[test]
+fn sigkill_at_random_moments_of_snapshot_backups_then_recover() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::{Duration, Instant};
+    let Some((project, before)) = snapshot_project() else { return };
+    let kills: usize = std::env::var("LIFEBOAT_SIGKILL_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let mut seed: u64 = std::env::var("LIFEBOAT_SIGKILL_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5a9);
+    eprintln!("sigkill seed {seed}");
+    // Some data, so the syncs and the archive take a noticeable part of the run.
+    std::fs::write(project.data_dir().join("noise.bin"), random_bytes(24 << 20)).unwrap();
+    // The first backup fills the mirror; the second is what a nightly one costs: kills spread over it.
+    run_json(&project, &["backup"]);
+    let start = Instant::now();
+    run_json(&project, &["backup"]);
+    let length = start.elapsed().as_millis() as u64;
+    let mut killed_mid_run = 0;
+    for i in 0..kills {
+        // A new chunk each time, so each presync has something to copy.
+        std::fs::write(project.data_dir().join(format!("chunk-{}.bin", i % 3)), random_bytes(4 << 20)).unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = seed % (length + 200);
+        let mut child = command(&project, &["backup"]).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        // SAFETY: kill(2) of our own child has no memory-safety preconditions.
+        let killed = unsafe { libc::kill(child.id() as i32, libc::SIGKILL) } == 0;
+        let status = child.wait().unwrap();
+        killed_mid_run += usize::from(killed && status.signal() == Some(libc::SIGKILL));
+        let context = format!("kill {i} after {delay} ms");
+        let output = run(&project, &["recover"]);
+        assert_eq!(output.status.code(), Some(0), "{context}: recover: {}", describe(&output));
+        assert_invariants(&project, &before);
+        project.assert_records_intact();
+    }
+    eprintln!("{killed_mid_run} of {kills} snapshot backups were killed mid-run");
+    assert!(killed_mid_run >= kills / 2, "most kills should land inside a run ({killed_mid_run} of {kills})");
+    // Every archive that survived holds an untorn prefix of the records.
+    for entry in run_json(&project, &["list"]).as_array().unwrap() {
+        support::check_records(&records_in(entry["path"].as_str().unwrap())).unwrap();
+    }
+    run_expect(&project, &["verify", "--all"], 0);
 }

@@ -15,7 +15,7 @@ use lifeboat_machine::Outcome;
 use std::path::{Path, PathBuf};
 
 /// The mirror directory `backup.mirror_dir` names, made absolute. Refused when it overlaps a
-/// data path or the backup dir: the mirror would copy itself, or be archived twice.
+/// data path or the backup dir (exit 2): the mirror would copy itself, or be archived twice.
 pub fn mirror_dir(project: &Project) -> anyhow::Result<PathBuf> {
     let config = &project.config.backup;
     let dir = project.dir.join(&config.mirror_dir);
@@ -27,13 +27,13 @@ pub fn mirror_dir(project: &Project) -> anyhow::Result<PathBuf> {
     for (what, other) in others {
         let other = resolve_existing(&other);
         if resolved.starts_with(&other) || other.starts_with(&resolved) {
-            bail!(
+            return Err(crate::exit::Exit::Usage.wrap(anyhow::anyhow!(
                 "backup.mirror_dir {} overlaps {what} ({}): give the mirror a directory of its own, \
                  such as {}",
                 dir.display(),
                 other.display(),
                 crate::config::DEFAULT_MIRROR_DIR
-            );
+            )));
         }
     }
     Ok(dir)
