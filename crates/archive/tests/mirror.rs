@@ -925,9 +925,11 @@ fn a_damaged_mirror_is_repaired() {
     let tree = mirror_tree(&dir);
     fs::OpenOptions::new().write(true).open(tree.join("a/f10")).unwrap().set_len(3).unwrap();
     // Another file with the same size and mtime: only its inode tells it apart.
+    // Written beside it and renamed over, so it cannot reuse the freed inode number (ext4 does).
     let m = fs::symlink_metadata(tree.join("a/f11")).unwrap();
-    fs::remove_file(tree.join("a/f11")).unwrap();
-    fs::write(tree.join("a/f11"), vec![b'x'; m.len() as usize]).unwrap();
+    fs::write(tree.join("a/f11.new"), vec![b'x'; m.len() as usize]).unwrap();
+    fs::rename(tree.join("a/f11.new"), tree.join("a/f11")).unwrap();
+    assert_ne!(fs::symlink_metadata(tree.join("a/f11")).unwrap().ino(), m.ino());
     assert!(set_mtime_ns(&tree.join("a/f11"), m.mtime(), m.mtime_nsec()));
     fs::remove_file(tree.join("a/f12")).unwrap();
     fs::set_permissions(tree.join("a/f13"), fs::Permissions::from_mode(0o777)).unwrap();
