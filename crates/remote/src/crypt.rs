@@ -74,7 +74,7 @@ impl Encryption {
             Encryption::Age(recipients) => {
                 let encryptor =
                     age::Encryptor::with_recipients(recipients.iter().map(|r| r.as_ref() as &dyn age::Recipient))
-                    .map_err(std::io::Error::other)?;
+                        .map_err(std::io::Error::other)?;
                 Ok(Box::new(encryptor.wrap_output(out)?))
             }
             Encryption::None => Ok(Box::new(Plain(out))),

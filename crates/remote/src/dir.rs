@@ -93,7 +93,12 @@ impl DirRemote {
         self.put_small(&format!("{key}{META}"), encode_meta(meta).as_bytes())?;
         fs::rename(&partial, &target).map_err(self.local(&target))?;
         sync_parent(&target).map_err(self.local(&target))?;
-        Ok(StoredCopy { key: key.into(), stored_bytes: sent.stored_bytes, stored_sha256: sent.stored_sha256, parts: sent.parts.len() })
+        Ok(StoredCopy {
+            key: key.into(),
+            stored_bytes: sent.stored_bytes,
+            stored_sha256: sent.stored_sha256,
+            parts: sent.parts.len(),
+        })
     }
 
     pub fn abort_upload(&self, key: &str, _id: &UploadId) -> Result<()> {
@@ -136,7 +141,8 @@ impl DirRemote {
                     continue;
                 }
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if !kind.is_file() || name.ends_with(PARTIAL) || name.ends_with(META) || name.starts_with(".lifeboat-") {
+                if !kind.is_file() || name.ends_with(PARTIAL) || name.ends_with(META) || name.starts_with(".lifeboat-")
+                {
                     continue;
                 }
                 let Ok(relative) = path.strip_prefix(&self.root) else { continue };
@@ -173,10 +179,14 @@ impl DirRemote {
                         other => break other,
                     }
                 };
-                (n.map(|n| {
-                    buf.truncate(n);
-                    Bytes::from(buf)
-                }), file, path)
+                (
+                    n.map(|n| {
+                        buf.truncate(n);
+                        Bytes::from(buf)
+                    }),
+                    file,
+                    path,
+                )
             })
             .await;
             match read {

@@ -81,7 +81,10 @@ mod tests {
             "s3://backups/host-1/demo".parse::<Location>().unwrap(),
             Location::S3 { bucket: "backups".into(), prefix: "host-1/demo".into() }
         );
-        assert_eq!("s3://backups".parse::<Location>().unwrap(), Location::S3 { bucket: "backups".into(), prefix: "".into() });
+        assert_eq!(
+            "s3://backups".parse::<Location>().unwrap(),
+            Location::S3 { bucket: "backups".into(), prefix: "".into() }
+        );
         assert_eq!("s3://backups/p/".parse::<Location>().unwrap().to_string(), "s3://backups/p");
         assert_eq!(
             "file:///mnt/backups".parse::<Location>().unwrap(),

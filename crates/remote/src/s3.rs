@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::{
@@ -122,6 +122,9 @@ impl S3Remote {
             .with_access_key_id(&credentials.access_key_id)
             .with_secret_access_key(credentials.secret_access_key.expose())
             .with_virtual_hosted_style_request(!spec.path_style)
+            // x-amz-checksum-sha256 on every part (declared when the upload opens): the store
+            // checks each part on receipt and keeps the checksums, beside SigV4's payload hash.
+            .with_checksum_algorithm(Checksum::SHA256)
             .with_client_options(
                 ClientOptions::new()
                     .with_timeout(spec.request_timeout)
@@ -167,7 +170,11 @@ impl S3Remote {
             object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
                 RemoteError::Denied { remote, detail }
             }
-            _ if has("InvalidAccessKeyId") || has("SignatureDoesNotMatch") || has("AccessDenied") || has("403 Forbidden") => {
+            _ if has("InvalidAccessKeyId")
+                || has("SignatureDoesNotMatch")
+                || has("AccessDenied")
+                || has("403 Forbidden") =>
+            {
                 RemoteError::Denied { remote, detail }
             }
             _ if has("NoSuchBucket") => {

@@ -111,7 +111,8 @@ fn produce(
 ) -> Result<(u64, String)> {
     let local = |e: io::Error| RemoteError::Local { path: source.into(), source: e };
     let mut file = std::fs::File::open(source).map_err(local)?;
-    let cutter = PartCutter { buf: Vec::with_capacity(part_size), part_size, index: 0, tx, hasher: Sha256::new(), total: 0 };
+    let cutter =
+        PartCutter { buf: Vec::with_capacity(part_size), part_size, index: 0, tx, hasher: Sha256::new(), total: 0 };
     let mut out = encryption.wrap(cutter).map_err(local)?;
     let mut plain = Sha256::new();
     let mut plain_bytes = 0u64;
@@ -214,7 +215,9 @@ pub(crate) async fn fetch<W: Write + Send + 'static>(
     let (tx, rx) = mpsc::channel::<Bytes>(4);
     let consumer = {
         let (remote, key) = (remote.to_string(), key.to_string());
-        tokio::task::spawn_blocking(move || consume(&remote, &key, ChannelReader { rx, current: Bytes::new() }, out, identities))
+        tokio::task::spawn_blocking(move || {
+            consume(&remote, &key, ChannelReader { rx, current: Bytes::new() }, out, identities)
+        })
     };
     let mut stored = Sha256::new();
     let mut stored_bytes = 0u64;
@@ -248,17 +251,19 @@ fn consume<W: Write>(
     mut out: W,
     identities: Option<Identities>,
 ) -> Result<(u64, String, W)> {
-    let decrypt_err =
-        |detail: String| RemoteError::Decrypt { remote: remote.into(), key: key.into(), detail };
+    let decrypt_err = |detail: String| RemoteError::Decrypt { remote: remote.into(), key: key.into(), detail };
     // The first chunk of a download is far longer than the magic.
     let is_age = input.peek().starts_with(AGE_MAGIC);
     let mut reader: Box<dyn Read> = match (&identities, is_age) {
         (Some(ids), true) => {
-            let decryptor = age::Decryptor::new(input).map_err(|e| decrypt_err(format!("not a valid age file: {e}")))?;
+            let decryptor =
+                age::Decryptor::new(input).map_err(|e| decrypt_err(format!("not a valid age file: {e}")))?;
             Box::new(decryptor.decrypt(ids.iter()).map_err(|e| decrypt_err(e.to_string()))?)
         }
         (None, false) => Box::new(input),
-        (Some(_), false) => return Err(decrypt_err("it is not an age file, yet the remote encrypts its copies".into())),
+        (Some(_), false) => {
+            return Err(decrypt_err("it is not an age file, yet the remote encrypts its copies".into()));
+        }
         (None, true) => {
             return Err(decrypt_err("it is encrypted (age): give an identity file that holds its key".into()));
         }

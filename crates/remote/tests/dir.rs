@@ -225,3 +225,42 @@ fn secret_files_that_others_may_read_are_refused() {
     assert!(Encryption::to_recipients(&[]).is_err());
     assert!(Encryption::to_recipients(&["age1nope".into()]).unwrap_err().to_string().contains("not an age recipient"));
 }
+
+/// The `age` command (Debian's age 1.1): what lifeboat encrypts it decrypts, and what it encrypts
+/// lifeboat fetches, so a copy can be opened without lifeboat at all.
+#[tokio::test]
+async fn copies_interoperate_with_the_age_command() {
+    if std::process::Command::new("age").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set and the age command is missing (scripts/setup-test-env installs it)"
+        );
+        eprintln!("SKIPPING: no age command (install Debian's age package)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("remote");
+    std::fs::create_dir(&root).unwrap();
+    let (source, mut meta) = archive(tmp.path(), (1 << 20) + 77);
+    meta.encryption = "age".into();
+    let (secret, public) = generate_identity();
+    let identity = tmp.path().join("identity");
+    std::fs::write(&identity, format!("{secret}\n")).unwrap();
+    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let remote = remote(&root);
+
+    let enc = Encryption::to_recipients(std::slice::from_ref(&public)).unwrap();
+    ship(&remote, "k.age", &source, &enc, &meta).await.unwrap();
+    let out =
+        std::process::Command::new("age").args(["-d", "-i"]).arg(&identity).arg(root.join("k.age")).output().unwrap();
+    assert!(out.status.success(), "age -d: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, std::fs::read(&source).unwrap());
+
+    let by_age = root.join("by-age.age");
+    let status =
+        std::process::Command::new("age").args(["-r", &public, "-o"]).arg(&by_age).arg(&source).status().unwrap();
+    assert!(status.success());
+    let ids = Identities::from_file(&identity).unwrap();
+    let (fetched, _) = remote.fetch("by-age.age", std::io::sink(), Some(ids)).await.unwrap();
+    assert_eq!(fetched.archive_sha256, meta.archive_sha256);
+}
