@@ -345,14 +345,12 @@ struct S3Parts<'a> {
 impl PartSink for S3Parts<'_> {
     type Part = PartId;
 
-    fn put_part(&self, index: usize, data: Bytes) -> impl Future<Output = Result<PartId>> + Send {
-        async move {
-            self.remote
-                .store
-                .put_part(self.path, self.id, index, PutPayload::from(data))
-                .await
-                .map_err(|e| self.remote.error(e))
-        }
+    async fn put_part(&self, index: usize, data: Bytes) -> Result<PartId> {
+        self.remote
+            .store
+            .put_part(self.path, self.id, index, PutPayload::from(data))
+            .await
+            .map_err(|e| self.remote.error(e))
     }
 }
 

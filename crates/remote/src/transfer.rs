@@ -49,6 +49,7 @@ pub(crate) struct Sent<P> {
 /// Reads `source`, checks it is the archive `meta` describes (size and sha256, so a file damaged
 /// on the host is never shipped as a good copy), encrypts it as asked, and sends it in parts of
 /// `part_size` with at most `options.concurrency` in flight. Returns the parts in order.
+#[allow(clippy::too_many_arguments)] // each backend passes its own sink and part size
 pub(crate) async fn send_parts<S: PartSink>(
     remote: &str,
     key: &str,
