@@ -12,7 +12,10 @@
 #   TREES                which trees, of: mixed links small (default all three)
 #   LEVEL                gzip level (default 6); ZLEVEL zstd level (default 3)
 #   THREADS              lifeboat threads (default 0 = one per core); RUNS rounds (default 2)
-# All runs read a warm page cache (the tree is read once first), so they compare CPU work. The
+# All runs read a warm page cache (the tree is read once first), so they compare CPU work. Every
+# tool's output is made durable as lifeboat's is (lifeboat fsyncs its archive before it renames
+# it; the others are followed by `sync FILE`, which fsyncs that file), so no tool is timed
+# without the write reaching the disk. The
 # machine may be shared: lifeboat and the parallel tools it is measured against run side by side,
 # interleaved, RUNS rounds, and the best (lowest wall time) of each is reported, with its CPU time.
 set -euo pipefail
@@ -124,9 +127,9 @@ bench_tree() { # bench_tree TREE: runs every tool on TREE and prints the figures
   for i in $(seq 1 "$RUNS"); do
     rm -f "$OUT/lifeboat.tar.gz" "$OUT/lifeboat.tar.zst"
     run "LB_$i" "$BENCH" "$T" "$OUT/lifeboat.tar.gz" "$LEVEL" "$THREADS" gzip > "$OUT/lifeboat.out"
-    run "PZ_$i" sh -c "tar -cf - -C '$T' . | pigz -p 2 -$LEVEL > '$OUT/pigz.tar.gz'"
+    run "PZ_$i" sh -c "tar -cf - -C '$T' . | pigz -p 2 -$LEVEL > '$OUT/pigz.tar.gz' && sync '$OUT/pigz.tar.gz'"
     run "LZ_$i" "$BENCH" "$T" "$OUT/lifeboat.tar.zst" "$ZLEVEL" "$THREADS" zstd > "$OUT/lifeboat-zstd.out"
-    run "ZS_$i" sh -c "tar -cf - -C '$T' . | zstd -q -T2 -$ZLEVEL > '$OUT/zstd.tar.zst'"
+    run "ZS_$i" sh -c "tar -cf - -C '$T' . | zstd -q -T2 -$ZLEVEL > '$OUT/zstd.tar.zst' && sync '$OUT/zstd.tar.zst'"
   done
   best LB; best PZ; best LZ; best ZS
   LB_Z=$(size_of "$OUT/lifeboat.tar.gz")
@@ -138,9 +141,9 @@ bench_tree() { # bench_tree TREE: runs every tool on TREE and prints the figures
   LZ_HWM=$(sed -n 's/.*vmhwm_kib=\([0-9]*\).*/\1/p' "$OUT/lifeboat-zstd.out")
   ZS_Z=$(size_of "$OUT/zstd.tar.zst")
   # The single-threaded references, once.
-  run GT tar -czf "$OUT/gnutar.tar.gz" -C "$T" .
+  run GT sh -c "tar -czf '$OUT/gnutar.tar.gz' -C '$T' . && sync '$OUT/gnutar.tar.gz'"
   GT_Z=$(size_of "$OUT/gnutar.tar.gz")
-  run GZ sh -c "tar -cf - -C '$T' . | gzip -$LEVEL > '$OUT/gzip.tar.gz'"
+  run GZ sh -c "tar -cf - -C '$T' . | gzip -$LEVEL > '$OUT/gzip.tar.gz' && sync '$OUT/gzip.tar.gz'"
   GZ_Z=$(size_of "$OUT/gzip.tar.gz")
 
   mb() { echo "scale=1; $CONTENT / 1000000 / $1" | bc -l; }
