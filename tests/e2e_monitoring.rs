@@ -234,6 +234,17 @@ fn failures_reach_the_webhook_the_command_and_the_ping_and_successes_when_asked(
     // The metrics file: strict text format, and the figures `status --json` reports.
     let text = std::fs::read_to_string(project.dir().join("metrics/lifeboat.prom")).unwrap();
     let samples = parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    // And a parser that is not ours reads the same gauges with the same values.
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    assert_eq!(scrape.samples.len(), samples.len(), "prometheus-parse read another number of samples:\n{text}");
+    for read in &scrape.samples {
+        let prometheus_parse::Value::Gauge(value) = read.value else {
+            panic!("prometheus-parse did not read {} as a gauge: {:?}", read.metric, read.value)
+        };
+        let mut labels: Vec<(String, String)> = read.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        labels.sort();
+        assert_eq!(samples.get(&(read.metric.clone(), labels)), Some(&value), "{} differs", read.metric);
+    }
     let status = run_json(&project, &["status"]);
     let figures = &status["metrics"];
     let name = project.name();
