@@ -6,7 +6,6 @@
 //! or truncated behind lifeboat's back is caught; a cancelled upload, aborted, leaves nothing.
 
 #[path = "../../../tests/support/garage.rs"]
-#[allow(dead_code)]
 mod garage;
 
 use std::path::{Path, PathBuf};
