@@ -58,7 +58,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let remote = Remote::open(&spec)?;
     let started = Instant::now();
     let id = remote.begin_upload(key, &meta).await?;
-    let copy = remote.upload(key, &id, file.as_ref(), &encryption, &meta, &options).await?;
+    let copy = remote
+        .upload(
+            key,
+            &id,
+            &Shipment { source: std::path::Path::new(file), meta: &meta, encryption: &encryption, options: &options },
+        )
+        .await?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "wall_s={secs:.2} mb_per_s={:.1} stored_bytes={} parts={} vmhwm_kib={}",

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use crate::transfer::{self, PartSink};
-use crate::{CopyMeta, Encryption, ObjectInfo, RemoteError, Result, StoredCopy, UploadId, UploadOptions};
+use crate::{CopyMeta, ObjectInfo, RemoteError, Result, Shipment, StoredCopy, UploadId};
 
 const PARTIAL: &str = ".partial";
 const META: &str = ".meta";
@@ -69,15 +69,8 @@ impl DirRemote {
         Ok(format!("{key}{PARTIAL}"))
     }
 
-    pub async fn upload(
-        &self,
-        key: &str,
-        id: &UploadId,
-        source: &Path,
-        encryption: &Encryption,
-        meta: &CopyMeta,
-        options: &UploadOptions,
-    ) -> Result<StoredCopy> {
+    pub async fn upload(&self, key: &str, id: &UploadId, shipment: &Shipment<'_>) -> Result<StoredCopy> {
+        let meta = shipment.meta;
         let target = self.file(key);
         let partial = with_suffix(&target, PARTIAL);
         if *id != format!("{key}{PARTIAL}") {
@@ -85,9 +78,9 @@ impl DirRemote {
         }
         let file = OpenOptions::new().write(true).open(&partial).map_err(self.local(&partial))?;
         file.set_len(0).map_err(self.local(&partial))?;
-        let part_size = transfer::part_size_for(meta.archive_bytes, options.part_size);
+        let part_size = transfer::part_size_for(meta.archive_bytes, shipment.options.part_size);
         let sink = FileParts { file: &file, part_size, path: &partial };
-        let sent = transfer::send_parts(&self.name, key, source, encryption, meta, part_size, options, &sink).await?;
+        let sent = transfer::send_parts(&self.name, key, shipment, part_size, &sink).await?;
         file.sync_all().map_err(self.local(&partial))?;
         drop(file);
         self.put_small(&format!("{key}{META}"), encode_meta(meta).as_bytes())?;

@@ -39,6 +39,10 @@ pub enum RemoteError {
     /// A copy does not match what was sent, or what the catalog says it holds.
     #[error("remote {remote}: {key} does not match: {detail}")]
     Mismatch { remote: String, key: String, detail: String },
+    /// The local archive is not the one its catalog entry describes (it changed or rotted on
+    /// disk): nothing is shipped, and the local backup itself needs a `lifeboat verify`.
+    #[error("{path}: {detail}")]
+    ArchiveChanged { path: PathBuf, detail: String },
     /// A copy could not be decrypted: not an age file, no identity for it, or altered.
     #[error("remote {remote}: cannot decrypt {key}: {detail}")]
     Decrypt { remote: String, key: String, detail: String },

@@ -86,6 +86,15 @@ pub struct Fetched {
     pub archive_sha256: String,
 }
 
+/// One archive to ship: the file, what its catalog entry says of it, and how to store and send it.
+#[derive(Debug, Clone, Copy)]
+pub struct Shipment<'a> {
+    pub source: &'a Path,
+    pub meta: &'a CopyMeta,
+    pub encryption: &'a Encryption,
+    pub options: &'a UploadOptions,
+}
+
 /// How an upload streams.
 #[derive(Debug, Clone)]
 pub struct UploadOptions {
@@ -194,22 +203,15 @@ impl Remote {
         }
     }
 
-    /// Streams `source` (encrypted when `encryption` says so) into the upload `id`, completes it
+    /// Streams the shipment's file (encrypted when it says so) into the upload `id`, completes it
     /// and reads the object's size and metadata back. Never leaves a complete object that does not
     /// match: a mismatch deletes it and fails.
-    pub async fn upload(
-        &self,
-        key: &str,
-        id: &UploadId,
-        source: &Path,
-        encryption: &Encryption,
-        meta: &CopyMeta,
-        options: &UploadOptions,
-    ) -> Result<StoredCopy> {
+    pub async fn upload(&self, key: &str, id: &UploadId, shipment: &Shipment<'_>) -> Result<StoredCopy> {
         location::check_key(key)?;
+        let meta = shipment.meta;
         let copy = match &self.backend {
-            Backend::S3(r) => r.upload(key, id, source, encryption, meta, options).await?,
-            Backend::Dir(r) => r.upload(key, id, source, encryption, meta, options).await?,
+            Backend::S3(r) => r.upload(key, id, shipment).await?,
+            Backend::Dir(r) => r.upload(key, id, shipment).await?,
         };
         let stat = self.stat(key).await?;
         let fits = stat.as_ref().is_some_and(|info| info.size == copy.stored_bytes && info.meta.as_ref() == Some(meta));

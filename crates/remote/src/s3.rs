@@ -17,9 +17,7 @@ use object_store::{
 
 use crate::crypt::check_private;
 use crate::transfer::{self, PartSink};
-use crate::{
-    CopyMeta, Encryption, Location, ObjectInfo, RemoteError, RemoteSpec, Result, StoredCopy, UploadId, UploadOptions,
-};
+use crate::{CopyMeta, Location, ObjectInfo, RemoteError, RemoteSpec, Result, Shipment, StoredCopy, UploadId};
 
 /// A secret (an S3 secret key): never printed, by `Debug` or otherwise.
 #[derive(Clone, PartialEq, Eq)]
@@ -218,19 +216,12 @@ impl S3Remote {
         self.store.create_multipart_opts(&path, options).await.map_err(|e| self.error(e))
     }
 
-    pub async fn upload(
-        &self,
-        key: &str,
-        id: &UploadId,
-        source: &Path,
-        encryption: &Encryption,
-        meta: &CopyMeta,
-        options: &UploadOptions,
-    ) -> Result<StoredCopy> {
+    pub async fn upload(&self, key: &str, id: &UploadId, shipment: &Shipment<'_>) -> Result<StoredCopy> {
+        let meta = shipment.meta;
         let path = self.path(key)?;
-        let part_size = transfer::part_size_for(meta.archive_bytes, options.part_size);
+        let part_size = transfer::part_size_for(meta.archive_bytes, shipment.options.part_size);
         let sink = S3Parts { remote: self, path: &path, id };
-        let sent = transfer::send_parts(&self.name, key, source, encryption, meta, part_size, options, &sink).await?;
+        let sent = transfer::send_parts(&self.name, key, shipment, part_size, &sink).await?;
         let parts = sent.parts.len();
         self.store.complete_multipart(&path, id, sent.parts).await.map_err(|e| self.error(e))?;
         Ok(StoredCopy { key: key.into(), stored_bytes: sent.stored_bytes, stored_sha256: sent.stored_sha256, parts })

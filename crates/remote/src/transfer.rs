@@ -5,8 +5,10 @@
 
 use std::future::Future;
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -14,7 +16,7 @@ use futures_util::stream::{FuturesOrdered, Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::{CopyMeta, Encryption, Fetched, Identities, RemoteError, Result, UploadOptions};
+use crate::{CopyMeta, Encryption, Fetched, Identities, RemoteError, Result, Shipment};
 
 /// The first bytes of every age file.
 const AGE_MAGIC: &[u8] = b"age-encryption.org/";
@@ -46,33 +48,32 @@ pub(crate) struct Sent<P> {
     pub stored_sha256: String,
 }
 
-/// Reads `source`, checks it is the archive `meta` describes (size and sha256, so a file damaged
-/// on the host is never shipped as a good copy), encrypts it as asked, and sends it in parts of
-/// `part_size` with at most `options.concurrency` in flight. Returns the parts in order.
-#[allow(clippy::too_many_arguments)] // each backend passes its own sink and part size
+/// Reads the shipment's file, checks it is the archive its `meta` describes (size and sha256, so
+/// a file damaged on the host is never shipped as a good copy), encrypts it as asked, and sends
+/// it in parts of `part_size` with at most `options.concurrency` in flight. Returns the parts in
+/// order.
 pub(crate) async fn send_parts<S: PartSink>(
     remote: &str,
     key: &str,
-    source: &Path,
-    encryption: &Encryption,
-    meta: &CopyMeta,
+    shipment: &Shipment<'_>,
     part_size: usize,
-    options: &UploadOptions,
     sink: &S,
 ) -> Result<Sent<S::Part>> {
     let (tx, mut rx) = mpsc::channel::<(usize, Bytes)>(1);
     let producer = {
-        let source = source.to_path_buf();
-        let encryption = encryption.clone();
-        let meta = meta.clone();
-        let cancel = options.cancel.clone();
-        let (remote, key) = (remote.to_string(), key.to_string());
-        tokio::task::spawn_blocking(move || {
-            produce(&remote, &key, &source, &encryption, &meta, part_size, cancel.as_deref(), tx)
-        })
+        let job = Produce {
+            remote: remote.to_string(),
+            key: key.to_string(),
+            source: shipment.source.to_path_buf(),
+            encryption: shipment.encryption.clone(),
+            meta: shipment.meta.clone(),
+            part_size,
+            cancel: shipment.options.cancel.clone(),
+        };
+        tokio::task::spawn_blocking(move || job.run(tx))
     };
 
-    let concurrency = options.concurrency.max(1);
+    let concurrency = shipment.options.concurrency.max(1);
     let mut in_flight = FuturesOrdered::new();
     let mut parts = Vec::new();
     let mut receiving = true;
@@ -98,65 +99,67 @@ pub(crate) async fn send_parts<S: PartSink>(
     Ok(Sent { parts, stored_bytes, stored_sha256 })
 }
 
-/// The blocking half of [`send_parts`]: returns the stored bytes' count and sha256.
-#[allow(clippy::too_many_arguments)]
-fn produce(
-    remote: &str,
-    key: &str,
-    source: &Path,
-    encryption: &Encryption,
-    meta: &CopyMeta,
+/// The blocking half of [`send_parts`], with what it owns.
+struct Produce {
+    remote: String,
+    key: String,
+    source: PathBuf,
+    encryption: Encryption,
+    meta: CopyMeta,
     part_size: usize,
-    cancel: Option<&std::sync::atomic::AtomicBool>,
-    tx: mpsc::Sender<(usize, Bytes)>,
-) -> Result<(u64, String)> {
-    let local = |e: io::Error| RemoteError::Local { path: source.into(), source: e };
-    let mut file = std::fs::File::open(source).map_err(local)?;
-    let cutter =
-        PartCutter { buf: Vec::with_capacity(part_size), part_size, index: 0, tx, hasher: Sha256::new(), total: 0 };
-    let mut out = encryption.wrap(cutter).map_err(local)?;
-    let mut plain = Sha256::new();
-    let mut plain_bytes = 0u64;
-    let mut chunk = vec![0u8; 256 * 1024];
-    let stopped = |e: io::Error| {
-        if e.kind() == io::ErrorKind::BrokenPipe {
-            // The async side stopped taking parts: its error is the one to report.
-            RemoteError::Store { remote: remote.into(), detail: "the upload stopped".into() }
-        } else {
-            local(e)
-        }
-    };
-    loop {
-        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            return Err(RemoteError::Cancelled { remote: remote.into(), key: key.into() });
-        }
-        let n = match file.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(local(e)),
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Produce {
+    /// Returns the stored bytes' count and sha256.
+    fn run(self, tx: mpsc::Sender<(usize, Bytes)>) -> Result<(u64, String)> {
+        let Produce { remote, key, source, encryption, meta, part_size, cancel } = self;
+        let (remote, key, source) = (remote.as_str(), key.as_str(), source.as_path());
+        let local = |e: io::Error| RemoteError::Local { path: source.into(), source: e };
+        let mut file = std::fs::File::open(source).map_err(local)?;
+        let cutter =
+            PartCutter { buf: Vec::with_capacity(part_size), part_size, index: 0, tx, hasher: Sha256::new(), total: 0 };
+        let mut out = encryption.wrap(cutter).map_err(local)?;
+        let mut plain = Sha256::new();
+        let mut plain_bytes = 0u64;
+        let mut chunk = vec![0u8; 256 * 1024];
+        let stopped = |e: io::Error| {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                // The async side stopped taking parts: its error is the one to report.
+                RemoteError::Store { remote: remote.into(), detail: "the upload stopped".into() }
+            } else {
+                local(e)
+            }
         };
-        plain.update(&chunk[..n]);
-        plain_bytes += n as u64;
-        out.write_all(&chunk[..n]).map_err(stopped)?;
+        loop {
+            if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(RemoteError::Cancelled { remote: remote.into(), key: key.into() });
+            }
+            let n = match file.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(local(e)),
+            };
+            plain.update(&chunk[..n]);
+            plain_bytes += n as u64;
+            out.write_all(&chunk[..n]).map_err(stopped)?;
+        }
+        let sha = hex(&plain.finalize());
+        if plain_bytes != meta.archive_bytes || sha != meta.archive_sha256 {
+            return Err(RemoteError::ArchiveChanged {
+                path: source.into(),
+                detail: format!(
+                    "{plain_bytes} bytes with sha256 {sha}, not the {} bytes with sha256 {} it was recorded with: \
+                     it changed on disk, so it is not shipped to remote {remote}",
+                    meta.archive_bytes, meta.archive_sha256
+                ),
+            });
+        }
+        let mut cutter = out.finish_into().map_err(stopped)?;
+        cutter.send_part().map_err(stopped)?;
+        Ok((cutter.total, hex(&cutter.hasher.finalize())))
     }
-    let sha = hex(&plain.finalize());
-    if plain_bytes != meta.archive_bytes || sha != meta.archive_sha256 {
-        return Err(RemoteError::Mismatch {
-            remote: remote.into(),
-            key: key.into(),
-            detail: format!(
-                "the local archive {} is {plain_bytes} bytes with sha256 {sha}, not the {} bytes with sha256 {} \
-                 it was recorded with: it changed on disk, so it is not shipped",
-                source.display(),
-                meta.archive_bytes,
-                meta.archive_sha256
-            ),
-        });
-    }
-    let mut cutter = out.finish_into().map_err(stopped)?;
-    cutter.send_part().map_err(stopped)?;
-    Ok((cutter.total, hex(&cutter.hasher.finalize())))
 }
 
 /// Cuts what is written into parts of `part_size` and hands them over; the last part may be

@@ -48,7 +48,7 @@ fn small_parts() -> UploadOptions {
 
 async fn ship(remote: &Remote, key: &str, source: &Path, enc: &Encryption, meta: &CopyMeta) -> Result<StoredCopy> {
     let id = remote.begin_upload(key, meta).await?;
-    remote.upload(key, &id, source, enc, meta, &small_parts()).await
+    remote.upload(key, &id, &Shipment { source, meta, encryption: enc, options: &small_parts() }).await
 }
 
 #[tokio::test]
@@ -164,8 +164,16 @@ async fn an_archive_that_changed_on_disk_is_not_shipped() {
     std::fs::OpenOptions::new().append(true).open(&source).unwrap().write_all(b"x").unwrap();
     let remote = remote(&root);
     let id = remote.begin_upload("k", &meta).await.unwrap();
-    let err = remote.upload("k", &id, &source, &Encryption::None, &meta, &small_parts()).await.unwrap_err();
-    assert!(err.to_string().contains("changed on disk"), "{err}");
+    let err = remote
+        .upload(
+            "k",
+            &id,
+            &Shipment { source: &source, meta: &meta, encryption: &Encryption::None, options: &small_parts() },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemoteError::ArchiveChanged { .. }) && err.to_string().contains("changed on disk"), "{err}");
+    assert!(!err.is_integrity(), "the remote is not at fault");
     assert!(remote.stat("k").await.unwrap().is_none(), "no copy under its final name");
     remote.abort_upload("k", &id).await.unwrap();
     remote.abort_upload("k", &id).await.unwrap(); // twice is fine: recovery may redo it

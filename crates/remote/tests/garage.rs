@@ -82,7 +82,10 @@ async fn an_encrypted_copy_ships_to_three_nodes_and_fetches_back() {
 
     let key = "backup-42.tar.gz.age";
     let id = remote.begin_upload(key, &meta).await.unwrap();
-    let copy = remote.upload(key, &id, &source, &enc, &meta, &parts()).await.unwrap();
+    let copy = remote
+        .upload(key, &id, &Shipment { source: &source, meta: &meta, encryption: &enc, options: &parts() })
+        .await
+        .unwrap();
     assert_eq!(copy.parts, 4);
 
     let info = remote.stat(key).await.unwrap().expect("the copy is there");
@@ -113,7 +116,15 @@ async fn one_node_killed_during_an_upload_the_copy_still_completes() {
 
     let upload = {
         let (remote, source, meta, id) = (remote.clone(), source.clone(), meta.clone(), id.clone());
-        tokio::spawn(async move { remote.upload(key, &id, &source, &Encryption::None, &meta, &parts()).await })
+        tokio::spawn(async move {
+            remote
+                .upload(
+                    key,
+                    &id,
+                    &Shipment { source: &source, meta: &meta, encryption: &Encryption::None, options: &parts() },
+                )
+                .await
+        })
     };
     // Node 2 is not the one lifeboat talks to: with replication 3, two of three is a quorum.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -144,7 +155,10 @@ async fn the_whole_cluster_down_is_unavailable_and_the_copy_ships_once_it_is_bac
 
     cluster.start_all();
     let id = remote.begin_upload("k", &meta).await.unwrap();
-    remote.upload("k", &id, &source, &Encryption::None, &meta, &parts()).await.unwrap();
+    remote
+        .upload("k", &id, &Shipment { source: &source, meta: &meta, encryption: &Encryption::None, options: &parts() })
+        .await
+        .unwrap();
     assert_eq!(remote.stat("k").await.unwrap().unwrap().size, meta.archive_bytes);
 }
 
@@ -177,7 +191,10 @@ async fn objects_altered_or_truncated_behind_lifeboats_back_are_caught() {
     let ids = Identities::from_text(&secret).unwrap();
     let remote = Remote::open(&spec(&cluster, "")).unwrap();
     let id = remote.begin_upload("k.age", &meta).await.unwrap();
-    remote.upload("k.age", &id, &source, &enc, &meta, &parts()).await.unwrap();
+    remote
+        .upload("k.age", &id, &Shipment { source: &source, meta: &meta, encryption: &enc, options: &parts() })
+        .await
+        .unwrap();
     // The stored bytes, as a plain GET gives them (fetch refuses an age file without identities).
     let stored = remote.get_small("k.age", 64 << 20).await.unwrap().unwrap();
     let mut altered = stored.clone();
@@ -206,7 +223,10 @@ async fn a_cancelled_upload_aborted_leaves_no_object_and_no_open_upload() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         flag.store(true, Ordering::Relaxed);
     });
-    let err = remote.upload("k", &id, &source, &Encryption::None, &meta, &options).await.unwrap_err();
+    let err = remote
+        .upload("k", &id, &Shipment { source: &source, meta: &meta, encryption: &Encryption::None, options: &options })
+        .await
+        .unwrap_err();
     assert!(matches!(err, RemoteError::Cancelled { .. }), "{err}");
     assert!(cluster.list_multipart_uploads(&cluster.access().bucket) >= 1, "the upload is still open");
     remote.abort_upload("k", &id).await.unwrap();
