@@ -60,10 +60,18 @@ pub enum Command {
     /// Scheduled backups.
     #[command(subcommand)]
     AutoBackup(AutoBackupCommand),
-    /// List the backups in the catalog.
-    List,
-    /// Re-hash and test-read archives.
+    /// List the backups in the catalog, or with --remote what a remote holds.
+    List(ListArgs),
+    /// Re-hash and test-read archives, or with --remote download and check their copies.
     Verify(VerifyArgs),
+    /// Ship every pending copy to the remotes ([[remote]] in lifeboat.toml).
+    ///
+    /// A backup ships by itself once it is recorded and its services are back; a remote that was
+    /// down or refused leaves its copy pending ('lifeboat status' counts them), and push ships
+    /// them, oldest first. Each copy is a journaled run: streamed in parts, checked on the remote
+    /// (size, sha256 metadata), then catalogued. Exit 2 when a remote refuses its settings or
+    /// credentials, 1 when a copy stays pending.
+    Push(PushArgs),
     /// Put a backup's data back: verify the archive, stop, swap the data, restart, verify.
     ///
     /// The current data is moved aside, not deleted, until the restored services are verified
@@ -224,9 +232,32 @@ pub struct VerifyArgs {
     /// The backup to verify (see 'lifeboat list').
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub backup_id: Option<u64>,
-    /// Verify every backup in the catalog.
+    /// Verify every backup in the catalog (with --remote: every copy on that remote).
     #[arg(long)]
     pub all: bool,
+    /// Check the copies on this remote instead: download, decrypt, compare with the catalog's
+    /// sha256, read the archive through. Exit 5 naming any copy that does not match.
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
+    /// The age identity file that opens an encrypted remote's copies (default: the remote's
+    /// identity_file). It must be readable by its owner only.
+    #[arg(long, value_name = "FILE", requires = "remote")]
+    pub identity: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// List what this remote holds beside the catalog's copies: ok, missing, size-differs, or
+    /// unknown (not in this catalog).
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Ship only to this remote.
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -28,6 +28,101 @@ pub struct Config {
     /// Host commands run around backups (docs/design.md, "Hooks").
     #[serde(default, skip_serializing_if = "HooksSection::is_empty")]
     pub hooks: HooksSection,
+    /// Where every backup is copied off the host (`[[remote]]`; docs/design.md, "Off-host copies").
+    #[serde(default, rename = "remote", skip_serializing_if = "Vec::is_empty")]
+    pub remotes: Vec<RemoteSection>,
+}
+
+/// One `[[remote]]`: an S3-compatible bucket and prefix, or a directory on another disk, that
+/// receives a copy of every backup once the backup is recorded and its services are back.
+/// Credentials come from `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, or `credentials_file`;
+/// they are never written anywhere lifeboat writes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSection {
+    /// How commands (`list --remote NAME`) and messages name it.
+    pub name: String,
+    /// `s3://bucket/prefix` or `file:///absolute/dir`.
+    pub url: String,
+    /// The S3 endpoint (`http://127.0.0.1:3900`); omitted for AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`), what self-hosted stores want.
+    #[serde(default)]
+    pub path_style: bool,
+    /// age recipients (`age1...`) every copy is encrypted to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encrypt_to: Vec<String>,
+    /// `false` to ship unencrypted, which must be said explicitly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypt: Option<bool>,
+    /// An age identity file that opens the copies (for `verify --remote` and restores without
+    /// `--identity`); it must be readable by its owner only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<String>,
+    /// A file with `AWS_ACCESS_KEY_ID=...` and `AWS_SECRET_ACCESS_KEY=...`, readable by its owner
+    /// only; the environment's keys are used when it is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<String>,
+    /// Prune on this remote never goes below this many copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    /// Prune on this remote deletes copies older than this (beyond `keep_last`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
+}
+
+impl RemoteSection {
+    /// Whether copies are encrypted (validation made sure this was said one way or the other).
+    pub fn encrypts(&self) -> bool {
+        !self.encrypt_to.is_empty()
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let name = &self.name;
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !name_ok {
+            bail!("remote name {name:?}: use 1 to 64 letters, digits, '-' or '_'");
+        }
+        let location: lifeboat_remote::Location =
+            self.url.parse().with_context(|| format!("remote {name}: url is not valid"))?;
+        let is_s3 = matches!(location, lifeboat_remote::Location::S3 { .. });
+        if !is_s3 && (self.endpoint.is_some() || self.region.is_some() || self.credentials_file.is_some()) {
+            bail!("remote {name}: endpoint, region and credentials_file are for s3:// remotes only");
+        }
+        if let Some(endpoint) = &self.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            bail!("remote {name}: endpoint must be an http:// or https:// URL");
+        }
+        match (self.encrypt, self.encrypt_to.is_empty()) {
+            (Some(false), false) => {
+                bail!("remote {name}: encrypt = false with encrypt_to recipients; remove one of them")
+            }
+            (Some(true) | None, true) => bail!(
+                "remote {name}: say how copies are stored: encrypt_to = [\"age1...\"] (age-keygen makes one) to \
+                 encrypt them, or encrypt = false to ship them readable by whoever can read the remote"
+            ),
+            _ => {}
+        }
+        if self.encrypts() {
+            lifeboat_remote::Encryption::to_recipients(&self.encrypt_to)
+                .with_context(|| format!("remote {name}: encrypt_to is not valid"))?;
+        }
+        if self.keep_last == Some(0) {
+            bail!("remote {name}: keep_last is 0, so prune could delete every copy: use at least 1");
+        }
+        for (key, value) in [("identity_file", &self.identity_file), ("credentials_file", &self.credentials_file)] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                bail!("remote {name}: {key} is empty: name a file, or remove the key");
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -377,6 +472,7 @@ impl Config {
             notify: NotifySection::default(),
             metrics: MetricsSection::default(),
             hooks: HooksSection::default(),
+            remotes: Vec::new(),
         }
     }
 
@@ -467,6 +563,12 @@ impl Config {
         }
         parse_cron(&self.auto_backup.cron).context("auto_backup.cron is not valid")?;
         self.auto_backup.zone()?;
+        for (i, remote) in self.remotes.iter().enumerate() {
+            remote.validate()?;
+            if self.remotes[..i].iter().any(|other| other.name == remote.name) {
+                bail!("two [[remote]] sections are named {:?}: give each its own name", remote.name);
+            }
+        }
         Ok(())
     }
 
@@ -543,6 +645,16 @@ impl Config {
             stop = self.services.stop_timeout_secs,
             start = self.services.start_timeout_secs,
         )
+    }
+
+    /// The `[[remote]]` named `name`; exit 2 naming the ones there are otherwise.
+    pub fn remote(&self, name: &str) -> anyhow::Result<&RemoteSection> {
+        self.remotes.iter().find(|remote| remote.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.remotes.iter().map(|r| r.name.as_str()).collect();
+            let known = if names.is_empty() { "none is configured".to_owned() } else { names.join(", ") };
+            crate::exit::Exit::Usage
+                .wrap(anyhow::anyhow!("no [[remote]] named {name:?} in {CONFIG_FILE} (remotes: {known})"))
+        })
     }
 
     /// The directory archives are written to.

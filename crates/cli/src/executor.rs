@@ -11,7 +11,7 @@
 pub use crate::crash::CRASH_AFTER;
 pub use crate::crash::crash_point;
 use crate::effects::services::ServiceOps;
-use crate::effects::{backups, data_swap, deploy_swap, hooks, mirror, provision};
+use crate::effects::{backups, copies, data_swap, deploy_swap, hooks, mirror, provision};
 use crate::fsutil;
 use crate::project::Project;
 use crate::render::{self, now};
@@ -41,7 +41,14 @@ impl<S: Services> Executor<'_, S> {
         let at = now();
         let (id, started) = self
             .journal
-            .begin_run_with(|id| Run::start_with(spec(id), hooks::failure_hooks(self.project), at))
+            .begin_run_with(|id| {
+                let spec = spec(id);
+                // A copy that fails leaves the backup good and stays pending: not a failure for
+                // `on_failure` to page anyone about (the backup's report says it).
+                let on_failure =
+                    if spec.kind() == RunKind::Ship { Vec::new() } else { hooks::failure_hooks(self.project) };
+                Run::start_with(spec, on_failure, at)
+            })
             .context("cannot journal the start of the run")?;
         let run = Run::from_started(id, &started)?;
         crash_point("started");
@@ -180,6 +187,23 @@ impl<S: Services> Executor<'_, S> {
             }
             Effect::Unprovision { provision: plan } => {
                 provision::unprovision(project, self.services, run.id(), plan).await?
+            }
+            Effect::BeginUpload { target } => {
+                let RunSpec::Ship { backup, .. } = run.spec() else {
+                    anyhow::bail!("an upload outside a shipping run")
+                };
+                return copies::begin_upload(project, backup, target).await;
+            }
+            Effect::UploadCopy { backup, target, upload_id } => {
+                return copies::upload(project, backup, target, upload_id).await;
+            }
+            Effect::RecordCopy { target, copy, .. } => {
+                let RunSpec::Ship { backup, .. } = run.spec() else { anyhow::bail!("a copy outside a shipping run") };
+                copies::record(journal, project, run, backup, target, copy).await?
+            }
+            Effect::AbortUpload { target, upload_id } => copies::abort(project, target, upload_id.as_deref()).await?,
+            Effect::DeleteCopy { backup_id, target } => {
+                copies::delete(journal, project, run, *backup_id, target).await?
             }
         }
         Ok(Outcome::Done)

@@ -27,6 +27,7 @@ pub mod package;
 pub mod perms;
 pub mod progress;
 pub mod project;
+pub mod remotes;
 pub mod render;
 #[cfg(test)]
 mod report_shapes;
@@ -115,6 +116,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Rollback(_)
         | Command::Upgrade(_)
         | Command::Prune(_)
+        | Command::Push(_)
         | Command::Recover => signals::install(true)?,
         Command::AutoBackup(AutoBackupCommand::Daemon) => signals::install(false)?,
         _ => {}
@@ -136,8 +138,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 if json { output::print_line(json, &report) } else { Ok(()) }
             }
         },
-        Command::List => emit(json, commands::catalog::list(&ctx)?),
-        Command::Verify(args) => emit(json, commands::catalog::verify(&ctx, args.backup_id, args.all)?),
+        Command::List(args) => match &args.remote {
+            Some(remote) => emit(json, commands::remote::list(&ctx, remote).await?),
+            None => emit(json, commands::catalog::list(&ctx)?),
+        },
+        Command::Verify(args) => match &args.remote {
+            Some(remote) => {
+                let report = commands::remote::verify(&ctx, remote, args.backup_id, args.identity.as_deref()).await?;
+                emit(json, report)
+            }
+            None => emit(json, commands::catalog::verify(&ctx, args.backup_id, args.all)?),
+        },
+        Command::Push(args) => emit(json, commands::remote::push(&ctx, args.remote.as_deref()).await?),
         Command::Recover => emit(json, commands::recover::run(&ctx).await?),
         Command::Restore(args) => match &args.from {
             Some(from) => emit(json, commands::restore_from::run(&ctx, &args, from).await?),

@@ -31,6 +31,8 @@ pub struct Figures {
     pub backups: u64,
     /// Runs waiting for `lifeboat recover`.
     pub interrupted_runs: u64,
+    /// Per `[[remote]]`: catalogued backups not copied there yet.
+    pub copies_pending: BTreeMap<String, u64>,
     #[serde(skip)]
     success_ms: BTreeMap<&'static str, i64>,
     #[serde(skip)]
@@ -48,8 +50,8 @@ pub struct LastRun {
 }
 
 impl Figures {
-    /// The figures the journal holds now.
-    pub fn gather(journal: &Journal) -> anyhow::Result<Figures> {
+    /// The figures the journal holds now, with the pending copies of `config`'s remotes.
+    pub fn gather(journal: &Journal, config: &crate::config::Config) -> anyhow::Result<Figures> {
         let mut figures = Figures::default();
         let mut last: Option<(Timestamp, LastRun)> = None;
         for id in journal.runs()? {
@@ -66,7 +68,8 @@ impl Figures {
             let map = if run.state() == State::Completed { &mut figures.success_ms } else { &mut figures.failure_ms };
             let entry = map.entry(kind).or_insert(ended.0);
             *entry = (*entry).max(ended.0);
-            if last.as_ref().is_none_or(|(at, _)| ended >= *at) {
+            // A copy shipped after a backup is not the run whose downtime an operator watches.
+            if run.kind() != RunKind::Ship && last.as_ref().is_none_or(|(at, _)| ended >= *at) {
                 let row = LastRun {
                     run_id: id,
                     kind,
@@ -85,6 +88,7 @@ impl Figures {
         let backups = journal.backups()?;
         figures.backups = backups.len() as u64;
         figures.last_archive_size_bytes = backups.iter().max_by_key(|b| (b.created_at, b.id)).map(|b| b.size_bytes);
+        figures.copies_pending = crate::runs::ship::pending_counts(config, journal)?.into_iter().collect();
         Ok(figures)
     }
 
@@ -134,6 +138,14 @@ impl Figures {
             "Runs waiting for 'lifeboat recover'.",
             vec![(String::new(), self.interrupted_runs.to_string())],
         );
+        gauge(
+            "copies_pending",
+            "Backups not yet copied to each remote.",
+            self.copies_pending
+                .iter()
+                .map(|(remote, n)| (format!(",remote=\"{}\"", escape_label(remote)), n.to_string()))
+                .collect(),
+        );
         out
     }
 }
@@ -157,7 +169,7 @@ pub fn metrics_path(project: &Project) -> Option<PathBuf> {
 /// failed by its metrics; a problem is logged.
 pub fn write_after_run(project: &Project, journal: &Journal) {
     let Some(path) = metrics_path(project) else { return };
-    let written = Figures::gather(journal)
+    let written = Figures::gather(journal, &project.config)
         .and_then(|figures| write_atomically(&path, &figures.to_prometheus(&project.config.project.name)));
     if let Err(err) = written {
         tracing::warn!("could not write the metrics file {}: {err:#}", path.display());

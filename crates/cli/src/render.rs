@@ -79,6 +79,12 @@ fn spec_detail(spec: &RunSpec) -> String {
             backup.backup_id,
             provision_summary(provision)
         ),
+        RunSpec::Ship { backup, target } => {
+            format!(
+                "copy of backup {} to remote {} as {} ({})",
+                backup.backup_id, target.remote, target.key, target.url
+            )
+        }
     }
 }
 
@@ -132,6 +138,13 @@ pub fn event_detail(event: &Event) -> String {
                 "mirror synced: {entries} entries, {files_copied} files copied ({}), {removed} removed",
                 bytes(*bytes_copied)
             ),
+            Outcome::UploadBegun { upload_id } => format!("upload opened, id {}", short_sha(upload_id)),
+            Outcome::CopyUploaded(copy) => format!(
+                "copy stored and read back: {} ({}), sha256 {}",
+                bytes(copy.stored_bytes),
+                if copy.encryption == "age" { "encrypted" } else { "not encrypted" },
+                short_sha(&copy.stored_sha256)
+            ),
         },
         Event::Recovering { decision, .. } => format!("recover: {}", decision.as_str().replace('_', " ")),
         Event::Cancelled { reason, .. } => format!("cancelled by {reason}: settling the run"),
@@ -171,6 +184,22 @@ pub fn effect_detail(effect: &Effect) -> String {
         Effect::SyncMirror { mirror, stopped: false } => format!("sync the mirror {mirror}, services running"),
         Effect::SyncMirror { mirror, stopped: true } => {
             format!("sync the mirror {mirror}, services stopped: the snapshot")
+        }
+        Effect::BeginUpload { target } => format!("open an upload of {} on remote {}", target.key, target.remote),
+        Effect::UploadCopy { backup, target, .. } => {
+            format!("send backup {} to remote {} as {}", backup.backup_id, target.remote, target.key)
+        }
+        Effect::RecordCopy { backup_id, target, .. } => {
+            format!("check and catalogue the copy of backup {backup_id} on remote {}", target.remote)
+        }
+        Effect::AbortUpload { target, upload_id: Some(_) } => {
+            format!("abort the upload of {} on remote {}", target.key, target.remote)
+        }
+        Effect::AbortUpload { target, upload_id: None } => {
+            format!("abort the upload of {} on remote {} (its id was never journaled)", target.key, target.remote)
+        }
+        Effect::DeleteCopy { backup_id, target } => {
+            format!("delete the uncatalogued copy of backup {backup_id} from remote {} ({})", target.remote, target.key)
         }
         Effect::RunHook { hook } => {
             let once = if hook.idempotent { "" } else { ", runs at most once" };

@@ -69,6 +69,14 @@ pub enum JournalError {
         "the journal {path} is damaged ({detail}): keep a copy for diagnosis, then restore the journal from a copy or move it aside to start a new one"
     )]
     Damaged { path: String, detail: String },
+    /// A different copy of this backup is already catalogued for this remote.
+    #[error(
+        "backup {backup_id} already has a different copy catalogued on remote {remote} in {path}: the catalog keeps the first; see `lifeboat list --remote {remote}`"
+    )]
+    CopyConflict { path: String, backup_id: u64, remote: String },
+    /// A copy names a backup the catalog does not hold.
+    #[error("backup {backup_id} is not in the catalog of {path}: a copy is catalogued only for a catalogued backup")]
+    UnknownBackup { path: String, backup_id: u64 },
     /// The run id space is exhausted (2^64 - 1 runs).
     #[error("journal {path} has no run ids left")]
     IdsExhausted { path: String },

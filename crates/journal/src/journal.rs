@@ -2,7 +2,7 @@
 
 use crate::codec::{self, DecodeError, decode_event, encode_event};
 use crate::error::JournalError;
-use crate::records::{BackupEntry, Settings};
+use crate::records::{BackupEntry, CopyEntry, Settings};
 use lifeboat_machine::{ArchiveDetails, Event, RunId, replay};
 use redb::{
     Builder, Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, ReadableTable, StorageBackend,
@@ -33,6 +33,10 @@ pub(crate) const BACKUP_DETAILS: TableDefinition<u64, &[u8]> = TableDefinition::
 /// names a new archive as the imported one is named). Added after the first format: a journal
 /// may lack the table.
 pub(crate) const IMPORTED: TableDefinition<u64, &[u8]> = TableDefinition::new("lifeboat_imported");
+
+/// Copies of backups on remotes, by (backup id, remote name). Added after the first format: a
+/// journal may lack the table.
+pub(crate) const COPIES: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("lifeboat_copies");
 
 /// Where a catalog entry comes from: a run of this journal, or an archive made under another.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -495,6 +499,121 @@ impl Journal {
             };
             self.commit(txn)?;
             Ok(removed)
+        })
+    }
+
+    // ---- copies on remotes ----
+
+    /// Catalogs a copy of a backup on a remote, durably (as [`Journal::append`]). Idempotent: an
+    /// entry equal to the one already under (backup, remote) is `Ok(false)`; a different one is
+    /// [`JournalError::CopyConflict`] and changes nothing. `Ok(true)` means newly inserted. The
+    /// backup must be in the catalog ([`JournalError::UnknownBackup`]) and the shipping run in
+    /// the journal ([`JournalError::UnknownRun`]); either refusal changes nothing.
+    pub fn record_copy(&self, entry: &CopyEntry) -> Result<bool, JournalError> {
+        self.contain(|| {
+            let bytes =
+                codec::encode(entry).map_err(|source| JournalError::Encode { path: self.path.clone(), source })?;
+            let txn = self.write()?;
+            {
+                let mut copies = txn.open_table(COPIES).map_err(|e| self.storage(e))?;
+                if let Some(existing) =
+                    copies.get((entry.backup_id, entry.remote.as_str())).map_err(|e| self.storage(e))?
+                {
+                    let existing: CopyEntry = self.decode_copy(existing.value(), entry.backup_id, &entry.remote)?;
+                    return if &existing == entry {
+                        Ok(false)
+                    } else {
+                        Err(JournalError::CopyConflict {
+                            path: self.path.clone(),
+                            backup_id: entry.backup_id,
+                            remote: entry.remote.clone(),
+                        })
+                    };
+                }
+                let backups = txn.open_table(BACKUPS).map_err(|e| self.storage(e))?;
+                if backups.get(entry.backup_id).map_err(|e| self.storage(e))?.is_none() {
+                    return Err(JournalError::UnknownBackup { path: self.path.clone(), backup_id: entry.backup_id });
+                }
+                let runs = txn.open_table(RUNS).map_err(|e| self.storage(e))?;
+                if runs.get(entry.run_id).map_err(|e| self.storage(e))?.is_none() {
+                    return Err(JournalError::UnknownRun { path: self.path.clone(), run: entry.run_id });
+                }
+                copies
+                    .insert((entry.backup_id, entry.remote.as_str()), bytes.as_slice())
+                    .map_err(|e| self.storage(e))?;
+            }
+            self.commit(txn)?;
+            Ok(true)
+        })
+    }
+
+    /// The copy of backup `backup_id` on `remote`, if one is catalogued. Reads that one record:
+    /// another copy's damaged record does not make it fail.
+    pub fn copy(&self, backup_id: u64, remote: &str) -> Result<Option<CopyEntry>, JournalError> {
+        self.contain(|| {
+            let txn = self.read()?;
+            let table = match txn.open_table(COPIES) {
+                Ok(table) => table,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(self.storage(e)),
+            };
+            let Some(bytes) = table.get((backup_id, remote)).map_err(|e| self.storage(e))? else {
+                return Ok(None);
+            };
+            self.decode_copy(bytes.value(), backup_id, remote).map(Some)
+        })
+    }
+
+    /// Every catalogued copy, by ascending backup id, then remote name.
+    pub fn copies(&self) -> Result<Vec<CopyEntry>, JournalError> {
+        self.contain(|| {
+            let txn = self.read()?;
+            let table = match txn.open_table(COPIES) {
+                Ok(table) => table,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(self.storage(e)),
+            };
+            let mut entries = Vec::new();
+            for item in table.iter().map_err(|e| self.storage(e))? {
+                let (key, bytes) = item.map_err(|e| self.storage(e))?;
+                let (backup_id, remote) = key.value();
+                entries.push(self.decode_copy(bytes.value(), backup_id, remote)?);
+            }
+            Ok(entries)
+        })
+    }
+
+    /// Removes the copy of `backup_id` on `remote` from the catalog, durably; with `run`, only if
+    /// that run catalogued it (a shipping run undoing its own record never removes another's).
+    /// `Ok(false)` if nothing was removed. Only the entry goes: the object on the remote is the
+    /// caller's to delete, after this returns (`Effect::DeleteCopy`).
+    pub fn remove_copy(&self, backup_id: u64, remote: &str, run: Option<RunId>) -> Result<bool, JournalError> {
+        self.contain(|| {
+            let txn = self.write()?;
+            let removed = {
+                let mut copies = txn.open_table(COPIES).map_err(|e| self.storage(e))?;
+                let owner = match copies.get((backup_id, remote)).map_err(|e| self.storage(e))? {
+                    Some(bytes) => Some(self.decode_copy(bytes.value(), backup_id, remote)?.run_id),
+                    None => None,
+                };
+                match owner {
+                    Some(owner) if run.is_none_or(|run| run == owner) => {
+                        copies.remove((backup_id, remote)).map_err(|e| self.storage(e))?;
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            self.commit(txn)?;
+            Ok(removed)
+        })
+    }
+
+    fn decode_copy(&self, bytes: &[u8], backup_id: u64, remote: &str) -> Result<CopyEntry, JournalError> {
+        codec::decode(bytes).map_err(|source| JournalError::Undecodable {
+            path: self.path.clone(),
+            what: format!("the copy of backup {backup_id} on remote {remote}"),
+            source,
         })
     }
 

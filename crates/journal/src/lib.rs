@@ -1,5 +1,6 @@
 //! The journal of lifeboat: one redb file per project (`.lifeboat/journal.redb`) holding the
-//! append-only events of every run, the backup catalog and a few settings.
+//! append-only events of every run, the backup catalog, the catalog of backups' copies on remotes
+//! and a few settings.
 //!
 //! This crate owns that file and nothing else: it knows nothing of Docker, archives or the
 //! command line. What a run *means* belongs to `lifeboat-machine`; this crate stores its
@@ -8,13 +9,17 @@
 //!
 //! # Table layout
 //!
-//! | table               | key               | value                                          |
-//! |---------------------|-------------------|------------------------------------------------|
-//! | `lifeboat_meta`     | `&str`            | `magic` = `lifeboat journal`; `format` = `u32` LE ([`FORMAT_VERSION`]) |
-//! | `lifeboat_runs`     | run id `u64`      | number of events of the run (`u64`)            |
-//! | `lifeboat_events`   | `(run id, seq)`   | one encoded [`Event`](lifeboat_machine::Event) |
-//! | `lifeboat_backups`  | backup id `u64`   | one encoded [`BackupEntry`] (id = its run id)  |
-//! | `lifeboat_settings` | `"settings"`      | one encoded [`Settings`]                       |
+//! | table               | key                   | value                                          |
+//! |---------------------|-----------------------|------------------------------------------------|
+//! | `lifeboat_meta`     | `&str`                | `magic` = `lifeboat journal`; `format` = `u32` LE ([`FORMAT_VERSION`]) |
+//! | `lifeboat_runs`     | run id `u64`          | number of events of the run (`u64`)            |
+//! | `lifeboat_events`   | `(run id, seq)`       | one encoded [`Event`](lifeboat_machine::Event) |
+//! | `lifeboat_backups`  | backup id `u64`       | one encoded [`BackupEntry`] (id = its run id)  |
+//! | `lifeboat_settings` | `"settings"`          | one encoded [`Settings`]                       |
+//! | `lifeboat_copies`   | `(backup id, remote)` | one encoded [`CopyEntry`]: a backup's copy on a remote, by the remote's name |
+//!
+//! `lifeboat_copies` came after the first format: it is created by the first
+//! [`Journal::record_copy`] (or [`Journal::remove_copy`]), and a journal without it has no copies.
 //!
 //! Every record is a format version byte ([`RECORD_VERSION`]) followed by bincode 2 (standard
 //! configuration, serde path), capped at [`MAX_RECORD_BYTES`]; decoding rejects other versions and
@@ -32,7 +37,8 @@
 //! reached the medium, in any order. This is redb's own assumption.
 //!
 //! **When an event is durable**: every write method ([`Journal::begin_run`], [`Journal::append`],
-//! [`Journal::record_backup`], [`Journal::remove_backup`], [`Journal::update_settings`]) is exactly
+//! [`Journal::record_backup`], [`Journal::remove_backup`], [`Journal::record_copy`],
+//! [`Journal::remove_copy`], [`Journal::update_settings`]) is exactly
 //! one redb write transaction, committed with [`redb::Durability::Immediate`] before the method
 //! returns. redb never modifies committed pages in place: it writes the transaction's pages to
 //! free space, writes a header whose primary slot points at the new tree (with its checksum), and
@@ -62,7 +68,7 @@
 //!
 //! **Why append-only**: an event is never modified or deleted, so a crash can only lose the tail
 //! of a run, never change its past, and the run's history is its audit trail (`lifeboat journal
-//! show`). The catalog and settings are the only records that change in place; each change is one
+//! show`). The catalogs (backups, copies) and settings are the only records that change in place; each change is one
 //! atomic transaction.
 
 mod codec;
@@ -76,7 +82,7 @@ pub use codec::{DecodeError, EncodeError, MAX_RECORD_BYTES, RECORD_VERSION, deco
 pub use error::JournalError;
 pub use journal::{FORMAT_VERSION, Journal, MAGIC};
 pub use lifeboat_machine::RunId;
-pub use records::{BackupEntry, Settings};
+pub use records::{BackupEntry, CopyEntry, Settings};
 pub use verify::{Problem, VerifyReport};
 
 /// redb's storage seam, re-exported for [`Journal::open_with_backend`].

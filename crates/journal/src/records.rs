@@ -44,6 +44,31 @@ impl BackupEntry {
     }
 }
 
+/// One copy of a backup on a remote (`[[remote]]` in `lifeboat.toml`), as the shipping run that
+/// stored and checked it catalogued it. Keyed by (backup id, remote name): a backup has at most
+/// one copy per remote. The entry stays when the local backup is pruned; the remote's own
+/// retention removes it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CopyEntry {
+    pub backup_id: u64,
+    /// The remote's name in `lifeboat.toml`.
+    pub remote: String,
+    /// The shipping run that stored it.
+    pub run_id: RunId,
+    /// The remote's URL when the copy was shipped (`s3://bucket/prefix`, `file:///dir`).
+    pub url: String,
+    /// The object's key on the remote (ends `.age` when encrypted).
+    pub key: String,
+    pub shipped_at: Timestamp,
+    /// Lowercase hex SHA-256 of the stored bytes (the age file when encrypted).
+    pub stored_sha256: String,
+    pub stored_bytes: u64,
+    /// Lowercase hex SHA-256 of the archive the copy holds: the backup's own.
+    pub archive_sha256: String,
+    /// `age` or `none`.
+    pub encryption: String,
+}
+
 /// The project's small mutable state. Stored as one record, read and rewritten whole by
 /// [`crate::Journal::update_settings`] in one transaction.
 ///

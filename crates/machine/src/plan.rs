@@ -6,7 +6,7 @@
 use crate::run::{MachineError, Mode, Run};
 use crate::types::*;
 
-/// A forward step of a backup, upgrade, restore or rollback (a prune's steps are its deletions).
+/// A forward step of a run (a prune's steps are its deletions).
 /// Steps, not states, name a position in a run because a state (Checking, Verifying) can hold
 /// more than one step.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -34,6 +34,12 @@ enum Step {
     Presync,
     /// A snapshot backup's sync of its mirror with the services stopped.
     Snapshot,
+    /// A shipping run's multipart upload opened.
+    BeginUpload,
+    /// A shipping run's copy sent and completed.
+    Upload,
+    /// A shipping run's copy catalogued.
+    RecordCopy,
 }
 
 /// The forward steps of a kind, in order, and the one whose success takes a run past its point of
@@ -71,6 +77,8 @@ fn steps(run: &Run) -> Option<(Vec<Step>, Step)> {
         RunKind::RestoreNew => (vec![VerifyArchive, Provision, RestoreData, UpStack, Verify, CommitData], Verify),
         // As an upgrade, without the backup.
         RunKind::FirstDeploy => (vec![Deploy, UpStack, VerifyStack, CommitDeploy], VerifyStack),
+        // The copy is catalogued: from then on it is a copy the operator may count on.
+        RunKind::Ship => (vec![BeginUpload, Upload, RecordCopy], RecordCopy),
     })
 }
 
@@ -120,6 +128,8 @@ impl Step {
             Step::RestoreData => State::Restoring,
             Step::UpStack | Step::Start => State::Restarting,
             Step::VerifyStack | Step::CommitDeploy | Step::Verify | Step::CommitData => State::Verifying,
+            Step::BeginUpload | Step::Upload => State::Shipping,
+            Step::RecordCopy => State::Recording,
         }
     }
 
@@ -178,6 +188,15 @@ impl Step {
             }
             (Step::Verify, _) => Effect::VerifyServices { services: Some(running(run)?) },
             (Step::CommitData, _) => Effect::CommitData,
+            (Step::BeginUpload, RunSpec::Ship { target, .. }) => Effect::BeginUpload { target: target.clone() },
+            (Step::Upload, RunSpec::Ship { backup, target }) => {
+                Effect::UploadCopy { backup: backup.clone(), target: target.clone(), upload_id: upload_id(run)? }
+            }
+            (Step::RecordCopy, RunSpec::Ship { backup, target }) => Effect::RecordCopy {
+                backup_id: backup.backup_id,
+                target: target.clone(),
+                copy: run.copy().cloned().ok_or(MachineError::MissingFact("the uploaded copy"))?,
+            },
             (Step::Hook(i), _) => {
                 Effect::RunHook { hook: run.hooks().get(i).cloned().ok_or(MachineError::MissingFact("hooks"))? }
             }
@@ -189,7 +208,10 @@ impl Step {
                 | Step::RestoreData
                 | Step::Provision
                 | Step::Presync
-                | Step::Snapshot,
+                | Step::Snapshot
+                | Step::BeginUpload
+                | Step::Upload
+                | Step::RecordCopy,
                 _,
             ) => {
                 // `steps` lists these only for kinds whose spec holds what they need; an error,
@@ -204,6 +226,10 @@ impl Step {
 /// changed under them, the compose command so the containers match the files again.
 fn start_effect(deployment_changed: bool, services: Vec<String>) -> Effect {
     if deployment_changed { Effect::ComposeUp { services: Some(services) } } else { Effect::StartServices { services } }
+}
+
+fn upload_id(run: &Run) -> Result<String, MachineError> {
+    run.upload_id().map(str::to_owned).ok_or(MachineError::MissingFact("the upload id"))
 }
 
 fn archive(run: &Run) -> Result<ArchiveFacts, MachineError> {
@@ -281,6 +307,22 @@ pub(crate) fn settle(run: &Run, begun: usize, done: usize) -> Result<(Vec<Effect
             }
             if began(Step::Stop) && !succeeded(Step::Start) {
                 steps.extend(start_again(run, succeeded(Step::Stop))?);
+            }
+        }
+        RunSpec::Ship { backup, target } => {
+            // The copy is not catalogued: abort the upload first, then take away whatever of it
+            // reached the store and the catalog entry an interrupted record may have written. In
+            // that order because a completion the store was asked for may land after the client
+            // gave up on it (a timeout, a crash): aborted first, it either never lands or has
+            // landed and the delete removes it; deleted first, it could land after the delete,
+            // and the abort would then find nothing to abort. A begin whose id never reached the
+            // journal leaves an upload only a directory remote can name (by its key).
+            if began(Step::BeginUpload) {
+                let upload_id = run.upload_id().map(str::to_owned);
+                steps.push(Effect::AbortUpload { target: target.clone(), upload_id });
+            }
+            if began(Step::Upload) {
+                steps.push(Effect::DeleteCopy { backup_id: backup.backup_id, target: target.clone() });
             }
         }
         RunSpec::FirstDeploy { .. } => {
@@ -404,7 +446,9 @@ impl RecoveryPlan {
 /// - a run past its point of no return (backup recorded; upgrade, restore or rollback verified)
 ///   resumes, redoing the interrupted step;
 /// - any other run rolls back: a backup deletes its unrecorded archive and starts the services it
-///   stopped; an upgrade that began deploying also puts back the old files, data and stack.
+///   stopped; an upgrade that began deploying also puts back the old files, data and stack; a ship
+///   run whose copy is not recorded aborts its upload, then deletes whatever of the copy reached
+///   the store (and a catalog entry its interrupted record may have written).
 pub fn recover(id: RunId, events: &[Event]) -> Result<Option<RecoveryPlan>, ReplayError> {
     let run = replay(id, events)?;
     run.recovery_plan().map_err(|error| ReplayError { index: events.len(), error })

@@ -115,6 +115,10 @@ pub struct Run {
     failure_hooks: Vec<Hook>,
     /// `after_*` hooks that exited non-zero: reported, never undoing the run.
     hook_failures: Vec<Failure>,
+    /// A shipping run's upload, once `BeginUpload` opened it.
+    upload_id: Option<String>,
+    /// A shipping run's copy, once `UploadCopy` stored it.
+    copy: Option<CopyFacts>,
 }
 
 impl Run {
@@ -155,6 +159,8 @@ impl Run {
             hooks: Vec::new(),
             failure_hooks,
             hook_failures: Vec::new(),
+            upload_id: None,
+            copy: None,
         };
         // A run with no step at all (a prune with nothing to delete) ends as it starts.
         run.end_if_done()?;
@@ -229,6 +235,16 @@ impl Run {
     /// The `after_*` hooks that exited non-zero (or could not run), oldest first: the run went on.
     pub fn hook_failures(&self) -> &[Failure] {
         &self.hook_failures
+    }
+
+    /// A shipping run's multipart upload id, once `BeginUpload` reported it.
+    pub fn upload_id(&self) -> Option<&str> {
+        self.upload_id.as_deref()
+    }
+
+    /// What a shipping run's upload stored, once `UploadCopy` succeeded.
+    pub fn copy(&self) -> Option<&CopyFacts> {
+        self.copy.as_ref()
     }
 
     /// Whether the effect in flight is a hook recovery must not carry out again: one not marked
@@ -409,6 +425,8 @@ impl Run {
                 self.archive = Some(facts.clone());
                 self.archive_details = Some(details.clone());
             }
+            Outcome::UploadBegun { upload_id } => self.upload_id = Some(upload_id.clone()),
+            Outcome::CopyUploaded(copy) => self.copy = Some(copy.clone()),
             Outcome::Done
             | Outcome::Started { .. }
             | Outcome::Failed { .. }
@@ -527,6 +545,10 @@ fn check_outcome_shape(effect: &Effect, outcome: &Outcome) -> Result<(), Machine
         (Effect::RunHook { .. }, _) | (_, Outcome::HookRan { .. }) => false,
         (Effect::SyncMirror { .. }, Outcome::MirrorSynced { .. }) => true,
         (Effect::SyncMirror { .. }, _) | (_, Outcome::MirrorSynced { .. }) => false,
+        (Effect::BeginUpload { .. }, Outcome::UploadBegun { .. }) => true,
+        (Effect::BeginUpload { .. }, _) | (_, Outcome::UploadBegun { .. }) => false,
+        (Effect::UploadCopy { .. }, Outcome::CopyUploaded(_)) => true,
+        (Effect::UploadCopy { .. }, _) | (_, Outcome::CopyUploaded(_)) => false,
         (Effect::WriteArchive { path }, Outcome::ArchiveWritten(facts) | Outcome::Archived { facts, .. }) => {
             &facts.path == path
         }

@@ -24,8 +24,8 @@ pub type RunId = u64;
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Timestamp(pub i64);
 
-/// The kinds of run: backup, upgrade, restore, rollback, and prune (retention, journaled like the
-/// others).
+/// The kinds of run: backup, upgrade, restore, rollback, prune (retention, journaled like the
+/// others), the two first-time kinds, and ship (a backup's copy sent to a remote).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum RunKind {
@@ -38,6 +38,8 @@ pub enum RunKind {
     RestoreNew,
     /// An upgrade where nothing is deployed yet: no pre-upgrade backup.
     FirstDeploy,
+    /// A copy of a recorded backup sent to a remote (`[[remote]]`): it never touches services.
+    Ship,
 }
 
 impl RunKind {
@@ -51,6 +53,7 @@ impl RunKind {
             RunKind::Prune => "prune",
             RunKind::RestoreNew => "restore-new",
             RunKind::FirstDeploy => "first-deploy",
+            RunKind::Ship => "ship",
         }
     }
 }
@@ -130,6 +133,31 @@ pub enum RunSpec {
     /// `mirror` from the live data while the services run, stop them, sync again (the downtime),
     /// start them, then archive the mirror to `archive_path` and record it.
     SnapshotBackup { archive_path: String, backup_kind: BackupKind, note: Option<String>, mirror: String },
+    /// Send a copy of a recorded backup to a remote, check it there and catalogue it
+    /// (docs/design.md, "Off-host copies"). Services are never touched.
+    Ship { backup: BackupRef, target: CopyTarget },
+}
+
+/// Where a shipping run puts its copy: the remote's name in `lifeboat.toml`, its URL as the run
+/// began (so recovery aborts on the store the upload went to), and the copy's key there, which
+/// ends in `.age` when the copy is encrypted.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct CopyTarget {
+    pub remote: String,
+    pub url: String,
+    pub key: String,
+}
+
+/// What an upload reports of the copy it stored, checked against the store and catalogued.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct CopyFacts {
+    /// Lowercase hex SHA-256 of the bytes stored (the age file when encrypted).
+    pub stored_sha256: String,
+    pub stored_bytes: u64,
+    /// `age` or `none`.
+    pub encryption: String,
 }
 
 /// What a restore onto a new host creates, decided (and checked absent) before the run starts,
@@ -170,6 +198,7 @@ impl RunSpec {
             RunSpec::RestoreNew { .. } => RunKind::RestoreNew,
             RunSpec::FirstDeploy { .. } => RunKind::FirstDeploy,
             RunSpec::SnapshotBackup { .. } => RunKind::Backup,
+            RunSpec::Ship { .. } => RunKind::Ship,
         }
     }
 }
@@ -196,6 +225,8 @@ pub enum State {
     /// A snapshot backup syncs its mirror with the services stopped: the mirror becomes the
     /// consistent snapshot.
     Snapshotting,
+    /// A shipping run sends its copy to the remote.
+    Shipping,
 }
 
 impl State {
@@ -220,6 +251,7 @@ impl State {
             State::Failed => "failed",
             State::Presyncing => "presyncing",
             State::Snapshotting => "snapshotting",
+            State::Shipping => "shipping",
         }
     }
 }
@@ -337,6 +369,32 @@ pub enum Effect {
     /// services are stopped and the mirror becomes the consistent snapshot the archive is written
     /// from. Idempotent: a rerun copies what differs, whatever a crash left half done.
     SyncMirror { mirror: String, stopped: bool },
+    /// Open a multipart upload for the copy's key (for a directory remote, its `.partial` file).
+    /// Never carried out again: a ship run interrupted before its record rolls back. An upload
+    /// the store opened but whose id never reached the journal (a crash, a lost answer) cannot
+    /// be aborted by id: it is left to the store's lifecycle rule (docs/design.md, "Off-host
+    /// copies"). A ship run is for a backup with no copy catalogued on that remote yet: the key
+    /// is that copy's, and this run's upload would replace its object.
+    BeginUpload { target: CopyTarget },
+    /// Stream the archive into the upload `upload_id` in parts, checking on the way that it is
+    /// still the catalogued archive (size, sha256), complete it, then read the stored object's
+    /// size and metadata back. Never carried out again: interrupted, the run rolls back.
+    UploadCopy { backup: BackupRef, target: CopyTarget, upload_id: String },
+    /// Check the stored copy once more (size, metadata), then insert it into the journal's copies
+    /// table under (backup, remote) (`Journal::record_copy`; the same entry again is a no-op).
+    /// Its success is the run's point of no return, and its last step.
+    RecordCopy { backup_id: u64, target: CopyTarget, copy: CopyFacts },
+    /// Abort the upload `upload_id` (`None`: its begin was interrupted or failed and the id is
+    /// unknown; only a directory remote, whose partial file is named by the key, can clean up
+    /// then). An upload already completed or aborted is fine. Settles before `DeleteCopy`: a
+    /// completion the store was asked for may land after the client gave up on it, and once
+    /// aborted it either never lands or has landed already, for the delete to remove.
+    AbortUpload { target: CopyTarget, upload_id: Option<String> },
+    /// Remove this run's entry for the copy from the copies table if there is one, then the
+    /// object, in that order, so a crash never leaves a catalogued copy without its object; the
+    /// object stays if the table holds another run's copy under (backup, remote). Either already
+    /// gone is fine.
+    DeleteCopy { backup_id: u64, target: CopyTarget },
 }
 
 impl Effect {
@@ -364,6 +422,11 @@ impl Effect {
             Effect::Unprovision { .. } => "unprovision",
             Effect::RunHook { .. } => "run_hook",
             Effect::SyncMirror { .. } => "sync_mirror",
+            Effect::BeginUpload { .. } => "begin_upload",
+            Effect::UploadCopy { .. } => "upload_copy",
+            Effect::RecordCopy { .. } => "record_copy",
+            Effect::AbortUpload { .. } => "abort_upload",
+            Effect::DeleteCopy { .. } => "delete_copy",
         }
     }
 }
@@ -403,6 +466,10 @@ pub enum Outcome {
     /// `SyncMirror` made the mirror equal to the roots: the entries it walked, the files it
     /// copied (and their bytes), the entries it removed.
     MirrorSynced { entries: u64, files_copied: u64, bytes_copied: u64, removed: u64 },
+    /// `BeginUpload` opened the upload with this id.
+    UploadBegun { upload_id: String },
+    /// `UploadCopy` completed the upload and the store holds this copy.
+    CopyUploaded(CopyFacts),
 }
 
 impl Outcome {

@@ -13,6 +13,7 @@ pub mod journal;
 pub mod package;
 pub mod prune;
 pub mod recover;
+pub mod remote;
 pub mod restore;
 pub mod restore_from;
 pub mod rollback;

@@ -31,6 +31,9 @@ pub struct StatusReport {
     /// `backup.mode`, and in snapshot mode the mirror: where, its size on disk, when it last
     /// was a consistent snapshot.
     pub backup_mode: BackupModeStatus,
+    /// Each `[[remote]]`: where, whether its copies are encrypted, how many it holds and how
+    /// many are pending (`null` counts while a run holds the journal).
+    pub remotes: Vec<RemoteStatus>,
     #[serde(skip)]
     journal_path: PathBuf,
     #[serde(skip)]
@@ -78,6 +81,15 @@ pub struct BackupModeStatus {
     pub mirror_bytes: Option<u64>,
     /// `null` when the mirror is not a consistent snapshot now (none yet, or a sync since).
     pub mirror_consistent_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RemoteStatus {
+    pub name: String,
+    pub url: String,
+    pub encrypted: bool,
+    pub copies: Option<u64>,
+    pub pending: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -134,7 +146,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<StatusReport> {
         None => None,
     };
     let metrics = match &journal {
-        Some(j) => Some(crate::metrics::Figures::gather(j)?),
+        Some(j) => Some(crate::metrics::Figures::gather(j, &project.config)?),
         None => None,
     };
     let mode = project.config.backup.mode;
@@ -158,6 +170,22 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<StatusReport> {
         Some(s) if s.auto_backup_enabled => crate::schedule::next_runs_for(&project, &cron, 1)?.into_iter().next(),
         _ => None,
     };
+    let copies = match &journal {
+        Some(j) => Some(j.copies()?),
+        None => None,
+    };
+    let remotes = project
+        .config
+        .remotes
+        .iter()
+        .map(|remote| RemoteStatus {
+            name: remote.name.clone(),
+            url: remote.url.clone(),
+            encrypted: remote.encrypts(),
+            copies: copies.as_ref().map(|c| c.iter().filter(|c| c.remote == remote.name).count() as u64),
+            pending: metrics.as_ref().and_then(|m| m.copies_pending.get(&remote.name).copied()),
+        })
+        .collect();
     Ok(StatusReport {
         project: name.clone(),
         dir: project.dir.clone(),
@@ -189,6 +217,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<StatusReport> {
         warnings: warnings.into_iter().map(|w| w.message).collect(),
         metrics,
         backup_mode,
+        remotes,
         journal_path: project.journal_path(),
         journal_open: journal.is_some(),
         next_run,
@@ -249,6 +278,17 @@ impl Report for StatusReport {
                 None => "not a consistent snapshot now (the next backup makes one)".to_owned(),
             };
             writeln!(out, "mode      snapshot, mirror {} ({size}), {consistent}", dir.display())?;
+        }
+        for remote in &self.remotes {
+            let encrypted = if remote.encrypted { "encrypted" } else { "NOT ENCRYPTED (encrypt = false)" };
+            let counts = match (remote.copies, remote.pending) {
+                (Some(copies), Some(0)) => format!(", {copies} copies, none pending"),
+                (Some(copies), Some(pending)) => {
+                    format!(", {copies} copies, {pending} PENDING: 'lifeboat push' ships them")
+                }
+                _ => String::new(),
+            };
+            writeln!(out, "remote    {} {} ({encrypted}){counts}", remote.name, remote.url)?;
         }
         for run in &self.interrupted_runs {
             writeln!(

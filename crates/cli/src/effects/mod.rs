@@ -13,9 +13,12 @@
 //! - `provision`: what a restore onto a new host creates, and removes on rollback
 //!   (`Provision`, `Unprovision`).
 //! - `hooks`: which hooks a backup has (reported by `Inspect`) and `RunHook`;
+//! - `copies`: a backup's copy on a remote (`BeginUpload`, `UploadCopy`, `RecordCopy`,
+//!   `AbortUpload`, `DeleteCopy`);
 //! - `mirror`: snapshot mode's copy of the data (`SyncMirror`, and what its `WriteArchive` reads).
 
 pub mod backups;
+pub mod copies;
 pub mod data_swap;
 pub mod deploy_swap;
 pub mod hooks;

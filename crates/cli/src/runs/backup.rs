@@ -37,6 +37,9 @@ pub struct BackupReport {
     pub archive_ms: i64,
     /// Snapshot mode: how long the sync with the services running took (0 in stop mode).
     pub presync_ms: i64,
+    /// The copies to each `[[remote]]` tried after the backup (this one's, and any a down
+    /// remote left pending before): `shipped`, or `pending` with the reason.
+    pub copies: Vec<super::ship::CopyReport>,
 }
 
 /// Runs one backup in `session` and returns its report, or an error (exit 1, 130 or 143) saying
@@ -73,7 +76,17 @@ pub async fn backup(session: &mut RunSession, kind: BackupKind, note: Option<Str
         })
         .await?;
     conclude(&run)?;
-    report(&run, &session.journal.events(run.id())?)
+    let mut report = report(&run, &session.journal.events(run.id())?)?;
+    // The services are back and the backup recorded: shipping adds no downtime, and a copy that
+    // fails leaves the backup as good as it was.
+    report.copies = match super::ship::ship_pending(session, None).await {
+        Ok(copies) => copies,
+        Err(err) => {
+            tracing::error!("backup {} is recorded, but shipping its copies stopped: {err:#}", run.id());
+            Vec::new()
+        }
+    };
+    Ok(report)
 }
 
 fn report(run: &Run, events: &[Event]) -> anyhow::Result<BackupReport> {
@@ -102,6 +115,7 @@ fn report(run: &Run, events: &[Event]) -> anyhow::Result<BackupReport> {
         downtime_parts,
         archive_ms,
         presync_ms,
+        copies: Vec::new(),
     })
 }
 
@@ -145,11 +159,19 @@ impl Report for BackupReport {
                 ms(parts.start_ms)
             )?,
         }
+        for copy in &self.copies {
+            writeln!(out, "  {}", copy.line())?;
+        }
         super::history::write_hook_failures(out, &self.hook_failures)
     }
 
-    /// Exit 6 when an `after_backup` hook failed: the backup stays recorded.
+    /// Exit 6 when an `after_backup` hook failed, 2 when a remote refused its settings or
+    /// credentials: the backup stays recorded either way. A remote that is down is a warning.
     fn exit(&self) -> anyhow::Result<()> {
-        super::history::hook_failure_exit(&format!("backup {}", self.backup_id), &self.hook_failures)
+        super::history::hook_failure_exit(&format!("backup {}", self.backup_id), &self.hook_failures)?;
+        for warning in self.copies.iter().filter_map(super::ship::CopyReport::warning) {
+            tracing::warn!("{warning}");
+        }
+        super::ship::settings_exit(&self.copies)
     }
 }

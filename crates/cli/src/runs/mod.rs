@@ -8,6 +8,7 @@ pub mod history;
 pub mod prune;
 pub mod recover;
 pub mod scheduled;
+pub mod ship;
 pub mod space;
 pub mod standalone;
 
@@ -75,6 +76,15 @@ impl RunSession {
         debug_assert_eq!(run.kind(), kind);
         history::note_last_backup(&self.journal, &run);
         Ok(run)
+    }
+
+    /// Journals a shipping run and drives it to its end. Not notified: a copy that stays pending
+    /// is reported by the backup or `push` that tried it, and a shipping run that fails leaves
+    /// the backup itself good. The metrics file is rewritten (pending copies are in it).
+    pub async fn ship(&self, spec: impl FnOnce(RunId) -> RunSpec) -> anyhow::Result<Run> {
+        let run = self.executor(&NoServices).start(spec).await;
+        crate::metrics::write_after_run(&self.project, &self.journal);
+        run
     }
 
     /// Journals the decision of `plan` for an interrupted run, then drives the run to its end.

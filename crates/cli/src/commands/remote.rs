@@ -1,0 +1,300 @@
+//! The commands on remotes: `push` ships pending copies, `list --remote` and `verify --remote`
+//! read what a remote holds (docs/design.md, "Off-host copies").
+
+use super::Ctx;
+use crate::exit::Exit;
+use crate::fail;
+use crate::output::Report;
+use crate::project::Project;
+use crate::remotes::{self, AGE_SUFFIX, exit_for};
+use crate::render;
+use crate::runs::RunSession;
+use crate::runs::ship::{self, CopyReport};
+use lifeboat_journal::CopyEntry;
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+
+/// What `push` shipped and what stays pending.
+#[derive(Debug, Serialize)]
+pub struct PushReport {
+    pub copies: Vec<CopyReport>,
+}
+
+/// Ships every pending copy (to `remote`, or to every remote). Exit 2 when a remote refuses its
+/// settings or credentials, 1 when a copy stays pending for another reason.
+pub async fn push(ctx: &Ctx, remote: Option<&str>) -> anyhow::Result<PushReport> {
+    let session = RunSession::open(ctx)?;
+    if session.project.config.remotes.is_empty() {
+        fail!(Exit::Usage, "no [[remote]] in lifeboat.toml: add one (README, \"Off-host copies\") to ship backups");
+    }
+    if let Some(name) = remote {
+        session.project.config.remote(name)?;
+    }
+    Ok(PushReport { copies: ship::ship_pending(&session, remote).await? })
+}
+
+impl Report for PushReport {
+    fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        if self.copies.is_empty() {
+            return writeln!(out, "nothing to ship: every backup has its copies");
+        }
+        for copy in &self.copies {
+            writeln!(out, "{}", copy.line())?;
+        }
+        Ok(())
+    }
+
+    fn exit(&self) -> anyhow::Result<()> {
+        ship::settings_exit(&self.copies)?;
+        let pending = self.copies.iter().filter(|c| c.status == "pending").count();
+        if pending > 0 {
+            fail!(Exit::Failed, "{pending} of {} copies are still pending", self.copies.len());
+        }
+        Ok(())
+    }
+}
+
+/// One object on a remote, as `list --remote` shows it beside the catalog.
+#[derive(Debug, Serialize)]
+pub struct RemoteObject {
+    pub key: String,
+    /// Its size on the remote; `null` when the catalog lists a copy the remote does not hold.
+    pub size_bytes: Option<u64>,
+    /// The backup whose copy it is, when this catalog knows it.
+    pub backup_id: Option<u64>,
+    pub encrypted: bool,
+    /// `ok` (catalogued and there, of the catalogued size), `missing` (catalogued, not there),
+    /// `size-differs`, or `unknown` (there, not in this catalog: another host's, or a copy whose
+    /// shipping did not finish).
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RemoteListReport {
+    pub remote: String,
+    pub url: String,
+    pub objects: Vec<RemoteObject>,
+}
+
+pub async fn list(ctx: &Ctx, name: &str) -> anyhow::Result<RemoteListReport> {
+    let project = Project::load(&ctx.dir)?;
+    let section = project.config.remote(name)?;
+    let copies: Vec<CopyEntry> =
+        project.journal()?.copies()?.into_iter().filter(|c| c.remote == section.name).collect();
+    let remote = remotes::open(&project, section, &section.url)?;
+    let listed = remote.list().await.map_err(exit_for)?;
+    let mut objects = Vec::new();
+    for info in &listed {
+        let copy = copies.iter().find(|c| c.key == info.key);
+        objects.push(RemoteObject {
+            key: info.key.clone(),
+            size_bytes: Some(info.size),
+            backup_id: copy.map(|c| c.backup_id),
+            encrypted: info.key.ends_with(AGE_SUFFIX),
+            status: match copy {
+                Some(c) if c.stored_bytes == info.size => "ok",
+                Some(_) => "size-differs",
+                None => "unknown",
+            },
+        });
+    }
+    for copy in copies.iter().filter(|c| !listed.iter().any(|i| i.key == c.key)) {
+        objects.push(RemoteObject {
+            key: copy.key.clone(),
+            size_bytes: None,
+            backup_id: Some(copy.backup_id),
+            encrypted: copy.encryption == "age",
+            status: "missing",
+        });
+    }
+    objects.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(RemoteListReport { remote: section.name.clone(), url: section.url.clone(), objects })
+}
+
+impl Report for RemoteListReport {
+    fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        if self.objects.is_empty() {
+            return writeln!(out, "remote {} ({}) holds no copies yet: run 'lifeboat push'", self.remote, self.url);
+        }
+        writeln!(out, "remote {} ({})", self.remote, self.url)?;
+        writeln!(out, "{:>6}  {:>10}  {:<12}  key", "backup", "size", "status")?;
+        for o in &self.objects {
+            writeln!(
+                out,
+                "{:>6}  {:>10}  {:<12}  {}",
+                o.backup_id.map_or("-".to_owned(), |id| id.to_string()),
+                o.size_bytes.map_or("-".to_owned(), render::bytes),
+                o.status,
+                o.key
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One copy checked by `verify --remote`.
+#[derive(Debug, Serialize)]
+pub struct VerifiedCopy {
+    pub backup_id: u64,
+    pub remote: String,
+    pub key: String,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub stored_bytes: u64,
+    pub encrypted: bool,
+    /// Regular files the archive holds, once read through.
+    pub file_count: Option<u64>,
+    #[serde(skip)]
+    exit: Exit,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct RemoteVerifyReport {
+    pub copies: Vec<VerifiedCopy>,
+}
+
+/// Downloads each copy (of `backup_id`, or all of them on the remote), decrypts it, hashes it
+/// against the catalog and reads the archive through. The download goes to a private temporary
+/// file in `backup.dir` and is removed after.
+pub async fn verify(
+    ctx: &Ctx,
+    name: &str,
+    backup_id: Option<u64>,
+    identity: Option<&Path>,
+) -> anyhow::Result<RemoteVerifyReport> {
+    let project = Project::load(&ctx.dir)?;
+    let section = project.config.remote(name)?;
+    let journal = project.journal()?;
+    let mut copies: Vec<CopyEntry> = journal.copies()?.into_iter().filter(|c| c.remote == section.name).collect();
+    if let Some(id) = backup_id {
+        copies.retain(|c| c.backup_id == id);
+        if copies.is_empty() {
+            fail!(
+                Exit::Usage,
+                "no copy of backup {id} on remote {name} in the catalog: see 'lifeboat list --remote {name}'"
+            );
+        }
+    }
+    let locals: Vec<_> = copies.iter().map(|c| journal.backup(c.backup_id)).collect::<Result<_, _>>()?;
+    drop(journal);
+    let identities = remotes::identities(&project, section, identity)?;
+    if identities.is_none() && copies.iter().any(|c| c.encryption == "age") {
+        fail!(
+            Exit::Usage,
+            "remote {name}'s copies are encrypted: pass --identity FILE (the age identity whose recipient is in \
+             encrypt_to), or set identity_file in its [[remote]] section"
+        );
+    }
+    let dir = project.backup_dir();
+    crate::perms::ready_backup_dir(&dir, project.config.backup.group_id()?)?;
+    let mut report = Vec::new();
+    for (copy, local) in copies.iter().zip(locals) {
+        let result = verify_copy(&project, copy, local.as_ref(), identities.clone(), &dir, ctx.progress).await;
+        report.push(VerifiedCopy {
+            backup_id: copy.backup_id,
+            remote: copy.remote.clone(),
+            key: copy.key.clone(),
+            ok: result.is_ok(),
+            exit: result.as_ref().err().map_or(Exit::Success, Exit::of),
+            error: result.as_ref().err().map(|e| format!("{e:#}")),
+            file_count: result.ok(),
+            stored_bytes: copy.stored_bytes,
+            encrypted: copy.encryption == "age",
+        });
+    }
+    Ok(RemoteVerifyReport { copies: report })
+}
+
+/// One copy downloaded, decrypted, hashed and read through; the number of files it holds.
+async fn verify_copy(
+    project: &Project,
+    copy: &CopyEntry,
+    local: Option<&lifeboat_journal::BackupEntry>,
+    identities: Option<lifeboat_remote::Identities>,
+    dir: &Path,
+    progress: bool,
+) -> anyhow::Result<u64> {
+    let section = project.config.remote(&copy.remote)?;
+    let remote = remotes::open(project, section, &copy.url)?;
+    let archive_name = copy.key.strip_suffix(AGE_SUFFIX).unwrap_or(&copy.key);
+    let file = tempfile::Builder::new().prefix(".verify-").suffix(&format!("-{archive_name}")).tempfile_in(dir)?;
+    let (fetched, file) = remote.fetch(&copy.key, file, identities).await.map_err(exit_for)?;
+    let mismatch = |what: &str, found: String, catalogued: String| {
+        Exit::Integrity.wrap(anyhow::anyhow!(
+            "remote {}: {} does not match the catalog: {what} is {found}, the catalog says {catalogued}",
+            copy.remote,
+            copy.key
+        ))
+    };
+    if fetched.stored_sha256 != copy.stored_sha256 || fetched.stored_bytes != copy.stored_bytes {
+        return Err(mismatch(
+            "the stored object",
+            format!("{} bytes, sha256 {}", fetched.stored_bytes, fetched.stored_sha256),
+            format!("{} bytes, sha256 {}", copy.stored_bytes, copy.stored_sha256),
+        ));
+    }
+    if fetched.archive_sha256 != copy.archive_sha256 {
+        return Err(mismatch("the archive's sha256", fetched.archive_sha256, copy.archive_sha256.clone()));
+    }
+    let expected = lifeboat_archive::Expected {
+        sha256: copy.archive_sha256.clone(),
+        size_bytes: fetched.archive_bytes,
+        entry_count: local.map(|l| l.entry_count),
+        content_bytes: local.map(|l| l.content_bytes),
+        roots: Vec::new(),
+    };
+    let path = file.path().to_path_buf();
+    let report = crate::fsutil::blocking("the archive verifier", move || {
+        let bar = crate::progress::bar(progress, "verifying", Some(expected.size_bytes));
+        let result = lifeboat_archive::verify_archive(&path, &expected, &mut |n| bar.set_position(n));
+        bar.finish_and_clear();
+        Ok(result?)
+    })
+    .await
+    .map_err(|err| {
+        Exit::Integrity.wrap(err.context(format!("remote {}: {} does not read through", copy.remote, copy.key)))
+    })?;
+    drop(file);
+    Ok(report.file_count)
+}
+
+impl Report for RemoteVerifyReport {
+    fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        if self.copies.is_empty() {
+            return writeln!(out, "no copies on this remote in the catalog: run 'lifeboat push'");
+        }
+        for c in &self.copies {
+            match &c.error {
+                None => writeln!(
+                    out,
+                    "copy of backup {} on {} ok: {} ({}, {}; {} files)",
+                    c.backup_id,
+                    c.remote,
+                    c.key,
+                    render::bytes(c.stored_bytes),
+                    if c.encrypted { "encrypted" } else { "not encrypted" },
+                    c.file_count.unwrap_or_default()
+                )?,
+                Some(err) => writeln!(out, "copy of backup {} on {} BAD: {err}", c.backup_id, c.remote)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Exit 5 when a copy does not match; else the first other failure's code (2 for settings, 1
+    /// for a remote that is down).
+    fn exit(&self) -> anyhow::Result<()> {
+        let bad: Vec<&VerifiedCopy> = self.copies.iter().filter(|c| !c.ok).collect();
+        let Some(first) = bad.first() else { return Ok(()) };
+        let code = if bad.iter().any(|c| c.exit == Exit::Integrity) { Exit::Integrity } else { first.exit };
+        let keys: Vec<&str> = bad.iter().map(|c| c.key.as_str()).collect();
+        Err(code.wrap(anyhow::anyhow!(
+            "{} of {} copies failed verification: {}",
+            bad.len(),
+            self.copies.len(),
+            keys.join(", ")
+        )))
+    }
+}
