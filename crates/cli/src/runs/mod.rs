@@ -94,7 +94,12 @@ impl RunSession {
             Some(services) => resume(self.executor(services), run, plan).await,
             None => resume(self.executor(&NoServices), run, plan).await,
         };
-        self.after_run(&notifier, kind, &result).await;
+        // A shipping run is not notified when it runs (`RunSession::ship`), nor when recovered.
+        if kind == RunKind::Ship {
+            crate::metrics::write_after_run(&self.project, &self.journal);
+        } else {
+            self.after_run(&notifier, kind, &result).await;
+        }
         let run = result?;
         history::note_last_backup(&self.journal, &run);
         Ok(run)
