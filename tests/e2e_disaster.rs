@@ -2,7 +2,8 @@
 //! "Restore onto a new host"): an archive alone brings the project back in a new directory after
 //! the old one and its volumes are gone; a crash anywhere in that restore is recovered to the
 //! whole stack or to nothing it created; `import` and `journal rebuild` give back a catalog;
-//! a restore in place follows the archive's roots, not today's configuration.
+//! a restore in place follows the archive's roots, not today's configuration; an encrypted copy
+//! on a remote alone brings the project back too.
 //!
 //! The binary must be built with the `failpoints` feature (the README's test command does so).
 
@@ -542,4 +543,64 @@ fn a_restore_in_place_follows_the_archive_and_names_what_the_configuration_chang
     assert_eq!(std::fs::read_to_string(project.dir().join("extra/kept")).unwrap(), "in the backup\n");
     assert_eq!(std::fs::read_to_string(project.dir().join("other/file")).unwrap(), "untouched\n");
     assert_invariants(&project, &before);
+}
+
+/// The disaster drill with an off-host copy (README, "Off-host copies"): the host's backups, its
+/// project directory and its volumes are gone; what is left is the encrypted copy on a directory
+/// remote (a second disk) and the age identity kept elsewhere. `restore --from file:///...`
+/// downloads and decrypts it, checks it against the sha256 stored with it, and brings the project
+/// back with the data that was archived.
+#[test]
+fn a_remote_copy_alone_brings_the_project_back_on_a_new_host() {
+    let Some((project, before)) = started_project() else { return };
+    write_extra_files(&project);
+    let offsite = tempfile::tempdir().unwrap();
+    let (identity, recipient) = lifeboat_remote::generate_identity();
+    let identity_file = offsite.path().join("identity.txt");
+    std::fs::write(&identity_file, identity).unwrap();
+    std::fs::set_permissions(&identity_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let copies = offsite.path().join("copies");
+    std::fs::create_dir(&copies).unwrap();
+    let config = project.dir().join("lifeboat.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let remote = format!(
+        "[[remote]]\nname = \"disk2\"\nurl = \"file://{}\"\nencrypt_to = [\"{recipient}\"]\n",
+        copies.display()
+    );
+    std::fs::write(&config, format!("{text}\n{remote}")).unwrap();
+
+    let backup = run_json(&project, &["backup"]);
+    assert_eq!(backup["copies"][0]["status"], "shipped", "{backup}");
+    let key = backup["copies"][0]["key"].as_str().unwrap().to_owned();
+    // The reference: GNU tar's view of the local archive, before the disaster takes it.
+    let reference = offsite.path().join("reference");
+    extract_with_gnu_tar(&project.dir().join(backup["path"].as_str().unwrap()), &reference);
+    project.compose(&["down", "-v", "-t", "1"]);
+    for entry in std::fs::read_dir(project.dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() { std::fs::remove_dir_all(&path).unwrap() } else { std::fs::remove_file(&path).unwrap() }
+    }
+    assert!(project_volumes(project.name()).is_empty(), "the volumes are gone");
+
+    let host = NewHost::new(&project);
+    let url = format!("file://{}/{key}", copies.display());
+    // Without the identity an encrypted copy is refused before anything is written.
+    let refused = host.lifeboat(&["restore", "--from", &url, "--yes"]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{}", describe(&refused));
+    assert!(!host.dir.join("lifeboat.toml").exists());
+
+    let identity_arg = identity_file.display().to_string();
+    let report = host.json(&["restore", "--from", &url, "--identity", &identity_arg, "--yes"]);
+    assert_eq!(report["backup_id"], backup["run_id"], "{report}");
+    let now = containers(project.name());
+    let mut running: Vec<String> = now.iter().filter(|(_, up)| **up).map(|(s, _)| s.clone()).collect();
+    running.sort();
+    assert_eq!(running, before, "{now:?}");
+    assert_same_tree(&reference.join("paths/data"), &host.dir.join("data"));
+    assert_same_tree(&reference.join("volumes/dbdata"), &mountpoint(&format!("{}_dbdata", project.name())));
+    // The fetched archive is the new catalog's backup, and verifies.
+    let list = host.json(&["list"]);
+    assert_eq!(list[0]["sha256"], backup["sha256"], "{list}");
+    host.run(&["verify", "--all"], 0);
+    host.run(&["journal", "verify"], 0);
 }

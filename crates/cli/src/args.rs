@@ -142,8 +142,30 @@ pub struct RestoreArgs {
     /// or missing. Writes the deployment files, creates the named volumes, puts the data in
     /// place, brings up the services that were running and verifies them; a failure removes
     /// what it created. Checks the archive against its NAME.sha256 file when there is one.
+    ///
+    /// ARCHIVE may also be a copy on a remote: s3://BUCKET/PREFIX/KEY (with --endpoint, --region
+    /// and --path-style for a store other than AWS, credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY or --credentials-file) or file:///DIR/KEY. It is downloaded into
+    /// DIR/.lifeboat/fetched/, decrypted with --identity when it is an .age copy, and checked
+    /// against the sha256 stored with it before anything else happens.
     #[arg(long, value_name = "ARCHIVE")]
     pub from: Option<PathBuf>,
+    /// With --from s3://...: the S3 endpoint (http://HOST:PORT); omitted for AWS.
+    #[arg(long, value_name = "URL", requires = "from")]
+    pub endpoint: Option<String>,
+    /// With --from s3://...: the S3 region.
+    #[arg(long, requires = "from")]
+    pub region: Option<String>,
+    /// With --from s3://...: path-style requests, what self-hosted stores want.
+    #[arg(long, requires = "from")]
+    pub path_style: bool,
+    /// With --from a remote copy: the age identity file that opens it (owner-only).
+    #[arg(long, value_name = "FILE", requires = "from")]
+    pub identity: Option<PathBuf>,
+    /// With --from s3://...: a file with AWS_ACCESS_KEY_ID=... and AWS_SECRET_ACCESS_KEY=...
+    /// (owner-only), instead of the environment.
+    #[arg(long, value_name = "FILE", requires = "from")]
+    pub credentials_file: Option<PathBuf>,
     /// With --from: restore into this existing volume, replacing its data (kept aside until the
     /// restore is verified). Without it, an existing volume of the same name is refused.
     #[arg(long, value_name = "VOLUME", requires = "from")]

@@ -152,7 +152,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Push(args) => emit(json, commands::remote::push(&ctx, args.remote.as_deref()).await?),
         Command::Recover => emit(json, commands::recover::run(&ctx).await?),
         Command::Restore(args) => match &args.from {
-            Some(from) => emit(json, commands::restore_from::run(&ctx, &args, from).await?),
+            Some(from) => {
+                let from = commands::remote::fetch_for_restore(&ctx, &args, from).await?;
+                emit(json, commands::restore_from::run(&ctx, &args, &from).await?)
+            }
             None => emit(json, commands::restore::run(&ctx, &args).await?),
         },
         Command::Import(args) => emit(json, commands::import::run(&ctx, &args.paths)?),

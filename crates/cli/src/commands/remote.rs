@@ -298,3 +298,82 @@ impl Report for RemoteVerifyReport {
         )))
     }
 }
+
+/// For `restore --from URL`: a copy on a remote (`s3://BUCKET/PREFIX/KEY`, `file:///DIR/KEY`)
+/// downloaded into `DIR/.lifeboat/fetched/`, decrypted when it is an `.age` copy, and checked
+/// against the archive sha256 stored with it, with its `.sha256` sidecar written beside it; the
+/// path of the archive it gives. Any other `from` is returned as it is (a local archive).
+pub async fn fetch_for_restore(
+    ctx: &Ctx,
+    args: &crate::args::RestoreArgs,
+    from: &Path,
+) -> anyhow::Result<std::path::PathBuf> {
+    let text = from.to_string_lossy();
+    if !(text.starts_with("s3://") || text.starts_with("file://")) {
+        return Ok(from.to_path_buf());
+    }
+    let (base, key) =
+        text.rsplit_once('/').filter(|(base, key)| !key.is_empty() && !base.ends_with('/')).ok_or_else(|| {
+            Exit::Usage.wrap(anyhow::anyhow!("{text}: name the copy itself, s3://BUCKET/PREFIX/KEY or file:///DIR/KEY"))
+        })?;
+    let location: lifeboat_remote::Location = base.parse().map_err(exit_for)?;
+    let is_s3 = matches!(location, lifeboat_remote::Location::S3 { .. });
+    let mut spec = lifeboat_remote::RemoteSpec::new("restore", location);
+    spec.endpoint = args.endpoint.clone();
+    spec.region = args.region.clone();
+    spec.path_style = args.path_style;
+    if is_s3 {
+        spec.credentials = Some(match &args.credentials_file {
+            Some(file) => lifeboat_remote::Credentials::from_file(file).map_err(exit_for)?,
+            None => lifeboat_remote::Credentials::from_env().ok_or_else(|| {
+                Exit::Usage.wrap(anyhow::anyhow!(
+                    "no credentials for {text}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or pass --credentials-file"
+                ))
+            })?,
+        });
+    }
+    let remote = lifeboat_remote::Remote::open(&spec).map_err(exit_for)?;
+    let Some(info) = remote.stat(key).await.map_err(exit_for)? else {
+        fail!(Exit::Usage, "{text} does not exist: see 'lifeboat list --remote NAME' on the host that made it");
+    };
+    let Some(meta) = info.meta else {
+        fail!(Exit::Integrity, "{text} carries no lifeboat metadata: it is not a copy lifeboat shipped");
+    };
+    let encrypted = key.ends_with(AGE_SUFFIX);
+    let identities = match &args.identity {
+        Some(file) => Some(lifeboat_remote::Identities::from_file(file).map_err(exit_for)?),
+        None if encrypted => {
+            fail!(Exit::Usage, "{text} is encrypted: pass --identity FILE (the age identity it was encrypted to)")
+        }
+        None => None,
+    };
+    let archive_name = key.strip_suffix(AGE_SUFFIX).unwrap_or(key);
+    let dir = crate::runs::absolute(&ctx.dir, "project directory")?.join(crate::project::STATE_DIR).join("fetched");
+    crate::perms::ready_backup_dir(&dir, None)?;
+    let target = dir.join(archive_name);
+    if target.exists()
+        && crate::effects::backups::read_sidecar(&target)?.as_deref() == Some(meta.archive_sha256.as_str())
+    {
+        tracing::info!("{} was fetched before: using it", target.display());
+        return Ok(target);
+    }
+    let partial = tempfile::Builder::new().prefix(".fetch-").tempfile_in(&dir)?;
+    tracing::info!("downloading {text} ({})", render::bytes(info.size));
+    let (fetched, file) = remote.fetch(key, partial, identities).await.map_err(exit_for)?;
+    if fetched.archive_sha256 != meta.archive_sha256 || fetched.archive_bytes != meta.archive_bytes {
+        fail!(
+            Exit::Integrity,
+            "{text} does not match the sha256 stored with it: {} bytes, sha256 {} (stored: {} bytes, sha256 {})",
+            fetched.archive_bytes,
+            fetched.archive_sha256,
+            meta.archive_bytes,
+            meta.archive_sha256
+        );
+    }
+    file.as_file().sync_all()?;
+    file.persist(&target)
+        .map_err(|err| anyhow::Error::new(err.error).context(format!("cannot keep {}", target.display())))?;
+    crate::effects::backups::write_sidecar(&target, &meta.archive_sha256, None)?;
+    crate::fsutil::fsync_dir(&dir)?;
+    Ok(target)
+}
