@@ -14,8 +14,8 @@
 
 use crate::codec::{decode_event, encode_event};
 use lifeboat_machine::{
-    ArchiveDetails, ArchiveFacts, BackupKind, BackupRef, Effect, Event, Outcome, PackageRef, Run, RunId, RunSpec,
-    SkippedPath, Timestamp, recover, replay,
+    ArchiveDetails, ArchiveFacts, BackupKind, BackupRef, CopyFacts, Effect, Event, Outcome, PackageRef, Run, RunId,
+    RunSpec, SkippedPath, Timestamp, recover, replay,
 };
 
 /// The prefix of a `recover` input made of journal-encoded frames.
@@ -108,6 +108,15 @@ fn success(effect: &Effect, run: &Run) -> Outcome {
             },
         },
         Effect::StartServices { services } => Outcome::Started { services: services.iter().rev().cloned().collect() },
+        Effect::SyncMirror { .. } => {
+            Outcome::MirrorSynced { entries: 4, files_copied: 1, bytes_copied: 10, removed: 0 }
+        }
+        Effect::BeginUpload { .. } => Outcome::UploadBegun { upload_id: "2~upload".into() },
+        Effect::UploadCopy { .. } => Outcome::CopyUploaded(CopyFacts {
+            stored_sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            stored_bytes: 4296,
+            encryption: "age".into(),
+        }),
         _ => Outcome::Done,
     }
 }

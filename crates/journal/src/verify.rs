@@ -1,8 +1,8 @@
 //! [`Journal::verify`]: a full structural check of the journal, for `lifeboat journal verify`.
 
 use crate::codec::{self, DecodeError, decode_event};
-use crate::journal::{BACKUPS, EVENTS, IMPORTED, Journal, RUNS, SETTINGS};
-use crate::records::{BackupEntry, Settings};
+use crate::journal::{BACKUPS, COPIES, EVENTS, IMPORTED, Journal, RUNS, SETTINGS};
+use crate::records::{BackupEntry, CopyEntry, Settings};
 use lifeboat_machine::{MachineError, RunId, replay};
 use redb::{ReadTransaction, ReadableTable};
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,6 +14,8 @@ pub struct VerifyReport {
     pub runs_checked: u64,
     pub events_checked: u64,
     pub backups_checked: u64,
+    /// Entries of the copies table.
+    pub copies_checked: u64,
     pub problems: Vec<Problem>,
 }
 
@@ -47,6 +49,12 @@ pub enum Problem {
     BackupWithoutRun { id: u64, run_id: RunId },
     /// The settings record does not decode.
     UndecodableSettings { error: DecodeError },
+    /// A copies-table record does not decode.
+    UndecodableCopy { backup_id: u64, remote: String, error: DecodeError },
+    /// A copy stored under (`backup_id`, `remote`) names another backup or remote.
+    CopyKeyMismatch { backup_id: u64, remote: String, entry_backup_id: u64, entry_remote: String },
+    /// A catalogued copy whose shipping run is not in the journal.
+    CopyWithoutRun { backup_id: u64, remote: String, run_id: RunId },
 }
 
 impl fmt::Display for Problem {
@@ -76,6 +84,17 @@ impl fmt::Display for Problem {
                 write!(f, "backup {id}: its run {run_id} is not in the journal")
             }
             Problem::UndecodableSettings { error } => write!(f, "the settings record is undecodable: {error}"),
+            Problem::UndecodableCopy { backup_id, remote, error } => {
+                write!(f, "the copy of backup {backup_id} on remote {remote}: undecodable entry: {error}")
+            }
+            Problem::CopyKeyMismatch { backup_id, remote, entry_backup_id, entry_remote } => write!(
+                f,
+                "the copy of backup {backup_id} on remote {remote}: the entry stored under it names backup \
+                 {entry_backup_id} on remote {entry_remote}"
+            ),
+            Problem::CopyWithoutRun { backup_id, remote, run_id } => {
+                write!(f, "the copy of backup {backup_id} on remote {remote}: its run {run_id} is not in the journal")
+            }
         }
     }
 }
@@ -83,8 +102,9 @@ impl fmt::Display for Problem {
 impl Journal {
     /// Checks the whole journal: every run's sequence is contiguous from 0 and matches its
     /// recorded count, every record decodes, every run replays through the machine, every
-    /// catalog entry is keyed by its own id and names an existing run (or was imported), and the
-    /// settings decode.
+    /// catalog entry is keyed by its own id and names an existing run (or was imported), every
+    /// catalogued copy is keyed by its own backup and remote and names an existing run (its
+    /// backup may be gone: a copy outlives the local backup's pruning), and the settings decode.
     ///
     /// Never panics and never fails: a storage error (or a panic inside redb on a damaged file)
     /// is itself reported as a [`Problem`], after which the rest of the file is not checked.
@@ -168,6 +188,40 @@ impl Journal {
                     }
                 }
             }
+        }
+
+        // Copies: a journal written before them has no table.
+        match txn.open_table(COPIES) {
+            Ok(table) => {
+                for item in table.iter()? {
+                    let (key, bytes) = item?;
+                    let (backup_id, remote) = key.value();
+                    report.copies_checked += 1;
+                    let remote = remote.to_owned();
+                    match codec::decode::<CopyEntry>(bytes.value()) {
+                        Err(error) => report.problems.push(Problem::UndecodableCopy { backup_id, remote, error }),
+                        Ok(entry) => {
+                            if entry.backup_id != backup_id || entry.remote != remote {
+                                report.problems.push(Problem::CopyKeyMismatch {
+                                    backup_id,
+                                    remote: remote.clone(),
+                                    entry_backup_id: entry.backup_id,
+                                    entry_remote: entry.remote,
+                                });
+                            }
+                            if !runs.contains_key(&entry.run_id) {
+                                report.problems.push(Problem::CopyWithoutRun {
+                                    backup_id,
+                                    remote,
+                                    run_id: entry.run_id,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.into()),
         }
 
         let settings = txn.open_table(SETTINGS)?;

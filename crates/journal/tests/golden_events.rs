@@ -11,7 +11,9 @@
 //! - `Outcome` with each `Outcome` variant;
 //! - `Recovering` with each `Decision` variant;
 //! - `Cancelled`;
-//! - `StartedWith` (a backup with an `on_failure` hook).
+//! - `StartedWith` (a backup with an `on_failure` hook);
+//! - and, bare (no record holds them yet, but they follow the same rule), each `State` and
+//!   `RunKind` variant.
 //!
 //! Each is encoded and compared with the hex written here, and the hex is decoded and compared
 //! with the event. Reordering, removing or changing the fields of a variant fails these tests.
@@ -27,8 +29,8 @@
 use arbitrary::{Arbitrary, Unstructured};
 use lifeboat_journal::{decode_event, encode_event};
 use lifeboat_machine::{
-    ArchiveDetails, ArchiveFacts, BackupKind, BackupRef, Decision, Effect, Event, Hook, HookPoint, NewVolume, Outcome,
-    PackageRef, Provision, RunSpec, SkippedPath, Timestamp,
+    ArchiveDetails, ArchiveFacts, BackupKind, BackupRef, CopyFacts, CopyTarget, Decision, Effect, Event, Hook,
+    HookPoint, NewVolume, Outcome, PackageRef, Provision, RunKind, RunSpec, SkippedPath, State, Timestamp,
 };
 use std::fmt::Debug;
 use std::mem::{Discriminant, discriminant};
@@ -89,6 +91,14 @@ fn hooks() -> Vec<Hook> {
     ]
 }
 
+fn copy_target() -> CopyTarget {
+    CopyTarget { remote: "off".into(), url: "s3://b/p".into(), key: "b7.tgz.age".into() }
+}
+
+fn copy_facts() -> CopyFacts {
+    CopyFacts { stored_sha256: "9a".into(), stored_bytes: 1200, encryption: "age".into() }
+}
+
 fn details() -> ArchiveDetails {
     ArchiveDetails {
         apparent_bytes: 80_000,
@@ -135,6 +145,10 @@ fn started_golden(variant: &RunSpec) -> (RunSpec, &'static str) {
         RunSpec::RestoreNew { .. } => (
             RunSpec::RestoreNew { backup: backup_ref(), provision: provision() },
             "0100fd00d0ca9f1703000005070662372e74677a026162fb2c010104705f6462056c6f63616c01016f013101016c01760105632e796d6c01046461746101026462",
+        ),
+        RunSpec::Ship { .. } => (
+            RunSpec::Ship { backup: backup_ref(), target: copy_target() },
+            "0100fd00d0ca9f1703000008070662372e74677a026162fb2c01036f66660873333a2f2f622f700a62372e74677a2e616765",
         ),
     }
 }
@@ -209,6 +223,26 @@ fn intent_golden(variant: &Effect) -> (Effect, &'static str) {
         Effect::SyncMirror { .. } => {
             (Effect::SyncMirror { mirror: "m".into(), stopped: true }, "0101fd00d0ca9f1703000014016d01")
         }
+        Effect::BeginUpload { .. } => (
+            Effect::BeginUpload { target: copy_target() },
+            "0101fd00d0ca9f1703000015036f66660873333a2f2f622f700a62372e74677a2e616765",
+        ),
+        Effect::UploadCopy { .. } => (
+            Effect::UploadCopy { backup: backup_ref(), target: copy_target(), upload_id: "u1".into() },
+            "0101fd00d0ca9f1703000016070662372e74677a026162fb2c01036f66660873333a2f2f622f700a62372e74677a2e616765027531",
+        ),
+        Effect::RecordCopy { .. } => (
+            Effect::RecordCopy { backup_id: 7, target: copy_target(), copy: copy_facts() },
+            "0101fd00d0ca9f170300001707036f66660873333a2f2f622f700a62372e74677a2e616765023961fbb00403616765",
+        ),
+        Effect::AbortUpload { .. } => (
+            Effect::AbortUpload { target: copy_target(), upload_id: Some("u1".into()) },
+            "0101fd00d0ca9f1703000018036f66660873333a2f2f622f700a62372e74677a2e61676501027531",
+        ),
+        Effect::DeleteCopy { .. } => (
+            Effect::DeleteCopy { backup_id: 7, target: copy_target() },
+            "0101fd00d0ca9f170300001907036f66660873333a2f2f622f700a62372e74677a2e616765",
+        ),
     }
 }
 
@@ -244,6 +278,49 @@ fn outcome_golden(variant: &Outcome) -> (Outcome, &'static str) {
             Outcome::MirrorSynced { entries: 9, files_copied: 2, bytes_copied: 300, removed: 1 },
             "0102fd00d0ca9f17030000080902fb2c0101",
         ),
+        Outcome::UploadBegun { .. } => {
+            (Outcome::UploadBegun { upload_id: "u1".into() }, "0102fd00d0ca9f1703000009027531")
+        }
+        Outcome::CopyUploaded(_) => {
+            (Outcome::CopyUploaded(copy_facts()), "0102fd00d0ca9f170300000a023961fbb00403616765")
+        }
+    }
+}
+
+/// The bytes of each `State` variant, bare (bincode's standard configuration, no version byte):
+/// no record holds a state yet, but one that does will hold these.
+fn state_golden(variant: &State) -> &'static str {
+    match variant {
+        State::Checking => "00",
+        State::Stopping => "01",
+        State::Archiving => "02",
+        State::Recording => "03",
+        State::Deploying => "04",
+        State::Restoring => "05",
+        State::Restarting => "06",
+        State::Verifying => "07",
+        State::Pruning => "08",
+        State::RollingBack => "09",
+        State::Completed => "0a",
+        State::RolledBack => "0b",
+        State::Failed => "0c",
+        State::Presyncing => "0d",
+        State::Snapshotting => "0e",
+        State::Shipping => "0f",
+    }
+}
+
+/// The bytes of each `RunKind` variant, bare, as [`state_golden`].
+fn run_kind_golden(variant: &RunKind) -> &'static str {
+    match variant {
+        RunKind::Backup => "00",
+        RunKind::Upgrade => "01",
+        RunKind::Restore => "02",
+        RunKind::Rollback => "03",
+        RunKind::Prune => "04",
+        RunKind::RestoreNew => "05",
+        RunKind::FirstDeploy => "06",
+        RunKind::Ship => "07",
     }
 }
 
@@ -372,12 +449,14 @@ fn every_variant_has_a_golden() {
         check(&v, &outcome_golden(&v).0);
     }
     // The sweep reaches every variant (the counts are those of types.rs today; more is fine).
-    assert!(variants::<Event>().len() >= 5);
-    assert!(variants::<RunSpec>().len() >= 5);
-    assert!(variants::<Effect>().len() >= 17);
-    assert!(variants::<Outcome>().len() >= 6);
+    assert!(variants::<Event>().len() >= 6);
+    assert!(variants::<RunSpec>().len() >= 9);
+    assert!(variants::<Effect>().len() >= 26);
+    assert!(variants::<Outcome>().len() >= 11);
     assert!(variants::<Decision>().len() >= 4);
     assert!(variants::<BackupKind>().len() >= 3);
+    assert!(variants::<State>().len() >= 16);
+    assert!(variants::<RunKind>().len() >= 8);
     for (name, event, _) in every_golden() {
         for (other, again, _) in every_golden() {
             assert!(name == other || event != again, "{name} and {other} pin the same event");
@@ -411,4 +490,31 @@ fn every_golden_decodes_to_its_event() {
     for (name, event, golden) in every_golden() {
         assert_eq!(decode_event(&unhex(golden)).as_ref(), Ok(&event), "{name}");
     }
+}
+
+/// Bare bincode, as a record's body is written (`crates/journal/src/codec.rs`).
+fn bare<T: serde::Serialize>(value: &T) -> String {
+    hex(&bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap())
+}
+
+#[test]
+fn every_state_and_run_kind_encodes_to_its_golden_bytes() {
+    let states = variants::<State>();
+    let kinds = variants::<RunKind>();
+    for state in &states {
+        assert_eq!(bare(state), state_golden(state), "State::{state:?}");
+        let decoded: State =
+            bincode::serde::decode_from_slice(&unhex(state_golden(state)), bincode::config::standard()).unwrap().0;
+        assert_eq!(&decoded, state);
+    }
+    for kind in &kinds {
+        assert_eq!(bare(kind), run_kind_golden(kind), "RunKind::{kind:?}");
+        let decoded: RunKind =
+            bincode::serde::decode_from_slice(&unhex(run_kind_golden(kind)), bincode::config::standard()).unwrap().0;
+        assert_eq!(&decoded, kind);
+    }
+    // One golden per variant, none shared.
+    let distinct = |hexes: Vec<&str>| hexes.iter().collect::<std::collections::BTreeSet<_>>().len();
+    assert_eq!(distinct(states.iter().map(state_golden).collect()), states.len());
+    assert_eq!(distinct(kinds.iter().map(run_kind_golden).collect()), kinds.len());
 }

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{assorted_runs, backup_run, entry, upgrade_run, write_runs};
-use lifeboat_journal::{FORMAT_VERSION, Journal, JournalError, Problem, Settings};
-use lifeboat_machine::{Decision, Event, Timestamp};
+use lifeboat_journal::{CopyEntry, FORMAT_VERSION, Journal, JournalError, Problem, Settings};
+use lifeboat_machine::{CopyFacts, CopyTarget, Decision, Effect, Event, Outcome, Run, RunSpec, Timestamp};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 const EVENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("lifeboat_events");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("lifeboat_meta");
 const BACKUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("lifeboat_backups");
+const COPIES: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("lifeboat_copies");
 
 fn journal_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("journal.redb")
@@ -490,4 +491,238 @@ fn imported_backups_reserve_their_ids_verify_clean_and_conflicts_change_nothing(
     let next = write_runs(&journal, &[backup_run()]);
     assert_eq!(next, [10]);
     assert!(journal.verify().is_clean());
+}
+
+// ---- copies on remotes ----
+
+/// The copy of backup `backup_id` on `remote` that run `run_id` shipped.
+fn copy_entry(backup_id: u64, remote: &str, run_id: u64) -> CopyEntry {
+    CopyEntry {
+        backup_id,
+        remote: remote.into(),
+        run_id,
+        url: format!("s3://bucket/{remote}"),
+        key: format!("lifeboat-{backup_id}.tar.gz.age"),
+        shipped_at: Timestamp(1_700_000_100_000),
+        stored_sha256: "5e".repeat(32),
+        stored_bytes: 1434,
+        archive_sha256: entry(backup_id).sha256,
+        encryption: "age".into(),
+    }
+}
+
+/// The events of a complete ship run of `copy`, driven through the machine.
+fn ship_run(copy: &CopyEntry) -> Vec<Event> {
+    let backup = entry(copy.backup_id).backup_ref();
+    let target = CopyTarget { remote: copy.remote.clone(), url: copy.url.clone(), key: copy.key.clone() };
+    let started = Run::start(RunSpec::Ship { backup, target }, Timestamp(1_700_000_050_000));
+    let mut run = Run::from_started(1, &started).unwrap();
+    let mut events = vec![started];
+    let facts = CopyFacts {
+        stored_sha256: copy.stored_sha256.clone(),
+        stored_bytes: copy.stored_bytes,
+        encryption: copy.encryption.clone(),
+    };
+    while let Some(effect) = run.poll_effect() {
+        let at = Timestamp(1_700_000_060_000 + events.len() as i64);
+        let outcome = match effect {
+            Effect::BeginUpload { .. } => Outcome::UploadBegun { upload_id: "2~upload".into() },
+            Effect::UploadCopy { .. } => Outcome::CopyUploaded(facts.clone()),
+            _ => Outcome::Done,
+        };
+        for event in [run.handle_begin(at).unwrap(), Event::Outcome { at, outcome }] {
+            run.apply(&event).unwrap();
+            events.push(event);
+        }
+    }
+    assert!(run.is_ended(), "the ship run ended: {:?}", run.mode());
+    events
+}
+
+#[test]
+fn a_journal_without_the_copies_table_has_no_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    {
+        let journal = Journal::open(&path).unwrap();
+        let ids = write_runs(&journal, &[backup_run()]);
+        journal.record_backup(&entry(ids[0])).unwrap();
+    }
+    // As a journal written before copies were: the table was never created.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let names: Vec<String> =
+            db.begin_read().unwrap().list_tables().unwrap().map(|t| redb::TableHandle::name(&t).to_owned()).collect();
+        assert!(!names.iter().any(|n| n == "lifeboat_copies"), "{names:?}");
+    }
+    let journal = Journal::open(&path).unwrap();
+    assert_eq!(journal.copies().unwrap(), vec![]);
+    assert_eq!(journal.copy(1, "offsite").unwrap(), None);
+    let report = journal.verify();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(report.copies_checked, 0);
+    // Removing from a table that is not there removes nothing.
+    assert!(!journal.remove_copy(1, "offsite", None).unwrap());
+}
+
+#[test]
+fn a_copy_is_recorded_once_and_a_different_one_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(journal_path(&dir)).unwrap();
+    let ids = write_runs(&journal, &[backup_run()]);
+    journal.record_backup(&entry(ids[0])).unwrap();
+    let copy = copy_entry(ids[0], "offsite", 2);
+    let ship = write_runs(&journal, &[ship_run(&copy)]);
+    assert_eq!(ship, [2]);
+    assert!(journal.record_copy(&copy).unwrap(), "newly catalogued");
+    assert!(!journal.record_copy(&copy).unwrap(), "the same entry again is a no-op");
+    // Another upload of the same backup to the same remote (age makes other bytes every time).
+    let mut other = copy.clone();
+    other.stored_sha256 = "77".repeat(32);
+    let error = journal.record_copy(&other).unwrap_err();
+    assert!(
+        matches!(&error, JournalError::CopyConflict { backup_id: 1, remote, .. } if remote == "offsite"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("already has a different copy"), "{error}");
+    let mut later = copy.clone();
+    later.shipped_at = Timestamp(copy.shipped_at.0 + 1);
+    assert!(matches!(journal.record_copy(&later), Err(JournalError::CopyConflict { .. })), "any field differs");
+    assert_eq!(journal.copy(ids[0], "offsite").unwrap(), Some(copy.clone()), "the first entry stays");
+    assert_eq!(journal.copies().unwrap(), vec![copy]);
+    // Another remote is another copy.
+    let nas = copy_entry(ids[0], "nas", 2);
+    assert!(journal.record_copy(&nas).unwrap());
+    assert_eq!(journal.copy(ids[0], "nas").unwrap(), Some(nas));
+    assert_eq!(journal.copy(ids[0], "elsewhere").unwrap(), None);
+    assert_eq!(journal.copy(99, "offsite").unwrap(), None);
+    let report = journal.verify();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(report.copies_checked, 2);
+}
+
+#[test]
+fn a_copy_of_an_unknown_backup_or_by_an_unknown_run_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(journal_path(&dir)).unwrap();
+    let ids = write_runs(&journal, &[backup_run(), backup_run()]);
+    journal.record_backup(&entry(ids[0])).unwrap();
+    // Run 2 made no backup that is catalogued.
+    let error = journal.record_copy(&copy_entry(ids[1], "offsite", ids[1])).unwrap_err();
+    assert!(matches!(error, JournalError::UnknownBackup { backup_id: 2, .. }), "{error}");
+    assert!(error.to_string().contains("not in the catalog"), "{error}");
+    let error = journal.record_copy(&copy_entry(ids[0], "offsite", 42)).unwrap_err();
+    assert!(matches!(error, JournalError::UnknownRun { run: 42, .. }), "{error}");
+    assert_eq!(journal.copies().unwrap(), vec![]);
+    // Neither refusal left a table behind that says otherwise.
+    assert!(journal.verify().is_clean());
+}
+
+#[test]
+fn a_run_removes_only_its_own_copy_and_without_a_run_any_copy_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(journal_path(&dir)).unwrap();
+    let ids = write_runs(&journal, &[backup_run(), backup_run(), backup_run()]);
+    journal.record_backup(&entry(ids[0])).unwrap();
+    let copy = copy_entry(ids[0], "offsite", ids[1]);
+    journal.record_copy(&copy).unwrap();
+    // Run 3 undoing its own (never recorded) copy leaves run 2's.
+    assert!(!journal.remove_copy(ids[0], "offsite", Some(ids[2])).unwrap());
+    assert_eq!(journal.copy(ids[0], "offsite").unwrap(), Some(copy.clone()));
+    // Another remote, another backup: nothing there.
+    assert!(!journal.remove_copy(ids[0], "nas", None).unwrap());
+    assert!(!journal.remove_copy(ids[1], "offsite", None).unwrap());
+    // Its own run removes it; so does a removal that names no run (a prune of the remote).
+    assert!(journal.remove_copy(ids[0], "offsite", Some(ids[1])).unwrap());
+    assert!(!journal.remove_copy(ids[0], "offsite", Some(ids[1])).unwrap(), "gone already");
+    journal.record_copy(&copy).unwrap();
+    assert!(journal.remove_copy(ids[0], "offsite", None).unwrap());
+    assert!(!journal.remove_copy(ids[0], "offsite", None).unwrap(), "gone already");
+    assert_eq!(journal.copies().unwrap(), vec![]);
+    // Removed copies leave their runs, and the backup.
+    assert_eq!(journal.runs().unwrap(), ids);
+    assert_eq!(journal.backups().unwrap(), vec![entry(ids[0])]);
+}
+
+#[test]
+fn copies_survive_reopen_listed_by_backup_then_remote_and_outlive_their_local_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    let wanted = {
+        let journal = Journal::open(&path).unwrap();
+        let ids = write_runs(&journal, &[backup_run(), backup_run()]);
+        for id in &ids {
+            journal.record_backup(&entry(*id)).unwrap();
+        }
+        let copies = [copy_entry(ids[1], "offsite", 3), copy_entry(ids[0], "offsite", 4), copy_entry(ids[0], "nas", 5)];
+        for copy in &copies {
+            assert_eq!(write_runs(&journal, &[ship_run(copy)]), [copy.run_id]);
+            assert!(journal.record_copy(copy).unwrap());
+        }
+        // The local backup is pruned; its copies stay (the remote's retention is its own).
+        assert!(journal.remove_backup(ids[0]).unwrap());
+        vec![copies[2].clone(), copies[1].clone(), copies[0].clone()]
+    };
+    let journal = Journal::open(&path).unwrap();
+    assert_eq!(journal.copies().unwrap(), wanted);
+    assert_eq!(journal.copy(1, "nas").unwrap().map(|c| c.run_id), Some(5));
+    let report = journal.verify();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!((report.runs_checked, report.copies_checked), (5, 3));
+    assert_eq!(journal.interrupted_runs().unwrap(), vec![], "the ship runs ended");
+}
+
+#[test]
+fn verify_reports_copies_whose_run_is_missing_or_stored_under_another_key_or_undecodable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    let record = {
+        let journal = Journal::open(&path).unwrap();
+        let ids = write_runs(&journal, &[backup_run()]);
+        journal.record_backup(&entry(ids[0])).unwrap();
+        journal.record_copy(&copy_entry(ids[0], "offsite", ids[0])).unwrap();
+        drop(journal);
+        let db = redb::Database::open(&path).unwrap();
+        let read = db.begin_read().unwrap();
+        read.open_table(COPIES).unwrap().get((1, "offsite")).unwrap().unwrap().value().to_vec()
+    };
+    // The same record as shipped by run 8, which never ran; under another key; and damaged.
+    let orphan = copy_entry(1, "offsite", 8);
+    {
+        let db = redb::Database::open(&path).unwrap();
+        // backup_id is the first varint, then the remote; run_id follows it.
+        let mut patched = record.clone();
+        let run_at = 1 + 1 + 1 + "offsite".len();
+        assert_eq!(patched[run_at], 1, "the run id follows the backup id and the remote");
+        patched[run_at] = 8;
+        let txn = db.begin_write().unwrap();
+        {
+            let mut copies = txn.open_table(COPIES).unwrap();
+            copies.insert((1, "offsite"), patched.as_slice()).unwrap();
+            copies.insert((1, "nas"), record.as_slice()).unwrap();
+            copies.insert((2, "offsite"), [1u8, 0xFF].as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let journal = Journal::open(&path).unwrap();
+    assert_eq!(journal.copy(1, "offsite").unwrap(), Some(orphan));
+    let report = journal.verify();
+    assert_eq!(report.copies_checked, 3);
+    let problems = report.problems;
+    assert!(problems.contains(&Problem::CopyWithoutRun { backup_id: 1, remote: "offsite".into(), run_id: 8 }));
+    assert!(problems.contains(&Problem::CopyKeyMismatch {
+        backup_id: 1,
+        remote: "nas".into(),
+        entry_backup_id: 1,
+        entry_remote: "offsite".into(),
+    }));
+    assert!(problems.iter().any(|p| matches!(p, Problem::UndecodableCopy { backup_id: 2, .. })), "{problems:#?}");
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    for problem in &problems {
+        assert!(!problem.to_string().is_empty());
+    }
+    // A damaged record fails the listing and its own lookup, never another's.
+    assert!(matches!(journal.copies(), Err(JournalError::Undecodable { .. })));
+    assert!(matches!(journal.copy(2, "offsite"), Err(JournalError::Undecodable { .. })));
+    assert_eq!(journal.copy(1, "nas").unwrap(), Some(copy_entry(1, "offsite", 1)), "stored under the wrong key");
 }

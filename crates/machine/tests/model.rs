@@ -1,8 +1,9 @@
 //! The model-based property test of the run machine.
 //!
 //! A case is a scenario: the services running at the start, a sequence of operations (backups,
-//! upgrades to a healthy v2 or a broken v3, restores, rollbacks, application writes and manual
-//! service toggles between runs), seeded effect failures, an operator's cancel (a signal) before
+//! upgrades to a healthy v2 or a broken v3, restores, rollbacks, prunes, copies of a catalogued
+//! backup shipped to an S3 or a directory remote, application writes and manual service toggles
+//! between runs), seeded effect failures, an operator's cancel (a signal) before
 //! some effect, and a seed for crashes during recovery. The simulated Docker knows a stop that
 //! was requested and has not finished: the container still reports running, a start leaves it to
 //! exit, a health check passes it; only a second stop waits it out (see `sim`).
@@ -43,6 +44,11 @@ enum Op {
     Rollback,
     /// Prune the oldest backups, as many as this (modulo the catalog size), keeping the newest.
     Prune(usize),
+    /// Ship the catalogued backup at this index (modulo the catalog size) to `REMOTES[remote]`.
+    Ship {
+        backup: usize,
+        remote: usize,
+    },
     AppWrite,
     Toggle(usize),
 }
@@ -99,6 +105,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..4usize).prop_map(Op::Restore),
         2 => Just(Op::Rollback),
         1 => (1..4usize).prop_map(Op::Prune),
+        3 => (0..4usize, 0..REMOTES.len()).prop_map(|(backup, remote)| Op::Ship { backup, remote }),
         1 => Just(Op::AppWrite),
         1 => (0..4usize).prop_map(Op::Toggle),
     ]
@@ -184,6 +191,15 @@ impl Scenario {
                 let deletions = oldest.iter().take(*n).filter_map(|id| backup_ref(w, *id)).collect::<Vec<_>>();
                 (!deletions.is_empty()).then_some(RunSpec::Prune { deletions })
             }
+            Op::Ship { backup, remote } => {
+                let ids: Vec<RunId> = w.catalog.keys().copied().collect();
+                let pick = *ids.get(backup % ids.len().max(1))?;
+                // A backup has one copy per remote: a copy already catalogued there is not shipped
+                // again (its key is the copy's, and another upload would replace it).
+                let RunSpec::Ship { backup, target } = ship_spec(w, pick, *remote)? else { unreachable!() };
+                (!w.copies.contains_key(&(backup.backup_id, target.remote.clone())))
+                    .then_some(RunSpec::Ship { backup, target })
+            }
             Op::AppWrite | Op::Toggle(_) => None,
         }
     }
@@ -207,6 +223,10 @@ impl Scenario {
                     let point = sim.points as u64;
                     self.check_recovery_is_idempotent(&sim, point);
                     let live = recover_crashing(&mut sim, self.seed ^ point, 2);
+                    // A second recovery finds nothing to do and changes nothing.
+                    let mut again = sim.clone();
+                    assert!(again.recover_all().expect("no crash was planned").is_empty());
+                    assert_eq!((&again.world, &again.journal), (&sim.world, &sim.journal), "a second recovery acted");
                     // Only one run is ever in progress: the one that crashed, ended by the last
                     // recovery (the live run it drove) or by its last event before a crash.
                     let id = sim.next_run_id() - 1;

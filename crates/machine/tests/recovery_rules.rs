@@ -59,6 +59,20 @@ fn rollback() -> RunSpec {
     RunSpec::Rollback { backup: catalogued() }
 }
 
+fn target() -> CopyTarget {
+    CopyTarget { remote: "offsite".into(), url: "s3://bucket/lifeboat".into(), key: "r7.tar.gz.age".into() }
+}
+
+fn ship() -> RunSpec {
+    RunSpec::Ship { backup: catalogued(), target: target() }
+}
+
+const UPLOAD_ID: &str = "2~upload";
+
+fn copy_facts() -> CopyFacts {
+    CopyFacts { stored_sha256: "a9e".into(), stored_bytes: 299, encryption: "age".into() }
+}
+
 /// A journal written by hand, step by step, through the machine's own `handle_*` methods.
 struct Journal {
     run: Run,
@@ -118,6 +132,8 @@ impl Journal {
                 Effect::WriteArchive { .. } => Outcome::ArchiveWritten(facts()),
                 Effect::RunHook { .. } => Outcome::HookRan { exit_code: 0, output_tail: String::new() },
                 Effect::SyncMirror { .. } => synced(),
+                Effect::BeginUpload { .. } => Outcome::UploadBegun { upload_id: UPLOAD_ID.into() },
+                Effect::UploadCopy { .. } => Outcome::CopyUploaded(copy_facts()),
                 _ => Outcome::Done,
             };
             self = self.begin().outcome(outcome);
@@ -956,6 +972,12 @@ mod arbitrary_journals {
             Just(Effect::RestoreData { backup: pre_upgrade_ref(), deployment: false }),
             Just(Effect::RevertData),
             Just(Effect::CommitData),
+            Just(begin_upload()),
+            Just(Effect::UploadCopy { backup: catalogued(), target: target(), upload_id: UPLOAD_ID.into() }),
+            Just(Effect::RecordCopy { backup_id: 7, target: target(), copy: copy_facts() }),
+            Just(abort(None)),
+            Just(abort(Some(UPLOAD_ID))),
+            Just(delete_copy()),
         ]
     }
 
@@ -967,11 +989,13 @@ mod arbitrary_journals {
                 Just(Outcome::Inspected { running: running() }),
                 Just(Outcome::ArchiveWritten(facts())),
                 Just(Outcome::Failed { error: "x".into() }),
+                Just(Outcome::UploadBegun { upload_id: UPLOAD_ID.into() }),
+                Just(Outcome::CopyUploaded(copy_facts())),
             ]
             .prop_map(outcome),
             1 => prop_oneof![Just(Decision::Resume), Just(Decision::RollBack), Just(Decision::ContinueRollBack)]
                 .prop_map(|decision| Event::Recovering { at: Timestamp(7), decision }),
-            1 => prop_oneof![Just(backup()), Just(upgrade()), Just(restore()), Just(rollback())]
+            1 => prop_oneof![Just(backup()), Just(upgrade()), Just(restore()), Just(rollback()), Just(ship())]
                 .prop_map(|spec| Run::start(spec, Timestamp(1))),
         ]
     }
@@ -990,7 +1014,7 @@ mod arbitrary_journals {
         /// planned without a panic; whatever replays cleanly either ended or has a plan whose
         /// decision the run then accepts.
         #[test]
-        fn random_journals_never_panic(spec in prop_oneof![Just(backup()), Just(upgrade()), Just(restore()), Just(rollback())],
+        fn random_journals_never_panic(spec in prop_oneof![Just(backup()), Just(upgrade()), Just(restore()), Just(rollback()), Just(ship())],
                                       rest in prop::collection::vec(event(), 0..24)) {
             let mut events = vec![Run::start(spec, Timestamp(0))];
             events.extend(rest);
@@ -1289,4 +1313,262 @@ fn a_first_deployment_makes_no_backup_and_a_failed_one_takes_its_files_away_agai
         vec![Effect::CommitDeploy { version: "v1".into() }],
         State::Completed,
     );
+}
+
+// -------------------------------------------------------------------------------------------------
+// Shipping a copy to a remote (docs/design.md, "Off-host copies").
+
+fn begin_upload() -> Effect {
+    Effect::BeginUpload { target: target() }
+}
+
+fn abort(upload_id: Option<&str>) -> Effect {
+    Effect::AbortUpload { target: target(), upload_id: upload_id.map(str::to_owned) }
+}
+
+fn delete_copy() -> Effect {
+    Effect::DeleteCopy { backup_id: 7, target: target() }
+}
+
+#[test]
+fn a_ship_run_opens_an_upload_fills_it_then_records_the_copy() {
+    let mut j = Journal::new(ship());
+    let mut seen = Vec::new();
+    while let Some(effect) = j.run.poll_effect() {
+        seen.push((j.run.state(), effect));
+        j = j.ok(1);
+    }
+    let expected = [
+        (State::Shipping, begin_upload()),
+        (State::Shipping, Effect::UploadCopy { backup: catalogued(), target: target(), upload_id: UPLOAD_ID.into() }),
+        (State::Recording, Effect::RecordCopy { backup_id: 7, target: target(), copy: copy_facts() }),
+    ];
+    assert_eq!(seen, expected);
+    assert_eq!(j.run.state(), State::Completed);
+    assert_eq!((j.run.upload_id(), j.run.copy()), (Some(UPLOAD_ID), Some(&copy_facts())));
+    assert_eq!(j.run.kind(), RunKind::Ship);
+    assert_eq!(replay(ID, &j.events).unwrap(), j.run, "replay == live");
+}
+
+#[test]
+fn a_ship_run_interrupted_at_any_step_before_its_record_aborts_the_upload_then_deletes_the_copy() {
+    let opened = abort(Some(UPLOAD_ID));
+    // (steps done, the next in flight?) → the state it was in, and the settling steps.
+    let cases: Vec<(usize, bool, State, Vec<Effect>)> = vec![
+        // Nothing began: nothing to undo.
+        (0, false, State::Shipping, vec![]),
+        // The begin in flight: the store may have opened an upload whose id the journal never
+        // heard; the abort has no id to give (a directory remote finds it by its key).
+        (0, true, State::Shipping, vec![abort(None)]),
+        (1, false, State::Shipping, vec![opened.clone()]),
+        // The upload in flight: its completion may have happened, or may be on its way.
+        (1, true, State::Shipping, vec![opened.clone(), delete_copy()]),
+        (2, false, State::Recording, vec![opened.clone(), delete_copy()]),
+        // The record in flight: its entry may be in the copies table; the delete removes it.
+        (2, true, State::Recording, vec![opened.clone(), delete_copy()]),
+    ];
+    for (done, in_flight, state, steps) in cases {
+        let mut j = Journal::new(ship()).ok(done);
+        if in_flight {
+            j = j.begin();
+        }
+        j.expect(state, Decision::RollBack, steps, State::RolledBack);
+        // Recovery interrupted right after its decision: the same steps.
+        let plan = j.plan();
+        if !plan.steps.is_empty() {
+            let j = j.recovering();
+            j.expect(State::RollingBack, Decision::ContinueRollBack, plan.steps.clone(), State::RolledBack);
+            // And within its first step: that step again, then the rest.
+            let j = j.begin();
+            j.expect(State::RollingBack, Decision::ContinueRollBack, plan.steps, State::RolledBack);
+        }
+    }
+}
+
+#[test]
+fn a_ship_run_whose_copy_is_recorded_is_done() {
+    let j = Journal::new(ship()).ok(3);
+    assert_eq!(j.run.state(), State::Completed);
+    assert!(j.run.is_committed());
+    assert_eq!(recover(ID, &j.events), Ok(None));
+    assert_eq!(j.run.handle_cancel("SIGINT", Timestamp(9)), None, "nothing left to cancel");
+}
+
+#[test]
+fn a_ship_run_failing_at_each_step_settles_as_its_interruption_would() {
+    let opened = abort(Some(UPLOAD_ID));
+    // A failed begin may still have opened an upload (its answer lost): aborted without an id.
+    let cases = [(0, vec![abort(None)]), (1, vec![opened.clone(), delete_copy()]), (2, vec![opened, delete_copy()])];
+    for (done, steps) in cases {
+        let j = Journal::new(ship()).ok(done).fail();
+        assert_eq!(j.run.mode(), &Mode::Compensating { steps: steps.clone(), end: State::RolledBack }, "{done}");
+        assert_eq!(j.run.state(), State::RollingBack);
+        assert_eq!(j.run.failures().len(), 1);
+        let state = if done == 2 { State::Recording } else { State::Shipping };
+        assert_eq!(j.run.failures()[0].state, state);
+        // Interrupted before settling, or within its first step: the same steps.
+        j.expect(State::RollingBack, Decision::ContinueRollBack, steps.clone(), State::RolledBack);
+        let j = j.begin();
+        j.expect(State::RollingBack, Decision::ContinueRollBack, steps.clone(), State::RolledBack);
+        // Each settling step is retried once; a second failure ends the run failed.
+        let j = Journal::new(ship()).ok(done).fail().fail();
+        assert_eq!(j.run.poll_effect().as_ref(), steps.first(), "retried");
+        let j = j.fail();
+        assert_eq!(j.run.state(), State::Failed);
+    }
+}
+
+#[test]
+fn a_ship_run_cancelled_before_each_step_undoes_only_the_steps_that_began() {
+    // Before the begin: nothing to undo.
+    let j = cancel(Journal::new(ship()));
+    assert_eq!((j.run.state(), j.run.cancelled()), (State::RolledBack, Some("SIGINT")));
+    assert_eq!(recover(ID, &j.events), Ok(None));
+    // Before the upload: the open upload is aborted, by its id. Before the record: the upload
+    // aborted (completed, so nothing to abort), then the copy deleted.
+    let cases = [(1, vec![abort(Some(UPLOAD_ID))]), (2, vec![abort(Some(UPLOAD_ID)), delete_copy()])];
+    for (done, steps) in cases {
+        let j = cancel(Journal::new(ship()).ok(done));
+        assert_eq!(j.run.mode(), &Mode::Compensating { steps: steps.clone(), end: State::RolledBack });
+        assert!(j.run.failures().is_empty(), "a cancel is no failure");
+        // Interrupted before settling, or within its first step: the same steps.
+        j.expect(State::RollingBack, Decision::ContinueRollBack, steps.clone(), State::RolledBack);
+        let j = j.begin();
+        j.expect(State::RollingBack, Decision::ContinueRollBack, steps.clone(), State::RolledBack);
+        let j = j.outcome(Outcome::Done).ok(steps.len() - 1);
+        assert_eq!(j.run.state(), State::RolledBack);
+    }
+    // In flight, or recorded: no cancel.
+    assert_eq!(Journal::new(ship()).begin().run.handle_cancel("SIGINT", Timestamp(9)), None);
+    assert_eq!(Journal::new(ship()).ok(3).run.handle_cancel("SIGINT", Timestamp(9)), None);
+}
+
+#[test]
+fn a_ship_run_with_on_failure_hooks_runs_them_last() {
+    // `lifeboat push` starts ship runs without them, but the machine takes them as any run's.
+    let j = Journal::with_on_failure(ship(), false).ok(1).begin();
+    j.expect(
+        State::Shipping,
+        Decision::RollBack,
+        vec![abort(Some(UPLOAD_ID)), delete_copy(), run_on_failure(false)],
+        State::RolledBack,
+    );
+    let j = Journal::with_on_failure(ship(), true).fail();
+    assert_eq!(
+        j.run.mode(),
+        &Mode::Compensating { steps: vec![abort(None), run_on_failure(true)], end: State::RolledBack }
+    );
+}
+
+#[test]
+fn a_ship_run_takes_only_the_outcomes_of_its_shape() {
+    let j = Journal::new(ship()).begin();
+    assert_eq!(
+        j.run.handle_outcome(Outcome::Done, Timestamp(9)),
+        Err(MachineError::OutcomeMismatch { effect: "begin_upload" })
+    );
+    let uploaded = Outcome::CopyUploaded(copy_facts());
+    assert_eq!(
+        j.run.handle_outcome(uploaded.clone(), Timestamp(9)),
+        Err(MachineError::OutcomeMismatch { effect: "begin_upload" })
+    );
+    let j = j.outcome(Outcome::UploadBegun { upload_id: UPLOAD_ID.into() }).begin();
+    let begun = Outcome::UploadBegun { upload_id: "other".into() };
+    assert_eq!(j.run.handle_outcome(begun, Timestamp(9)), Err(MachineError::OutcomeMismatch { effect: "upload_copy" }));
+    assert_eq!(
+        j.run.handle_outcome(Outcome::Done, Timestamp(9)),
+        Err(MachineError::OutcomeMismatch { effect: "upload_copy" })
+    );
+    let j = j.outcome(uploaded.clone()).begin();
+    assert_eq!(
+        j.run.handle_outcome(uploaded, Timestamp(9)),
+        Err(MachineError::OutcomeMismatch { effect: "record_copy" })
+    );
+    assert!(j.run.handle_outcome(Outcome::Failed { error: "conflict".into() }, Timestamp(9)).is_ok());
+    // No other kind reports an upload.
+    let j = Journal::new(backup()).begin();
+    let begun = Outcome::UploadBegun { upload_id: UPLOAD_ID.into() };
+    assert_eq!(j.run.handle_outcome(begun, Timestamp(9)), Err(MachineError::OutcomeMismatch { effect: "inspect" }));
+    // The upload step names the id its begin reported, and nothing else replays.
+    let mut events = Journal::new(ship()).ok(1).events;
+    events.push(intent(Effect::UploadCopy { backup: catalogued(), target: target(), upload_id: "other".into() }));
+    assert!(matches!(replay_error(&events), (3, MachineError::UnexpectedIntent { .. })));
+}
+
+/// A world with backup 1 catalogued, and the spec of its shipping to `REMOTES[remote]` as run 2.
+fn shipping_world(remote: usize) -> (Sim, RunSpec) {
+    let mut sim = Sim::new(World::new(&["app", "db"]));
+    let backup = sim.run(backup_spec(1, BackupKind::Manual)).unwrap();
+    assert_eq!(backup.state(), State::Completed);
+    let spec = ship_spec(&sim.world, 1, remote).unwrap();
+    (sim, spec)
+}
+
+#[test]
+fn a_ship_run_in_the_world_ships_the_archive_and_catalogues_the_copy() {
+    for remote in 0..REMOTES.len() {
+        let (mut sim, spec) = shipping_world(remote);
+        let before = sim.world.clone();
+        let run = sim.run(spec.clone()).unwrap();
+        assert_eq!(run.state(), State::Completed);
+        sim.check_ended(&run);
+        let RunSpec::Ship { target, .. } = &spec else { unreachable!() };
+        let copy = &sim.world.copies[&(1, target.remote.clone())];
+        assert_eq!((copy.run, copy.key.as_str()), (2, target.key.as_str()));
+        assert!(sim.world.remotes[&target.remote].uploads.is_empty());
+        assert_eq!(sim.world.services, before.services, "the services were never touched");
+    }
+}
+
+#[test]
+fn a_ship_run_crashed_while_its_completion_was_on_its_way_aborts_before_it_deletes() {
+    // S3: the completion was asked for, the crash came before the answer. The store finishes it
+    // after its next request unless that request aborts it: aborting first leaves nothing,
+    // where deleting first would let the copy land after the delete.
+    let (mut sim, spec) = shipping_world(0);
+    sim.crash_at_named("step upload_copy 2", |s| s.run(spec.clone()));
+    assert_eq!(sim.run(spec).err(), Some(Crashed));
+    let store = &sim.world.remotes["offsite"];
+    assert!(store.uploads.values().any(|u| u.completing) && store.objects.is_empty());
+    let ended = sim.recover_all().unwrap();
+    assert_eq!(ended[0].state(), State::RolledBack);
+    sim.check_ended(&ended[0]);
+    let store = &sim.world.remotes["offsite"];
+    assert!(store.uploads.is_empty() && store.objects.is_empty(), "{store:?}");
+}
+
+#[test]
+fn a_ship_run_crashed_after_its_completion_deletes_the_copy() {
+    for (remote, point) in [(0, "step upload_copy 3"), (1, "step upload_copy 2"), (0, "step record_copy 1")] {
+        let (mut sim, spec) = shipping_world(remote);
+        sim.crash_at_named(point, |s| s.run(spec.clone()));
+        assert_eq!(sim.run(spec).err(), Some(Crashed));
+        let name = REMOTES[remote].0;
+        assert_eq!(sim.world.remotes[name].objects.len(), 1, "{point}: the copy is complete");
+        let ended = sim.recover_all().unwrap();
+        assert_eq!(ended[0].state(), State::RolledBack, "{point}");
+        sim.check_ended(&ended[0]);
+        assert!(sim.world.remotes[name].objects.is_empty() && sim.world.copies.is_empty(), "{point}");
+    }
+}
+
+#[test]
+fn a_begin_interrupted_before_its_id_was_journaled_leaves_an_s3_upload_to_the_lifecycle_rule() {
+    // S3: the upload is open, and nothing can name it.
+    let (mut sim, spec) = shipping_world(0);
+    sim.crash_at_named("step begin_upload 1", |s| s.run(spec.clone()));
+    assert_eq!(sim.run(spec).err(), Some(Crashed));
+    let ended = sim.recover_all().unwrap();
+    assert_eq!(ended[0].state(), State::RolledBack);
+    sim.check_ended(&ended[0]);
+    assert_eq!(sim.world.remotes["offsite"].uploads.keys().collect::<Vec<_>>(), ["upload-1"]);
+    assert_eq!(upload_begun(&sim.journal[&2]), None);
+    // A directory remote's upload is its key's partial file: the abort finds it.
+    let (mut sim, spec) = shipping_world(1);
+    sim.crash_at_named("step begin_upload 1", |s| s.run(spec.clone()));
+    assert_eq!(sim.run(spec).err(), Some(Crashed));
+    assert_eq!(sim.world.remotes["nas"].uploads.len(), 1);
+    let ended = sim.recover_all().unwrap();
+    sim.check_ended(&ended[0]);
+    assert!(sim.world.remotes["nas"].uploads.is_empty());
 }

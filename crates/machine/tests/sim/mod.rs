@@ -1,6 +1,7 @@
-//! A simulated world for the run machine: fake services, fake files, an in-memory journal, an
-//! executor that carries out every [`Effect`] with the semantics documented on its variant, seeded
-//! effect failures and a crash at any chosen point.
+//! A simulated world for the run machine: fake services, fake files, fake remotes (an S3 store
+//! and a directory, with their open uploads and objects, and the journal's copies table), an
+//! in-memory journal, an executor that carries out every [`Effect`] with the semantics documented
+//! on its variant, seeded effect failures and a crash at any chosen point.
 //!
 //! Nothing here performs I/O or reads a clock: the simulated clock is a counter, faults are keyed by
 //! (run, effect number), and a crash is a counter of "points" reaching zero. The same inputs give
@@ -83,6 +84,67 @@ pub struct CatalogEntry {
     pub kind: BackupKind,
 }
 
+/// The remotes a ship run may send a copy to: name, URL, whether it encrypts. `offsite` is an S3
+/// bucket (upload ids are the store's, and an id a crash hid cannot be asked for); `nas` is a
+/// directory remote (an upload is the key's `.partial` file, so the key names it).
+pub const REMOTES: [(&str, &str, bool); 2] =
+    [("offsite", "s3://bucket/lifeboat", true), ("nas", "file:///mnt/nas", false)];
+
+/// What a completed upload stores at its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredObject {
+    /// The run whose upload stored it.
+    pub run: RunId,
+    pub backup_id: u64,
+    pub facts: CopyFacts,
+}
+
+/// A multipart upload the store holds open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenUpload {
+    pub key: String,
+    /// The run that opened it.
+    pub run: RunId,
+    /// Every part sent: what completing it stores.
+    pub parts: Option<StoredObject>,
+    /// Its completion was asked for and never answered (the client crashed, or gave up): the
+    /// store finishes it on its own once it has served one more request, unless that request
+    /// aborts it. An S3 completion can take minutes; a directory remote's is a rename.
+    pub completing: bool,
+}
+
+/// One remote's store: open uploads by id, objects by key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Store {
+    pub uploads: BTreeMap<String, OpenUpload>,
+    pub objects: BTreeMap<String, StoredObject>,
+}
+
+impl Store {
+    /// The store serves a request (`change`), then finishes the completions that were pending
+    /// before it and that it did not abort.
+    fn serve(&mut self, change: impl FnOnce(&mut Store)) {
+        let pending: Vec<String> =
+            self.uploads.iter().filter(|(_, u)| u.completing).map(|(id, _)| id.clone()).collect();
+        change(self);
+        for id in pending {
+            if let Some(upload) = self.uploads.remove(&id) {
+                let object = upload.parts.expect("a completing upload has every part");
+                self.objects.insert(upload.key, object);
+            }
+        }
+    }
+}
+
+/// A copy in the journal's copies table (by backup id and remote name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyRecord {
+    /// The shipping run that catalogued it.
+    pub run: RunId,
+    pub key: String,
+    pub facts: CopyFacts,
+}
+
 /// Everything on the simulated host that survives a crash, except the journal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct World {
@@ -114,6 +176,12 @@ pub struct World {
     /// consistent snapshot (cleared when any sync begins).
     pub mirror: Option<Data>,
     pub mirror_consistent_for: Option<RunId>,
+    /// The remotes' stores, by remote name (off the host, but they survive a crash all the same).
+    pub remotes: BTreeMap<String, Store>,
+    /// How many uploads the S3 store ever opened: its next upload id.
+    pub uploads_opened: u64,
+    /// The copies table, by (backup id, remote name).
+    pub copies: BTreeMap<(u64, String), CopyRecord>,
 }
 
 impl World {
@@ -134,6 +202,9 @@ impl World {
             on_failure: Vec::new(),
             mirror: None,
             mirror_consistent_for: None,
+            remotes: REMOTES.iter().map(|(name, _, _)| (name.to_string(), Store::default())).collect(),
+            uploads_opened: 0,
+            copies: BTreeMap::new(),
         }
     }
 
@@ -185,6 +256,14 @@ impl World {
         self.archives.get(&entry.path).is_some_and(|file| file.complete && digest(&file.snapshot) == entry.sha256)
     }
 
+    /// Whether a catalogued copy has its object, with the facts recorded, at its key.
+    pub fn copy_is_sound(&self, (backup_id, remote): &(u64, String), copy: &CopyRecord) -> bool {
+        self.remotes[remote]
+            .objects
+            .get(&copy.key)
+            .is_some_and(|object| object.backup_id == *backup_id && object.facts == copy.facts)
+    }
+
     /// The snapshot held by a catalogued, sound archive.
     pub fn catalogued_snapshots(&self) -> impl Iterator<Item = &Snapshot> {
         self.catalog.values().filter(|e| self.entry_is_sound(e)).map(|e| &self.archives[&e.path].snapshot)
@@ -193,7 +272,11 @@ impl World {
 
 /// A stand-in for sha256: 64 hex digits, a pure function of the snapshot (FNV-1a, four lanes).
 pub fn digest(snapshot: &Snapshot) -> String {
-    let text = format!("{}|{}|{}", snapshot.data.writes, snapshot.data.schema, snapshot.files);
+    digest_text(&format!("{}|{}|{}", snapshot.data.writes, snapshot.data.schema, snapshot.files))
+}
+
+/// The stand-in for sha256 of any text.
+pub fn digest_text(text: &str) -> String {
     (0u64..4)
         .map(|lane| {
             let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ lane;
@@ -386,7 +469,9 @@ impl Sim {
         };
         self.records.insert(id, RunRecord { before: self.world.clone(), failures: 0, injected: 0, crashes: 0, pruned });
         self.current = Some(id);
-        let started = Run::start_with(spec, self.world.on_failure.clone(), self.now());
+        // A ship run is started without `on_failure` hooks, as `lifeboat push` starts it.
+        let on_failure = if matches!(spec, RunSpec::Ship { .. }) { Vec::new() } else { self.world.on_failure.clone() };
+        let started = Run::start_with(spec, on_failure, self.now());
         self.append(id, started.clone())?;
         let mut run = Run::from_started(id, &started).expect("from_started");
         self.drive(&mut run)?;
@@ -819,7 +904,131 @@ impl Sim {
                 }
                 Ok(Outcome::Done)
             }
+            Effect::BeginUpload { target } => {
+                // S3 names the upload; a directory remote's is the key's partial file.
+                let dir = is_dir(target);
+                let upload_id = if dir {
+                    format!("{}.partial", target.key)
+                } else {
+                    format!("upload-{}", self.world.uploads_opened + 1)
+                };
+                let (remote, id) = (target.remote.clone(), upload_id.clone());
+                let upload = OpenUpload { key: target.key.clone(), run, parts: None, completing: false };
+                // The store opens it: a crash now (or an answer lost on the way) hides its id.
+                self.micro(|w| {
+                    w.uploads_opened += u64::from(!dir);
+                    w.remotes.get_mut(&remote).expect("a configured remote").serve(|store| {
+                        store.uploads.insert(id, upload);
+                    });
+                })?;
+                Ok(Outcome::UploadBegun { upload_id })
+            }
+            Effect::UploadCopy { backup, target, upload_id } => {
+                // Read while checking it is still the catalogued archive.
+                self.check_archive(backup)?;
+                if !self.world.remotes[&target.remote].uploads.contains_key(upload_id) {
+                    return Err(Stop::Failed(format!("upload {upload_id} of {} is not open", target.key)));
+                }
+                // age uses a new file key every time: the stored bytes differ from one upload to the next.
+                let facts = if target.key.ends_with(".age") {
+                    CopyFacts {
+                        stored_sha256: digest_text(&format!("age|{}|{upload_id}", backup.sha256)),
+                        stored_bytes: backup.size_bytes + 200,
+                        encryption: "age".into(),
+                    }
+                } else {
+                    CopyFacts {
+                        stored_sha256: backup.sha256.clone(),
+                        stored_bytes: backup.size_bytes,
+                        encryption: "none".into(),
+                    }
+                };
+                let object = StoredObject { run, backup_id: backup.backup_id, facts: facts.clone() };
+                let remote = target.remote.clone();
+                let id = upload_id.clone();
+                self.store_request(&remote, |store| {
+                    store.uploads.get_mut(&id).expect("checked open").parts = Some(object);
+                })?;
+                if !is_dir(target) {
+                    // The completion is asked for: from here the store finishes it, answered or not.
+                    let id = upload_id.clone();
+                    self.store_request(&remote, |store| {
+                        store.uploads.get_mut(&id).expect("checked open").completing = true;
+                    })?;
+                }
+                // Completed (for a directory remote, renamed into place): the object is there.
+                let id = upload_id.clone();
+                self.store_request(&remote, |store| {
+                    if let Some(upload) = store.uploads.remove(&id) {
+                        store.objects.insert(upload.key, upload.parts.expect("every part sent"));
+                    }
+                })?;
+                Ok(Outcome::CopyUploaded(facts))
+            }
+            Effect::RecordCopy { backup_id, target, copy } => {
+                // The object checked once more (a stat), then the entry inserted, as `Journal::record_copy`.
+                let object = self.world.remotes[&target.remote].objects.get(&target.key);
+                if !object.is_some_and(|o| o.backup_id == *backup_id && o.facts == *copy) {
+                    return Err(Stop::Failed(format!("record copy: {} is missing or differs", target.key)));
+                }
+                if !self.world.catalog.contains_key(backup_id) {
+                    return Err(Stop::Failed(format!("record copy: backup {backup_id} is not catalogued")));
+                }
+                let key = (*backup_id, target.remote.clone());
+                let record = CopyRecord { run, key: target.key.clone(), facts: copy.clone() };
+                match self.world.copies.get(&key) {
+                    Some(existing) if *existing == record => return Ok(Outcome::Done),
+                    Some(_) => return Err(Stop::Failed(format!("record copy: {key:?} holds another copy"))),
+                    None => {}
+                }
+                self.micro(|w| {
+                    w.copies.insert(key, record);
+                })?;
+                Ok(Outcome::Done)
+            }
+            Effect::DeleteCopy { backup_id, target } => {
+                // This run's entry, if any (`Journal::remove_copy` with the run's id), then the object.
+                let key = (*backup_id, target.remote.clone());
+                let k = key.clone();
+                self.micro(|w| {
+                    if w.copies.get(&k).is_some_and(|c| c.run == run) {
+                        w.copies.remove(&k);
+                    }
+                })?;
+                // Another run's catalogued copy under the key is never this run's to delete.
+                if self.world.copies.contains_key(&key) {
+                    return Ok(Outcome::Done);
+                }
+                let object_key = target.key.clone();
+                self.store_request(&target.remote, |store| {
+                    store.objects.remove(&object_key);
+                })?;
+                Ok(Outcome::Done)
+            }
+            Effect::AbortUpload { target, upload_id } => {
+                let id = match upload_id {
+                    Some(id) => id.clone(),
+                    // A directory remote's upload is named by its key.
+                    None if is_dir(target) => format!("{}.partial", target.key),
+                    // An S3 upload whose id never reached the journal cannot be asked for by
+                    // name: it is the bucket's lifecycle rule's.
+                    None => {
+                        self.read_only()?;
+                        return Ok(Outcome::Done);
+                    }
+                };
+                self.store_request(&target.remote, |store| {
+                    store.uploads.remove(&id);
+                })?;
+                Ok(Outcome::Done)
+            }
         }
+    }
+
+    /// One request to a remote's store, as a micro-step: the store serves it, then finishes the
+    /// completions pending before it (see [`OpenUpload::completing`]).
+    fn store_request(&mut self, remote: &str, change: impl FnOnce(&mut Store)) -> Result<(), Stop> {
+        self.micro(|w| w.remotes.get_mut(remote).expect("a configured remote").serve(change))
     }
 
     /// `docker stop`: the stop is requested (the container goes on reporting running), then the
@@ -866,11 +1075,17 @@ impl Sim {
         for (id, entry) in &w.catalog {
             assert!(w.entry_is_sound(entry), "invariant 2: backup {id} is catalogued but its archive is not sound");
         }
+        for (key, copy) in &w.copies {
+            assert!(w.copy_is_sound(key, copy), "invariant 2: copy {key:?} is catalogued but its object is not sound");
+        }
         let Some((run, committed)) = self.active else { return };
         let record = &self.records[&run];
         let before = &record.before;
         for id in before.catalog.keys().filter(|id| !record.pruned.contains(id)) {
             assert!(w.catalog.contains_key(id), "invariant 6: run {run} removed the earlier backup {id}");
+        }
+        for key in before.copies.keys() {
+            assert!(w.copies.contains_key(key), "invariant 6: run {run} removed the earlier copy {key:?}");
         }
         if committed {
             assert!(w.data.is_some() && w.files.is_some(), "invariant 6: committed run {run} left no data or files");
@@ -977,6 +1192,9 @@ impl Sim {
         for (bid, entry) in &w.catalog {
             assert!(w.entry_is_sound(entry), "invariant 2: backup {bid} is catalogued but unsound");
         }
+        for (key, copy) in &w.copies {
+            assert!(w.copy_is_sound(key, copy), "invariant 2: copy {key:?} is catalogued but unsound");
+        }
         assert!(w.partials().is_empty(), "invariant 3: run {id} left {:?}", w.partials());
 
         // Nothing left aside, nothing missing.
@@ -987,9 +1205,13 @@ impl Sim {
             "run {id} ({state}) left something aside"
         );
 
-        // Invariant 6: earlier backups survive, but for those a prune was asked to delete.
+        // Invariant 6: earlier backups survive, but for those a prune was asked to delete; earlier
+        // copies all do (a prune of the local backup leaves its copies).
         for bid in before.catalog.keys().filter(|bid| !record.pruned.contains(bid)) {
             assert!(w.catalog.contains_key(bid), "invariant 6: run {id} removed backup {bid}");
+        }
+        for key in before.copies.keys() {
+            assert!(w.copies.contains_key(key), "invariant 6: run {id} removed the copy {key:?}");
         }
 
         match (run.spec(), state) {
@@ -1071,6 +1293,33 @@ impl Sim {
                     assert_eq!(w.files, before.files, "restore {id} changed the deployment files");
                 }
             }
+            (RunSpec::Ship { backup, target }, _) => {
+                // It never touches the host: services, data, files, local backups as they were.
+                assert_eq!(w.services, before.services, "ship {id} touched the services");
+                assert_eq!((&w.data, &w.files), (&before.data, &before.files), "ship {id} touched the data");
+                assert_eq!((&w.catalog, &w.archives), (&before.catalog, &before.archives), "ship {id}: backups");
+                let store = &w.remotes[&target.remote];
+                let key = (backup.backup_id, target.remote.clone());
+                let journaled = upload_begun(events);
+                let open: Vec<&String> =
+                    store.uploads.iter().filter(|(_, u)| u.run == id).map(|(uid, _)| uid).collect();
+                if state == State::Completed {
+                    let copy = w.copies.get(&key).unwrap_or_else(|| panic!("completed ship {id} is not catalogued"));
+                    assert_eq!((copy.run, &copy.key), (id, &target.key), "ship {id}: another copy is catalogued");
+                    assert!(open.is_empty(), "completed ship {id} left uploads open: {open:?}");
+                } else {
+                    assert!(!w.copies.values().any(|c| c.run == id), "rolled back ship {id} is catalogued");
+                    let left: Vec<&String> =
+                        store.objects.iter().filter(|(_, o)| o.run == id).map(|(k, _)| k).collect();
+                    assert!(left.is_empty(), "rolled back ship {id} left its objects {left:?}");
+                    // Only an upload whose id never reached the journal can be left: opened by a
+                    // begin that a crash interrupted (or whose answer was lost), on S3.
+                    for uid in open {
+                        assert_ne!(journaled, Some(uid.as_str()), "rolled back ship {id} left its upload {uid} open");
+                        assert!(!is_dir(target), "rolled back ship {id} left {uid} on a directory remote");
+                    }
+                }
+            }
             (RunSpec::RestoreNew { .. } | RunSpec::FirstDeploy { .. }, _) => {
                 unreachable!(
                     "the model starts no restore onto a new host and no first deployment: tests/recovery_rules.rs covers their rules"
@@ -1098,6 +1347,19 @@ pub fn recorded(events: &[Event]) -> bool {
             [Event::Intent { effect: Effect::RecordBackup { .. }, .. }, Event::Outcome { outcome: Outcome::Done, .. }]
         )
     })
+}
+
+/// The upload id a ship run's journal holds, once its `BeginUpload` succeeded.
+pub fn upload_begun(events: &[Event]) -> Option<&str> {
+    events.iter().find_map(|e| match e {
+        Event::Outcome { outcome: Outcome::UploadBegun { upload_id }, .. } => Some(upload_id.as_str()),
+        _ => None,
+    })
+}
+
+/// Whether a copy goes to a directory remote (else S3).
+pub fn is_dir(target: &CopyTarget) -> bool {
+    target.url.starts_with("file://")
 }
 
 /// A container of `version` starting on data of another schema migrates the data.
@@ -1146,6 +1408,16 @@ pub fn upgrade_spec(id: RunId, version: &str) -> RunSpec {
 pub fn backup_ref(world: &World, id: RunId) -> Option<BackupRef> {
     let e = world.catalog.get(&id)?;
     Some(BackupRef { backup_id: id, path: e.path.clone(), sha256: e.sha256.clone(), size_bytes: e.size_bytes })
+}
+
+/// A ship run of the catalogued backup `id` to the remote `REMOTES[remote]`: the copy's key is the
+/// archive's file name, plus `.age` when the remote encrypts.
+pub fn ship_spec(world: &World, id: RunId, remote: usize) -> Option<RunSpec> {
+    let backup = backup_ref(world, id)?;
+    let (name, url, encrypts) = REMOTES[remote % REMOTES.len()];
+    let file = backup.path.rsplit('/').next().unwrap_or(&backup.path);
+    let key = if encrypts { format!("{file}.age") } else { file.to_owned() };
+    Some(RunSpec::Ship { backup, target: CopyTarget { remote: name.into(), url: url.into(), key } })
 }
 
 /// The pre-upgrade backup of the last upgrade, as `lifeboat rollback` picks it.
