@@ -203,3 +203,54 @@ fn a_crash_at_every_fail_point_of_shipping_is_settled_by_recover() {
     let status = run_json(&project, &["status"]);
     assert_eq!(status["remotes"][0]["pending"], 0, "{status}");
 }
+
+/// A remote's retention (`keep_last` in its `[[remote]]`): prune deletes the older copies from
+/// the remote, keeps the newest, and a pruned copy is never pending again; a catalogued copy
+/// missing on the remote is kept in the catalog and reported, exit 5.
+#[test]
+fn prune_applies_each_remotes_retention_and_a_pruned_copy_is_not_shipped_again() {
+    let Some((project, before)) = started_project() else { return };
+    let remote = project.dir().join("offsite");
+    std::fs::create_dir(&remote).unwrap();
+    configure_remote(&project, &remote, false);
+    let path = project.dir().join("lifeboat.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}keep_last = 2\n")).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let report = run_json(&project, &["backup"]);
+        assert_eq!(report["copies"].as_array().unwrap().len(), 1, "{report}");
+        ids.push(report["backup_id"].as_u64().unwrap());
+    }
+    assert_eq!(copies(&project).len(), 4);
+
+    let dry = run_json(&project, &["prune", "--dry-run"]);
+    assert_eq!(dry["remotes"][0]["deleted"], serde_json::json!([ids[0], ids[1]]), "{dry}");
+    assert_eq!(copies(&project).len(), 4, "a dry run deletes nothing");
+
+    let pruned = run_json(&project, &["prune"]);
+    assert_eq!(pruned["remotes"][0]["deleted"], serde_json::json!([ids[0], ids[1]]), "{pruned}");
+    assert_eq!(pruned["remotes"][0]["kept"][0]["reason"], "newest-verified", "{pruned}");
+    assert!(pruned["deleted"].as_array().unwrap().is_empty(), "the local backups are within their retention");
+    let listed = copies(&project);
+    let kept: Vec<u64> = listed.iter().map(|o| o["backup_id"].as_u64().unwrap()).collect();
+    assert_eq!(kept, [ids[2], ids[3]], "{listed:?}");
+    assert!(listed.iter().all(|o| o["status"] == "ok"), "{listed:?}");
+    assert_eq!(remote_files(&remote).len(), 4, "two copies and their .meta files: {:?}", remote_files(&remote));
+    // The pruned copies are not pending: push ships nothing.
+    assert_eq!(run_json(&project, &["status"])["remotes"][0]["pending"], 0);
+    assert!(run_expect(&project, &["push"], 0).contains("nothing to ship"));
+
+    // A catalogued copy gone from the remote: reported, kept in the catalog, exit 5.
+    let key = listed[0]["key"].as_str().unwrap();
+    std::fs::remove_file(remote.join(key)).unwrap();
+    let output = run(&project, &["--json", "prune"]);
+    assert_eq!(output.status.code(), Some(5), "{}", describe(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["remotes"][0]["missing"], serde_json::json!([ids[2]]), "{report}");
+    assert_eq!(copies(&project).iter().filter(|o| o["status"] == "missing").count(), 1);
+    // The prune is a journaled run of kind prune, and the journal verifies.
+    let runs = run_json(&project, &["journal", "list"]);
+    assert!(runs.as_array().unwrap().iter().any(|r| r["kind"] == "prune"), "{runs}");
+    assert_invariants(&project, &before);
+}

@@ -205,6 +205,7 @@ impl<S: Services> Executor<'_, S> {
             Effect::DeleteCopy { backup_id, target } => {
                 copies::delete(journal, project, run, *backup_id, target).await?
             }
+            Effect::PruneCopy { backup_id, target } => copies::prune(journal, project, *backup_id, target).await?,
         }
         Ok(Outcome::Done)
     }

@@ -79,6 +79,11 @@ fn spec_detail(spec: &RunSpec) -> String {
             backup.backup_id,
             provision_summary(provision)
         ),
+        RunSpec::PruneCopies { deletions } => {
+            let copies: Vec<String> =
+                deletions.iter().map(|d| format!("backup {} on {}", d.backup_id, d.target.remote)).collect();
+            format!("prune of the copies of {}", copies.join(", "))
+        }
         RunSpec::Ship { backup, target } => {
             format!(
                 "copy of backup {} to remote {} as {} ({})",
@@ -200,6 +205,9 @@ pub fn effect_detail(effect: &Effect) -> String {
         }
         Effect::DeleteCopy { backup_id, target } => {
             format!("delete the uncatalogued copy of backup {backup_id} from remote {} ({})", target.remote, target.key)
+        }
+        Effect::PruneCopy { backup_id, target } => {
+            format!("delete the copy of backup {backup_id} from remote {} ({})", target.remote, target.key)
         }
         Effect::RunHook { hook } => {
             let once = if hook.idempotent { "" } else { ", runs at most once" };

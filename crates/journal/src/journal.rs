@@ -38,6 +38,10 @@ pub(crate) const IMPORTED: TableDefinition<u64, &[u8]> = TableDefinition::new("l
 /// journal may lack the table.
 pub(crate) const COPIES: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("lifeboat_copies");
 
+/// Copies a remote's retention deleted, by (backup id, remote name), with when (Unix ms): the
+/// backup is not pending there again. Added after the first format: a journal may lack the table.
+pub(crate) const COPIES_PRUNED: TableDefinition<(u64, &str), i64> = TableDefinition::new("lifeboat_copies_pruned");
+
 /// Where a catalog entry comes from: a run of this journal, or an archive made under another.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Origin {
@@ -606,6 +610,46 @@ impl Journal {
             };
             self.commit(txn)?;
             Ok(removed)
+        })
+    }
+
+    /// Removes the copy of `backup_id` on `remote` from the catalog and notes it pruned (at `at`,
+    /// Unix ms), in one durable transaction, so the backup is never pending there again. A copy
+    /// already pruned is `Ok(false)`, and so is one never catalogued (it is noted pruned all the
+    /// same).
+    pub fn prune_copy(&self, backup_id: u64, remote: &str, at: i64) -> Result<bool, JournalError> {
+        self.contain(|| {
+            let txn = self.write()?;
+            let removed = {
+                let mut copies = txn.open_table(COPIES).map_err(|e| self.storage(e))?;
+                let removed = copies.remove((backup_id, remote)).map_err(|e| self.storage(e))?.is_some();
+                let mut pruned = txn.open_table(COPIES_PRUNED).map_err(|e| self.storage(e))?;
+                if pruned.get((backup_id, remote)).map_err(|e| self.storage(e))?.is_none() {
+                    pruned.insert((backup_id, remote), at).map_err(|e| self.storage(e))?;
+                }
+                removed
+            };
+            self.commit(txn)?;
+            Ok(removed)
+        })
+    }
+
+    /// Every (backup id, remote name) whose copy a remote's retention deleted.
+    pub fn pruned_copies(&self) -> Result<Vec<(u64, String)>, JournalError> {
+        self.contain(|| {
+            let txn = self.read()?;
+            let table = match txn.open_table(COPIES_PRUNED) {
+                Ok(table) => table,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(self.storage(e)),
+            };
+            let mut pruned = Vec::new();
+            for item in table.iter().map_err(|e| self.storage(e))? {
+                let (key, _) = item.map_err(|e| self.storage(e))?;
+                let (backup_id, remote) = key.value();
+                pruned.push((backup_id, remote.to_owned()));
+            }
+            Ok(pruned)
         })
     }
 

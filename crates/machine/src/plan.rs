@@ -106,6 +106,11 @@ pub(crate) fn forward_step(run: &Run, index: usize) -> Result<Option<(State, Eff
             .get(index)
             .map(|backup| (State::Pruning, Effect::DeleteBackup { backup: backup.clone() })));
     }
+    if let RunSpec::PruneCopies { deletions } = run.spec() {
+        return Ok(deletions.get(index).map(|copy| {
+            (State::Pruning, Effect::PruneCopy { backup_id: copy.backup_id, target: copy.target.clone() })
+        }));
+    }
     match steps(run).and_then(|(list, _)| list.get(index).copied()) {
         Some(step) => Ok(Some((step.state(run), step.effect(run)?))),
         None => Ok(None),
@@ -297,7 +302,7 @@ pub(crate) fn settle(run: &Run, begun: usize, done: usize) -> Result<(Vec<Effect
             }
         }
         // Past its point of no return from the start: handled above.
-        RunSpec::Prune { .. } => {}
+        RunSpec::Prune { .. } | RunSpec::PruneCopies { .. } => {}
         RunSpec::SnapshotBackup { archive_path, .. } => {
             // The archive is not recorded: discard it. Start what was stopped unless it is back
             // already; a run interrupted while archiving leaves the services alone. The mirror

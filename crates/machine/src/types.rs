@@ -136,6 +136,17 @@ pub enum RunSpec {
     /// Send a copy of a recorded backup to a remote, check it there and catalogue it
     /// (docs/design.md, "Off-host copies"). Services are never touched.
     Ship { backup: BackupRef, target: CopyTarget },
+    /// Delete these copies from their remotes, as each remote's retention decided (planned
+    /// before the run starts). A prune: past its point of no return from the start.
+    PruneCopies { deletions: Vec<CopyDeletion> },
+}
+
+/// One copy a remote's retention deletes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct CopyDeletion {
+    pub backup_id: u64,
+    pub target: CopyTarget,
 }
 
 /// Where a shipping run puts its copy: the remote's name in `lifeboat.toml`, its URL as the run
@@ -199,6 +210,7 @@ impl RunSpec {
             RunSpec::FirstDeploy { .. } => RunKind::FirstDeploy,
             RunSpec::SnapshotBackup { .. } => RunKind::Backup,
             RunSpec::Ship { .. } => RunKind::Ship,
+            RunSpec::PruneCopies { .. } => RunKind::Prune,
         }
     }
 }
@@ -395,6 +407,10 @@ pub enum Effect {
     /// object stays if the table holds another run's copy under (backup, remote). Either already
     /// gone is fine.
     DeleteCopy { backup_id: u64, target: CopyTarget },
+    /// Remove the copy's row from the copies table and note it pruned, in one transaction (the
+    /// backup is never pending on that remote again), then delete the object. Either already
+    /// gone is fine.
+    PruneCopy { backup_id: u64, target: CopyTarget },
 }
 
 impl Effect {
@@ -427,6 +443,7 @@ impl Effect {
             Effect::RecordCopy { .. } => "record_copy",
             Effect::AbortUpload { .. } => "abort_upload",
             Effect::DeleteCopy { .. } => "delete_copy",
+            Effect::PruneCopy { .. } => "prune_copy",
         }
     }
 }

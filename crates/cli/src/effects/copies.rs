@@ -113,6 +113,14 @@ pub async fn delete(
     remote.delete(&target.key).await.map_err(exit_for)
 }
 
+/// A remote's retention deletes a copy: its row goes and it is noted pruned (one transaction),
+/// then the object goes.
+pub async fn prune(journal: &Journal, project: &Project, backup_id: u64, target: &CopyTarget) -> anyhow::Result<()> {
+    journal.prune_copy(backup_id, &target.remote, crate::render::now().0)?;
+    let (remote, _) = remotes::open_target(project, target)?;
+    remote.delete(&target.key).await.map_err(exit_for)
+}
+
 /// Aborts the upload. With no id (its begin was interrupted before the journal heard it), only a
 /// directory remote can find what it left, by the key; on S3 the store's lifecycle rule for
 /// incomplete uploads removes it, and the log says so.

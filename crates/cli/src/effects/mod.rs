@@ -14,7 +14,7 @@
 //!   (`Provision`, `Unprovision`).
 //! - `hooks`: which hooks a backup has (reported by `Inspect`) and `RunHook`;
 //! - `copies`: a backup's copy on a remote (`BeginUpload`, `UploadCopy`, `RecordCopy`,
-//!   `AbortUpload`, `DeleteCopy`);
+//!   `AbortUpload`, `DeleteCopy`, and a remote's retention: `PruneCopy`);
 //! - `mirror`: snapshot mode's copy of the data (`SyncMirror`, and what its `WriteArchive` reads).
 
 pub mod backups;

@@ -6,6 +6,7 @@
 pub mod backup;
 pub mod history;
 pub mod prune;
+pub mod prune_remote;
 pub mod recover;
 pub mod scheduled;
 pub mod ship;

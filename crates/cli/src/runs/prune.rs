@@ -37,6 +37,8 @@ pub struct PruneReport {
     /// When the prune run could not finish its deletions: its run id and errors (the run ended
     /// failed; its journal has every step).
     pub file_errors: Vec<(u64, String)>,
+    /// Each `[[remote]]` with a retention policy: what its prune did.
+    pub remotes: Vec<super::prune_remote::RemotePrune>,
     entries: BTreeMap<u64, BackupEntry>,
 }
 
@@ -79,7 +81,24 @@ pub async fn prune(session: &RunSession, dry_run: bool) -> anyhow::Result<PruneR
     }
     let known: BTreeSet<PathBuf> = backups.iter().map(|b| archive_path(project, b)).collect();
     report.unknown_files = unknown_files(&project.backup_dir(), &known)?;
+    report.remotes = prune_remotes(session, dry_run, None).await;
     Ok(report)
+}
+
+/// Each remote's retention (`keep_last`, `retention_days` in its `[[remote]]`; a remote with
+/// neither keeps every copy), or only `only`'s.
+pub async fn prune_remotes(
+    session: &RunSession,
+    dry_run: bool,
+    only: Option<&str>,
+) -> Vec<super::prune_remote::RemotePrune> {
+    let mut reports = Vec::new();
+    for section in session.project.config.remotes.iter().filter(|r| only.is_none_or(|name| r.name == name)) {
+        if let Some(policy) = super::prune_remote::policy(section) {
+            reports.push(super::prune_remote::prune_remote(session, section, policy, dry_run).await);
+        }
+    }
+    reports
 }
 
 /// Where a catalog entry's archive is: its recorded path, relative to the project directory
@@ -132,6 +151,7 @@ impl Serialize for PruneReport {
             failed_verification: Vec<Failed<'a>>,
             unknown_files: Vec<String>,
             file_errors: Vec<Failed<'a>>,
+            remotes: &'a [super::prune_remote::RemotePrune],
         }
         fn failed(list: &[(u64, String)]) -> Vec<Failed<'_>> {
             list.iter().map(|(id, error)| Failed { id: *id, error }).collect()
@@ -143,6 +163,7 @@ impl Serialize for PruneReport {
             failed_verification: failed(&self.failed_verification),
             unknown_files: self.unknown_files.iter().map(|p| p.display().to_string()).collect(),
             file_errors: failed(&self.file_errors),
+            remotes: &self.remotes,
         }
         .serialize(serializer)
     }
@@ -175,6 +196,9 @@ impl Report for PruneReport {
         for path in &self.unknown_files {
             writeln!(out, "unknown file (not in the catalog, left alone): {}", path.display())?;
         }
+        for remote in &self.remotes {
+            remote.write_text(out, self.dry_run)?;
+        }
         if self.dry_run {
             writeln!(out, "dry run: nothing was changed")?;
         }
@@ -190,6 +214,30 @@ impl Report for PruneReport {
                 "backup(s) {} failed verification and were kept: check them with 'lifeboat verify ID', then remove or restore the archive by hand",
                 ids.join(", ")
             );
+        }
+        let missing: Vec<String> = self
+            .remotes
+            .iter()
+            .flat_map(|r| r.missing.iter().map(move |id| format!("backup {id} on {}", r.remote)))
+            .collect();
+        if !missing.is_empty() {
+            crate::fail!(
+                Exit::Integrity,
+                "catalogued copies are missing on their remote (kept in the catalog): {}; see 'lifeboat list --remote NAME'",
+                missing.join(", ")
+            );
+        }
+        // A remote that is down is pruned next time (a warning); one that refuses its settings
+        // is exit 2, as for shipping.
+        for remote in self.remotes.iter().filter(|r| r.error.is_some() && r.exit == Exit::Failed) {
+            tracing::warn!("remote {} was not pruned: {}", remote.remote, remote.error.as_deref().unwrap_or_default());
+        }
+        if let Some(remote) = self.remotes.iter().find(|r| r.error.is_some() && r.exit != Exit::Failed) {
+            return Err(remote.exit.wrap(anyhow::anyhow!(
+                "remote {} was not pruned: {}",
+                remote.remote,
+                remote.error.as_deref().unwrap_or_default()
+            )));
         }
         if !self.file_errors.is_empty() {
             crate::fail!(

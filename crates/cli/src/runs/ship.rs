@@ -18,12 +18,12 @@ pub struct Pending<'a> {
 /// Every pending copy, remote by remote in `lifeboat.toml`'s order, oldest backup first (so a
 /// remote that was down gets the history in order). `only` limits it to these remotes' names.
 pub fn pending<'a>(session: &'a RunSession, only: Option<&str>) -> anyhow::Result<Vec<Pending<'a>>> {
+    let held = Held::of(&session.journal)?;
     let backups = session.journal.backups()?;
-    let copies = session.journal.copies()?;
     let mut list = Vec::new();
     for remote in session.project.config.remotes.iter().filter(|r| only.is_none_or(|name| r.name == name)) {
         for backup in &backups {
-            if !copies.iter().any(|c| c.backup_id == backup.id && c.remote == remote.name) {
+            if !held.has(backup.id, &remote.name) {
                 list.push(Pending { remote, backup: backup.clone() });
             }
         }
@@ -31,23 +31,34 @@ pub fn pending<'a>(session: &'a RunSession, only: Option<&str>) -> anyhow::Resul
     Ok(list)
 }
 
+/// Which (backup, remote) pairs need no shipping: a catalogued copy, or one the remote's
+/// retention pruned (never shipped again).
+struct Held(std::collections::BTreeSet<(u64, String)>);
+
+impl Held {
+    fn of(journal: &lifeboat_journal::Journal) -> anyhow::Result<Held> {
+        let mut held: std::collections::BTreeSet<(u64, String)> =
+            journal.copies()?.into_iter().map(|c| (c.backup_id, c.remote)).collect();
+        held.extend(journal.pruned_copies()?);
+        Ok(Held(held))
+    }
+
+    fn has(&self, backup_id: u64, remote: &str) -> bool {
+        self.0.contains(&(backup_id, remote.to_owned()))
+    }
+}
+
 /// The number of pending copies per remote, for `status` and the metrics file.
 pub fn pending_counts(
     config: &crate::config::Config,
     journal: &lifeboat_journal::Journal,
 ) -> anyhow::Result<Vec<(String, u64)>> {
+    let held = Held::of(journal)?;
     let backups = journal.backups()?;
-    let copies = journal.copies()?;
     Ok(config
         .remotes
         .iter()
-        .map(|remote| {
-            let count = backups
-                .iter()
-                .filter(|b| !copies.iter().any(|c| c.backup_id == b.id && c.remote == remote.name))
-                .count();
-            (remote.name.clone(), count as u64)
-        })
+        .map(|remote| (remote.name.clone(), backups.iter().filter(|b| !held.has(b.id, &remote.name)).count() as u64))
         .collect())
 }
 
