@@ -37,6 +37,17 @@ pub(crate) fn backup() -> BackupReport {
         downtime_parts: DowntimeParts { stop_ms: 1_210, sync_ms: 0, start_ms: 1_020 },
         archive_ms: 1_950,
         presync_ms: 0,
+        copies: vec![crate::runs::ship::CopyReport {
+            remote: "offsite".into(),
+            backup_id: 12,
+            key: "demo-20261126T020000Z-run000012.tar.gz.age".into(),
+            status: "shipped",
+            encrypted: true,
+            run_id: Some(13),
+            stored_bytes: Some(191_234_999),
+            error: None,
+            exit: crate::exit::Exit::Success,
+        }],
     }
 }
 
