@@ -569,6 +569,10 @@ fn a_remote_copy_alone_brings_the_project_back_on_a_new_host() {
     );
     std::fs::write(&config, format!("{text}\n{remote}")).unwrap();
 
+    // An older backup first, then one with a file the older one lacks.
+    let older = run_json(&project, &["backup"]);
+    assert_eq!(older["copies"][0]["status"], "shipped", "{older}");
+    std::fs::write(project.data_dir().join("only-in-the-newer-backup"), b"newer").unwrap();
     let backup = run_json(&project, &["backup"]);
     assert_eq!(backup["copies"][0]["status"], "shipped", "{backup}");
     let key = backup["copies"][0]["key"].as_str().unwrap().to_owned();
@@ -601,6 +605,34 @@ fn a_remote_copy_alone_brings_the_project_back_on_a_new_host() {
     // The fetched archive is the new catalog's backup, and verifies.
     let list = host.json(&["list"]);
     assert_eq!(list[0]["sha256"], backup["sha256"], "{list}");
+    host.run(&["verify", "--all"], 0);
+
+    // The rest of the history comes from the remote's manifests: the older backup is catalogued
+    // (its archive not downloaded), the restored one is known already; importing again changes
+    // nothing.
+    let imported = host.json(&["import", "--remote", "disk2", "--identity", &identity_arg]);
+    let outcomes: BTreeMap<u64, String> = imported["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["backup_id"].as_u64().unwrap(), c["outcome"].as_str().unwrap().to_owned()))
+        .collect();
+    let (older_id, newer_id) = (older["backup_id"].as_u64().unwrap(), backup["backup_id"].as_u64().unwrap());
+    assert_eq!(outcomes[&older_id], "imported", "{imported}");
+    assert_eq!(outcomes[&newer_id], "already_catalogued", "{imported}");
+    let again = host.json(&["import", "--remote", "disk2", "--identity", &identity_arg]);
+    assert!(again["copies"].as_array().unwrap().iter().all(|c| c["outcome"] == "already_catalogued"), "{again}");
+    let list = host.json(&["list"]);
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    let listed = host.json(&["list", "--remote", "disk2"]);
+    assert!(listed["objects"].as_array().unwrap().iter().all(|o| o["status"] == "ok"), "{listed}");
+
+    // Restoring the older backup fetches its copy from the remote first.
+    let older_arg = older_id.to_string();
+    host.json(&["restore", &older_arg, "--yes", "--identity", &identity_arg]);
+    assert!(!host.dir.join("data/only-in-the-newer-backup").exists(), "the older backup's data is back");
+    let fetched = PathBuf::from(host.json(&["list"])[0]["path"].as_str().unwrap().to_owned());
+    assert_eq!(sha256sum(&host.dir.join(&fetched)), older["sha256"].as_str().unwrap());
     host.run(&["verify", "--all"], 0);
     host.run(&["journal", "verify"], 0);
 }

@@ -68,7 +68,15 @@ fn a_backup_ships_an_encrypted_copy_that_age_opens_and_verify_reads_back() {
 
     // On the remote: the copy and its metadata, nothing partial; GNU tar cannot read it, the age
     // CLI opens it into exactly the local archive.
-    assert_eq!(remote_files(&remote), vec![key.clone(), format!("{key}.meta")]);
+    let archive_name = archive.file_name().unwrap().to_string_lossy().into_owned();
+    let manifest = format!("{archive_name}.manifest.json.age");
+    let mut expected = vec![key.clone(), format!("{key}.meta"), manifest.clone()];
+    expected.sort();
+    assert_eq!(remote_files(&remote), expected);
+    // The manifest beside it is encrypted too: the project's name is not in it in the clear.
+    let sealed = std::fs::read(remote.join(&manifest)).unwrap();
+    assert!(sealed.starts_with(b"age-encryption.org/v1"), "an age file");
+    assert!(!String::from_utf8_lossy(&sealed).contains(project.name()));
     let stored = remote.join(&key);
     let tar = Command::new("tar").arg("-tzf").arg(&stored).output().unwrap();
     assert!(!tar.status.success(), "an encrypted copy is not a readable tar");
@@ -236,7 +244,12 @@ fn prune_applies_each_remotes_retention_and_a_pruned_copy_is_not_shipped_again()
     let kept: Vec<u64> = listed.iter().map(|o| o["backup_id"].as_u64().unwrap()).collect();
     assert_eq!(kept, [ids[2], ids[3]], "{listed:?}");
     assert!(listed.iter().all(|o| o["status"] == "ok"), "{listed:?}");
-    assert_eq!(remote_files(&remote).len(), 4, "two copies and their .meta files: {:?}", remote_files(&remote));
+    assert_eq!(
+        remote_files(&remote).len(),
+        6,
+        "two copies, their .meta files and manifests: {:?}",
+        remote_files(&remote)
+    );
     // The pruned copies are not pending: push ships nothing.
     assert_eq!(run_json(&project, &["status"])["remotes"][0]["pending"], 0);
     assert!(run_expect(&project, &["push"], 0).contains("nothing to ship"));

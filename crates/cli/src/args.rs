@@ -159,8 +159,10 @@ pub struct RestoreArgs {
     /// With --from s3://...: path-style requests, what self-hosted stores want.
     #[arg(long, requires = "from")]
     pub path_style: bool,
-    /// With --from a remote copy: the age identity file that opens it (owner-only).
-    #[arg(long, value_name = "FILE", requires = "from")]
+    /// The age identity file (owner-only) that opens an encrypted copy: with --from a remote
+    /// copy, or when backup ID's archive is gone from this host and a remote holds its copy (the
+    /// restore fetches it first; default: the remote's identity_file).
+    #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
     /// With --from s3://...: a file with AWS_ACCESS_KEY_ID=... and AWS_SECRET_ACCESS_KEY=...
     /// (owner-only), instead of the environment.
@@ -178,8 +180,16 @@ pub struct RestoreArgs {
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     /// Archives to catalog (lifeboat .tar.gz or .tar.zst files with a manifest).
-    #[arg(required = true, value_name = "ARCHIVE")]
+    #[arg(required_unless_present = "remote", conflicts_with = "remote", value_name = "ARCHIVE")]
     pub paths: Vec<PathBuf>,
+    /// Catalog every copy on this remote instead, from the manifest beside each (no copy is
+    /// downloaded: 'lifeboat restore ID' fetches the one it restores). For a new host: write a
+    /// lifeboat.toml with the project's name and its [[remote]], then import.
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
+    /// With --remote: the age identity file that opens an encrypted remote's manifests.
+    #[arg(long, value_name = "FILE", requires = "remote")]
+    pub identity: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -195,7 +195,7 @@ impl<S: Services> Executor<'_, S> {
                 return copies::begin_upload(project, backup, target).await;
             }
             Effect::UploadCopy { backup, target, upload_id } => {
-                return copies::upload(project, backup, target, upload_id).await;
+                return copies::upload(journal, project, backup, target, upload_id).await;
             }
             Effect::RecordCopy { target, copy, .. } => {
                 let RunSpec::Ship { backup, .. } = run.spec() else { anyhow::bail!("a copy outside a shipping run") };

@@ -158,7 +158,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             None => emit(json, commands::restore::run(&ctx, &args).await?),
         },
-        Command::Import(args) => emit(json, commands::import::run(&ctx, &args.paths)?),
+        Command::Import(args) => match &args.remote {
+            Some(remote) => emit(json, commands::remote::import(&ctx, remote, args.identity.as_deref()).await?),
+            None => emit(json, commands::import::run(&ctx, &args.paths)?),
+        },
         Command::Prune(args) => emit(json, commands::prune::run(&ctx, &args).await?),
         Command::Upgrade(args) => emit(json, commands::upgrade::run(&ctx, &args).await?),
         Command::Rollback(args) => emit(json, commands::rollback::run(&ctx, &args).await?),

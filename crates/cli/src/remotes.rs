@@ -19,6 +19,98 @@ pub fn copy_key(remote: &RemoteSection, archive: &str) -> String {
     if remote.encrypts() { format!("{name}{AGE_SUFFIX}") } else { name }
 }
 
+/// What a copy's manifest key ends with (then `.age` when the remote encrypts).
+pub const MANIFEST_SUFFIX: &str = ".manifest.json";
+
+/// The key of the manifest beside the copy `copy_key`: `ARCHIVE.manifest.json`, encrypted
+/// (`.age`) when the copy is.
+pub fn manifest_key(copy_key: &str) -> String {
+    match copy_key.strip_suffix(AGE_SUFFIX) {
+        Some(archive) => format!("{archive}{MANIFEST_SUFFIX}{AGE_SUFFIX}"),
+        None => format!("{copy_key}{MANIFEST_SUFFIX}"),
+    }
+}
+
+/// Whether `key` is a copy's manifest rather than a copy.
+pub fn is_manifest_key(key: &str) -> bool {
+    key.strip_suffix(AGE_SUFFIX).unwrap_or(key).ends_with(MANIFEST_SUFFIX)
+}
+
+/// The small document beside every copy on a remote: the backup's catalog entry, so that
+/// `import --remote` rebuilds a catalog on a new host without downloading the copies. Encrypted
+/// like the copy. Fields are added, never renamed (`format` says which).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CopyManifest {
+    pub format: u32,
+    pub lifeboat_version: String,
+    pub project: String,
+    pub backup_id: u64,
+    /// `manual`, `auto` or `pre-upgrade`.
+    pub kind: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// The archive's file name (the copy's key without `.age`).
+    pub archive_name: String,
+    /// The copy's key beside this manifest.
+    pub copy_key: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub file_count: u64,
+    pub entry_count: u64,
+    pub content_bytes: u64,
+    pub note: Option<String>,
+    pub protects_version: Option<String>,
+}
+
+impl CopyManifest {
+    pub const FORMAT: u32 = 1;
+
+    pub fn of(project: &str, entry: &lifeboat_journal::BackupEntry, copy_key: &str) -> CopyManifest {
+        CopyManifest {
+            format: CopyManifest::FORMAT,
+            lifeboat_version: env!("CARGO_PKG_VERSION").into(),
+            project: project.into(),
+            backup_id: entry.id,
+            kind: entry.kind.as_str().into(),
+            created_at: entry.created_at.0,
+            archive_name: copy_key.strip_suffix(AGE_SUFFIX).unwrap_or(copy_key).into(),
+            copy_key: copy_key.into(),
+            sha256: entry.sha256.clone(),
+            size_bytes: entry.size_bytes,
+            file_count: entry.file_count,
+            entry_count: entry.entry_count,
+            content_bytes: entry.content_bytes,
+            note: entry.note.clone(),
+            protects_version: entry.protects_version.clone(),
+        }
+    }
+
+    /// The catalog entry it describes, with the archive at `path` (where a restore fetches it).
+    pub fn entry(&self, path: String) -> anyhow::Result<lifeboat_journal::BackupEntry> {
+        use lifeboat_machine::BackupKind;
+        let kind = match self.kind.as_str() {
+            "manual" => BackupKind::Manual,
+            "auto" => BackupKind::Auto,
+            "pre-upgrade" => BackupKind::PreUpgrade,
+            other => anyhow::bail!("the manifest of {} names an unknown kind {other:?}", self.copy_key),
+        };
+        Ok(lifeboat_journal::BackupEntry {
+            id: self.backup_id,
+            run_id: self.backup_id,
+            kind,
+            created_at: lifeboat_machine::Timestamp(self.created_at),
+            path,
+            size_bytes: self.size_bytes,
+            file_count: self.file_count,
+            entry_count: self.entry_count,
+            content_bytes: self.content_bytes,
+            sha256: self.sha256.clone(),
+            note: self.note.clone(),
+            protects_version: self.protects_version.clone(),
+        })
+    }
+}
+
 /// Where a shipping run of `backup` to `remote` puts its copy.
 pub fn target(remote: &RemoteSection, backup: &BackupRef) -> CopyTarget {
     CopyTarget { remote: remote.name.clone(), url: remote.url.clone(), key: copy_key(remote, &backup.path) }
@@ -89,4 +181,73 @@ pub fn exit_for(err: RemoteError) -> anyhow::Error {
         Exit::Failed
     };
     code.wrap(err)
+}
+
+/// Puts a catalogued backup's archive back at its catalogued path from a copy on a remote, for a
+/// restore whose local file is gone (a new host after `import --remote`, a lost disk): the copy
+/// downloaded through a temporary file beside the path, decrypted, its archive sha256 compared
+/// with the catalog's, then renamed into place with its `.sha256` sidecar. Remotes are tried in
+/// `lifeboat.toml`'s order; an error names each one that failed.
+pub async fn fetch_catalogued(
+    project: &Project,
+    journal: &lifeboat_journal::Journal,
+    entry: &lifeboat_journal::BackupEntry,
+    identity: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
+    let target = project.dir.join(&entry.path);
+    let copies = journal.copies()?;
+    let mut tried = Vec::new();
+    for section in &project.config.remotes {
+        let Some(copy) = copies.iter().find(|c| c.backup_id == entry.id && c.remote == section.name) else {
+            continue;
+        };
+        let attempt = async {
+            let remote = open(project, section, &copy.url)?;
+            let identities = identities(project, section, identity)?;
+            let dir = target.parent().ok_or_else(|| anyhow::anyhow!("{} has no directory", target.display()))?;
+            crate::perms::ready_backup_dir(dir, project.config.backup.group_id()?)?;
+            let partial = tempfile::Builder::new().prefix(".fetch-").tempfile_in(dir)?;
+            tracing::info!(
+                "backup {} is not on this host: fetching it from remote {} ({})",
+                entry.id,
+                section.name,
+                copy.key
+            );
+            let (fetched, file) = remote.fetch(&copy.key, partial, identities).await.map_err(exit_for)?;
+            if fetched.archive_sha256 != entry.sha256 || fetched.archive_bytes != entry.size_bytes {
+                return Err(Exit::Integrity.wrap(anyhow::anyhow!(
+                    "remote {}: {} holds an archive of {} bytes with sha256 {}, the catalog says {} bytes, sha256 {}",
+                    section.name,
+                    copy.key,
+                    fetched.archive_bytes,
+                    fetched.archive_sha256,
+                    entry.size_bytes,
+                    entry.sha256
+                )));
+            }
+            file.as_file().sync_all()?;
+            file.persist(&target)
+                .map_err(|err| anyhow::Error::new(err.error).context(format!("cannot keep {}", target.display())))?;
+            crate::effects::backups::write_sidecar(&target, &entry.sha256, project.config.backup.group_id()?)?;
+            crate::fsutil::fsync_dir(dir)?;
+            Ok::<_, anyhow::Error>(())
+        };
+        match attempt.await {
+            Ok(()) => return Ok(target),
+            Err(err) => tried.push(format!("remote {}: {err:#}", section.name)),
+        }
+    }
+    if tried.is_empty() {
+        crate::fail!(
+            Exit::Usage,
+            "the archive of backup {} is gone ({}) and no configured remote holds a copy of it",
+            entry.id,
+            target.display()
+        );
+    }
+    Err(anyhow::anyhow!(
+        "the archive of backup {} is gone and no copy could be fetched: {}",
+        entry.id,
+        tried.join("; ")
+    ))
 }

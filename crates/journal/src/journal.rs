@@ -551,6 +551,39 @@ impl Journal {
         })
     }
 
+    /// Catalogs a copy found on a remote (`lifeboat import --remote`) of a backup imported from
+    /// the same remote's manifest: as [`Journal::record_copy`], with `entry.run_id` the imported
+    /// backup's id, since no run of this journal shipped it.
+    pub fn import_copy(&self, entry: &CopyEntry) -> Result<bool, JournalError> {
+        if entry.run_id != entry.backup_id || !self.is_imported(entry.backup_id)? {
+            return Err(JournalError::UnknownRun { path: self.path.clone(), run: entry.run_id });
+        }
+        self.contain(|| {
+            let bytes =
+                codec::encode(entry).map_err(|source| JournalError::Encode { path: self.path.clone(), source })?;
+            let txn = self.write()?;
+            {
+                let mut copies = txn.open_table(COPIES).map_err(|e| self.storage(e))?;
+                if let Some(existing) = copies.get((entry.backup_id, entry.remote.as_str())).map_err(|e| self.storage(e))? {
+                    let existing: CopyEntry = self.decode_copy(existing.value(), entry.backup_id, &entry.remote)?;
+                    // The same object catalogued before (by a shipping run or an import) stays.
+                    return if existing.key == entry.key && existing.stored_bytes == entry.stored_bytes {
+                        Ok(false)
+                    } else {
+                        Err(JournalError::CopyConflict {
+                            path: self.path.clone(),
+                            backup_id: entry.backup_id,
+                            remote: entry.remote.clone(),
+                        })
+                    };
+                }
+                copies.insert((entry.backup_id, entry.remote.as_str()), bytes.as_slice()).map_err(|e| self.storage(e))?;
+            }
+            self.commit(txn)?;
+            Ok(true)
+        })
+    }
+
     /// The copy of backup `backup_id` on `remote`, if one is catalogued. Reads that one record:
     /// another copy's damaged record does not make it fail.
     pub fn copy(&self, backup_id: u64, remote: &str) -> Result<Option<CopyEntry>, JournalError> {

@@ -209,7 +209,8 @@ impl Journal {
                                     entry_remote: entry.remote,
                                 });
                             }
-                            if !runs.contains_key(&entry.run_id) {
+                            // A copy imported from a remote's manifest names its imported backup.
+                            if !runs.contains_key(&entry.run_id) && !imported.contains(&entry.run_id) {
                                 report.problems.push(Problem::CopyWithoutRun {
                                     backup_id,
                                     remote,

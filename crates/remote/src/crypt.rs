@@ -68,6 +68,14 @@ impl Encryption {
         }
     }
 
+    /// A small document (a copy's manifest) encrypted whole, or as it is for `Encryption::None`.
+    pub fn seal(&self, bytes: &[u8]) -> Result<Vec<u8>, RemoteError> {
+        use std::io::Write;
+        let mut writer = self.wrap(Vec::new()).map_err(|e| RemoteError::Key(format!("cannot encrypt: {e}")))?;
+        writer.write_all(bytes).map_err(|e| RemoteError::Key(format!("cannot encrypt: {e}")))?;
+        writer.finish_into().map_err(|e| RemoteError::Key(format!("cannot encrypt: {e}")))
+    }
+
     /// Wraps `out` in an age writer, or returns it as it is.
     pub(crate) fn wrap<W: std::io::Write + Send + 'static>(&self, out: W) -> std::io::Result<Box<dyn FinishWrite<W>>> {
         match self {
@@ -142,6 +150,17 @@ impl Identities {
             .and_then(|f| f.into_identities().map_err(std::io::Error::other))
             .map_err(|e| RemoteError::Key(format!("not an age identity: {e}")))?;
         Ok(Identities(Arc::new(parsed)))
+    }
+
+    /// A small age document (a copy's manifest) decrypted whole; `what` names it in the error.
+    pub fn open(&self, bytes: &[u8], what: &str) -> Result<Vec<u8>, RemoteError> {
+        use std::io::Read;
+        let fail = |detail: String| RemoteError::Key(format!("cannot decrypt {what}: {detail}"));
+        let decryptor = age::Decryptor::new(bytes).map_err(|e| fail(format!("not a valid age file: {e}")))?;
+        let mut reader = decryptor.decrypt(self.iter()).map_err(|e| fail(e.to_string()))?;
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).map_err(|e| fail(e.to_string()))?;
+        Ok(out)
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &dyn age::Identity> {

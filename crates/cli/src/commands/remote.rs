@@ -83,7 +83,8 @@ pub async fn list(ctx: &Ctx, name: &str) -> anyhow::Result<RemoteListReport> {
     let copies: Vec<CopyEntry> =
         project.journal()?.copies()?.into_iter().filter(|c| c.remote == section.name).collect();
     let remote = remotes::open(&project, section, &section.url)?;
-    let listed = remote.list().await.map_err(exit_for)?;
+    let mut listed = remote.list().await.map_err(exit_for)?;
+    listed.retain(|object| !remotes::is_manifest_key(&object.key));
     let mut objects = Vec::new();
     for info in &listed {
         let copy = copies.iter().find(|c| c.key == info.key);
@@ -228,7 +229,10 @@ async fn verify_copy(
             copy.key
         ))
     };
-    if fetched.stored_sha256 != copy.stored_sha256 || fetched.stored_bytes != copy.stored_bytes {
+    // An imported copy's row has no stored sha256 (the remote's metadata does not carry it).
+    let stored_differs = (!copy.stored_sha256.is_empty() && fetched.stored_sha256 != copy.stored_sha256)
+        || fetched.stored_bytes != copy.stored_bytes;
+    if stored_differs {
         return Err(mismatch(
             "the stored object",
             format!("{} bytes, sha256 {}", fetched.stored_bytes, fetched.stored_sha256),
@@ -376,4 +380,181 @@ pub async fn fetch_for_restore(
     crate::effects::backups::write_sidecar(&target, &meta.archive_sha256, None)?;
     crate::fsutil::fsync_dir(&dir)?;
     Ok(target)
+}
+
+/// What `import --remote` did with each copy's manifest.
+#[derive(Debug, Serialize)]
+pub struct RemoteImportReport {
+    pub remote: String,
+    pub copies: Vec<ImportedCopy>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImportedCopy {
+    /// The copy's key on the remote.
+    pub key: String,
+    /// `imported`, `already_catalogued`, `other_project` (a manifest of another project under
+    /// the same prefix: left alone) or `refused`.
+    pub outcome: &'static str,
+    pub backup_id: Option<u64>,
+    pub error: Option<String>,
+    #[serde(skip)]
+    exit: Exit,
+}
+
+/// Rebuilds a catalog from a remote (`import --remote NAME`): each copy's manifest is read (and
+/// decrypted), its copy checked to be on the remote with the metadata that names it, then the
+/// backup is catalogued (its archive at `backup.dir/NAME`, not downloaded: `restore ID` fetches
+/// it) and the copy with it. Importing again changes nothing.
+pub async fn import(ctx: &Ctx, name: &str, identity: Option<&Path>) -> anyhow::Result<RemoteImportReport> {
+    let project = Project::load(&ctx.dir)?;
+    let _lock = project.lock()?;
+    let section = project.config.remote(name)?;
+    let journal = project.journal()?;
+    let identities = remotes::identities(&project, section, identity)?;
+    let remote = remotes::open(&project, section, &section.url)?;
+    let listed = remote.list().await.map_err(exit_for)?;
+    let mut copies = Vec::new();
+    for object in listed.iter().filter(|o| remotes::is_manifest_key(&o.key)) {
+        let copy_key = {
+            let archive = object.key.strip_suffix(AGE_SUFFIX).unwrap_or(&object.key);
+            let archive = archive.strip_suffix(remotes::MANIFEST_SUFFIX).unwrap_or(archive);
+            if object.key.ends_with(AGE_SUFFIX) { format!("{archive}{AGE_SUFFIX}") } else { archive.to_owned() }
+        };
+        let result =
+            import_one(&project, &journal, section, &remote, &object.key, &copy_key, identities.as_ref()).await;
+        copies.push(match result {
+            Ok((outcome, backup_id)) => {
+                ImportedCopy { key: copy_key, outcome, backup_id: Some(backup_id), error: None, exit: Exit::Success }
+            }
+            Err(err) => ImportedCopy {
+                key: copy_key,
+                outcome: "refused",
+                backup_id: None,
+                exit: Exit::of(&err),
+                error: Some(format!("{err:#}")),
+            },
+        });
+    }
+    Ok(RemoteImportReport { remote: section.name.clone(), copies })
+}
+
+async fn import_one(
+    project: &Project,
+    journal: &lifeboat_journal::Journal,
+    section: &crate::config::RemoteSection,
+    remote: &lifeboat_remote::Remote,
+    manifest_key: &str,
+    copy_key: &str,
+    identities: Option<&lifeboat_remote::Identities>,
+) -> anyhow::Result<(&'static str, u64)> {
+    let bytes = remote
+        .get_small(manifest_key, 1 << 20)
+        .await
+        .map_err(exit_for)?
+        .ok_or_else(|| anyhow::anyhow!("{manifest_key} went away while importing"))?;
+    let bytes = match (manifest_key.ends_with(AGE_SUFFIX), identities) {
+        (true, Some(ids)) => ids.open(&bytes, manifest_key).map_err(|err| Exit::Integrity.wrap(err))?,
+        (true, None) => fail!(
+            Exit::Usage,
+            "{manifest_key} is encrypted: pass --identity FILE or set identity_file in [[remote]] {}",
+            section.name
+        ),
+        (false, _) => bytes,
+    };
+    let manifest: remotes::CopyManifest = serde_json::from_slice(&bytes)
+        .map_err(|err| Exit::Integrity.wrap(anyhow::anyhow!("{manifest_key} is not a copy manifest: {err}")))?;
+    if manifest.format > remotes::CopyManifest::FORMAT {
+        fail!(Exit::Usage, "{manifest_key} has manifest format {}: a newer lifeboat wrote it", manifest.format);
+    }
+    if manifest.project != project.config.project.name {
+        return Ok(("other_project", manifest.backup_id));
+    }
+    let name_ok =
+        !manifest.archive_name.contains('/') && manifest.archive_name != ".." && !manifest.archive_name.is_empty();
+    if manifest.copy_key != copy_key || !name_ok {
+        fail!(Exit::Integrity, "{manifest_key} names the copy {:?}, not {copy_key:?}", manifest.copy_key);
+    }
+    // The copy itself must be there, saying it is this backup's.
+    let info = remote.stat(copy_key).await.map_err(exit_for)?;
+    let meta = info.as_ref().and_then(|i| i.meta.clone());
+    let Some(meta) = meta.filter(|m| m.backup_id == manifest.backup_id && m.archive_sha256 == manifest.sha256) else {
+        fail!(
+            Exit::Integrity,
+            "the copy {copy_key} is missing or its metadata does not name backup {} with sha256 {}",
+            manifest.backup_id,
+            manifest.sha256
+        );
+    };
+    let stored_bytes = info.map_or(0, |i| i.size);
+    if let Some(existing) = journal.backup(manifest.backup_id)? {
+        if existing.sha256 != manifest.sha256 {
+            fail!(
+                Exit::Integrity,
+                "backup {} is already in the catalog with another archive (sha256 {}): {copy_key} is not imported",
+                manifest.backup_id,
+                existing.sha256
+            );
+        }
+        // Known already (restored from this very copy, say): its copy is catalogued too, once.
+        if journal.copy(manifest.backup_id, &section.name)?.is_none() && journal.is_imported(manifest.backup_id)? {
+            journal.import_copy(&copy_row(section, &manifest, copy_key, stored_bytes, meta))?;
+        }
+        return Ok(("already_catalogued", manifest.backup_id));
+    }
+    let path = project.backup_dir().join(&manifest.archive_name).display().to_string();
+    let entry = manifest.entry(path)?;
+    journal.import_backup(&entry, None).map_err(|err| Exit::Integrity.wrap(err))?;
+    journal
+        .import_copy(&copy_row(section, &manifest, copy_key, stored_bytes, meta))
+        .map_err(|err| Exit::Integrity.wrap(err))?;
+    Ok(("imported", manifest.backup_id))
+}
+
+/// The catalog row of a copy found on a remote. The stored bytes' sha256 is not in the remote's
+/// metadata, so it stays empty: `verify --remote` checks the archive inside (the sha256 the
+/// catalog has) rather than the stored bytes.
+fn copy_row(
+    section: &crate::config::RemoteSection,
+    manifest: &remotes::CopyManifest,
+    copy_key: &str,
+    stored_bytes: u64,
+    meta: lifeboat_remote::CopyMeta,
+) -> lifeboat_journal::CopyEntry {
+    lifeboat_journal::CopyEntry {
+        backup_id: manifest.backup_id,
+        remote: section.name.clone(),
+        run_id: manifest.backup_id,
+        url: section.url.clone(),
+        key: copy_key.to_owned(),
+        shipped_at: lifeboat_machine::Timestamp(manifest.created_at),
+        stored_sha256: String::new(),
+        stored_bytes,
+        archive_sha256: meta.archive_sha256,
+        encryption: meta.encryption,
+    }
+}
+
+impl Report for RemoteImportReport {
+    fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        if self.copies.is_empty() {
+            return writeln!(out, "remote {} holds no copy manifests: nothing to import", self.remote);
+        }
+        for c in &self.copies {
+            let id = c.backup_id.map_or("-".to_owned(), |id| id.to_string());
+            match &c.error {
+                None => writeln!(out, "{:<18}  backup {id:>6}  {}", c.outcome, c.key)?,
+                Some(err) => writeln!(out, "refused             {}: {err}", c.key)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Exit 5 when a manifest or copy does not hold together, else the first refusal's code.
+    fn exit(&self) -> anyhow::Result<()> {
+        let refused: Vec<&ImportedCopy> = self.copies.iter().filter(|c| c.error.is_some()).collect();
+        let Some(first) = refused.first() else { return Ok(()) };
+        let code = if refused.iter().any(|c| c.exit == Exit::Integrity) { Exit::Integrity } else { first.exit };
+        Err(code.wrap(anyhow::anyhow!("{} of {} copies were not imported", refused.len(), self.copies.len())))
+    }
 }

@@ -46,6 +46,9 @@ pub async fn run(ctx: &Ctx, args: &RestoreArgs) -> anyhow::Result<RestoreReport>
     // The roots come from the archive's manifest (docs/design.md, "Archive manifest"); an
     // archive too damaged to say is refused by the run's verification, before anything is done.
     let archive = session.project.dir.join(&entry.path);
+    if !archive.exists() {
+        crate::remotes::fetch_catalogued(&session.project, &session.journal, &entry, args.identity.as_deref()).await?;
+    }
     let manifest = Manifest::read(&archive).ok().flatten();
     let volumes = session.volumes().await?;
     let (restored, differences) = match &manifest {

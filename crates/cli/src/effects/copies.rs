@@ -26,9 +26,12 @@ pub async fn begin_upload(project: &Project, backup: &BackupRef, target: &CopyTa
     Ok(Outcome::UploadBegun { upload_id })
 }
 
-/// Streams the archive into the upload. The remote's encryption must still be what the key says
-/// (a run that began encrypted never ships in the clear).
+/// Streams the archive into the upload, then writes the copy's manifest beside it (the backup's
+/// catalog entry, encrypted like the copy: what `import --remote` reads). The remote's
+/// encryption must still be what the key says (a run that began encrypted never ships in the
+/// clear).
 pub async fn upload(
+    journal: &Journal,
     project: &Project,
     backup: &BackupRef,
     target: &CopyTarget,
@@ -50,6 +53,12 @@ pub async fn upload(
     let options = UploadOptions { cancel: crate::signals::cancel_flag(), ..UploadOptions::default() };
     let shipment = Shipment { source: &source, meta: &meta, encryption: &encryption, options: &options };
     let stored = remote.upload(&target.key, &upload_id.to_owned(), &shipment).await.map_err(exit_for)?;
+    let entry = journal
+        .backup(backup.backup_id)?
+        .ok_or_else(|| anyhow::anyhow!("backup {} left the catalog while its copy was shipped", backup.backup_id))?;
+    let manifest = remotes::CopyManifest::of(&project.config.project.name, &entry, &target.key);
+    let sealed = encryption.seal(&serde_json::to_vec_pretty(&manifest)?).map_err(exit_for)?;
+    remote.put_small(&remotes::manifest_key(&target.key), sealed).await.map_err(exit_for)?;
     Ok(Outcome::CopyUploaded(CopyFacts {
         stored_sha256: stored.stored_sha256,
         stored_bytes: stored.stored_bytes,
@@ -110,7 +119,8 @@ pub async fn delete(
         return Ok(());
     }
     let (remote, _) = remotes::open_target(project, target)?;
-    remote.delete(&target.key).await.map_err(exit_for)
+    remote.delete(&target.key).await.map_err(exit_for)?;
+    remote.delete(&remotes::manifest_key(&target.key)).await.map_err(exit_for)
 }
 
 /// A remote's retention deletes a copy: its row goes and it is noted pruned (one transaction),
@@ -118,7 +128,8 @@ pub async fn delete(
 pub async fn prune(journal: &Journal, project: &Project, backup_id: u64, target: &CopyTarget) -> anyhow::Result<()> {
     journal.prune_copy(backup_id, &target.remote, crate::render::now().0)?;
     let (remote, _) = remotes::open_target(project, target)?;
-    remote.delete(&target.key).await.map_err(exit_for)
+    remote.delete(&target.key).await.map_err(exit_for)?;
+    remote.delete(&remotes::manifest_key(&target.key)).await.map_err(exit_for)
 }
 
 /// Aborts the upload. With no id (its begin was interrupted before the journal heard it), only a
