@@ -99,6 +99,40 @@ impl DirRemote {
         remove(&partial).map_err(self.local(&partial))
     }
 
+    /// Removes what an upload of `key` that never completed left: `KEY.partial` (what
+    /// `begin_upload` creates; counted), and the metadata of a copy that was never renamed into
+    /// place (`KEY.meta.partial`; `KEY.meta` when there is no `KEY`). A completed copy and its
+    /// metadata stay. The directories `begin_upload` created stay too: other keys may share them.
+    pub fn abort_uploads_of(&self, key: &str) -> Result<usize> {
+        let target = self.file(key);
+        let partial = with_suffix(&target, PARTIAL);
+        let meta = with_suffix(&target, META);
+        let mut removed = false;
+        let mut remove_counted = |path: &Path| -> Result<bool> {
+            match fs::remove_file(path) {
+                Ok(()) => {
+                    removed = true;
+                    Ok(true)
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(self.local(path)(e)),
+            }
+        };
+        let aborted = usize::from(remove_counted(&partial)?);
+        remove_counted(&with_suffix(&meta, PARTIAL))?;
+        match fs::symlink_metadata(&target) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                remove_counted(&meta)?;
+            }
+            Err(e) => return Err(self.local(&target)(e)),
+            Ok(_) => {}
+        }
+        if removed {
+            sync_parent(&target).map_err(self.local(&target))?;
+        }
+        Ok(aborted)
+    }
+
     pub fn stat(&self, key: &str) -> Result<Option<ObjectInfo>> {
         let path = self.file(key);
         let size = match fs::metadata(&path) {

@@ -13,7 +13,9 @@
 //! - [`Remote::upload`] streams the file's parts into it with bounded memory, hashing the bytes
 //!   stored, and completes it; the object's size and metadata are then read back and compared;
 //! - [`Remote::fetch`] downloads, hashes, decrypts and hashes again, for verify and restore;
-//! - [`Remote::delete`] and [`Remote::abort_upload`] tolerate what is already gone.
+//! - [`Remote::delete`] and [`Remote::abort_upload`] tolerate what is already gone;
+//! - [`Remote::abort_uploads_of`] aborts every open upload of a key, ids unknown: what recovery
+//!   does for an upload the store may have opened before the journal recorded its id.
 //!
 //! Credentials come in a [`Credentials`], whose secret never appears in a `Debug`, `Display` or
 //! error message of this crate (errors from the storage library are scrubbed of it too).
@@ -161,7 +163,7 @@ pub struct Remote {
 
 #[derive(Debug)]
 enum Backend {
-    S3(s3::S3Remote),
+    S3(Box<s3::S3Remote>),
     Dir(dir::DirRemote),
 }
 
@@ -173,7 +175,7 @@ impl Remote {
     /// Opens a remote (no request is made: [`Remote::check`] makes one).
     pub fn open(spec: &RemoteSpec) -> Result<Remote> {
         let backend = match &spec.location {
-            Location::S3 { .. } => Backend::S3(s3::S3Remote::open(spec)?),
+            Location::S3 { .. } => Backend::S3(Box::new(s3::S3Remote::open(spec)?)),
             Location::Dir { path } => Backend::Dir(dir::DirRemote::open(&spec.name, path)?),
         };
         Ok(Remote { name: spec.name.clone(), backend })
@@ -238,6 +240,28 @@ impl Remote {
         match &self.backend {
             Backend::S3(r) => r.abort_upload(key, id).await,
             Backend::Dir(r) => r.abort_upload(key, id),
+        }
+    }
+
+    /// Aborts every upload of `key` still open, whatever its id, and returns how many there were:
+    /// what recovery does when a crash may have come between the store opening an upload (in
+    /// [`Remote::begin_upload`]) and the journal recording its id, so that no upload is left
+    /// open. Only `key` itself, relative to the remote's prefix like every key: not the longer
+    /// keys it is a prefix of. A completed copy of `key` is left as it is. Idempotent: a second
+    /// call finds nothing and returns 0.
+    ///
+    /// On S3 it lists the bucket's open uploads under the key (ListMultipartUploads, every page)
+    /// and aborts those of exactly that key. On a directory it removes `KEY.partial` (and the
+    /// metadata of a copy that never got renamed into place: `KEY.meta.partial`, or `KEY.meta`
+    /// when there is no `KEY`), and returns 1 when `KEY.partial` was there, 0 otherwise.
+    ///
+    /// An upload of `key` begun while this runs may survive it: call it when nothing else uploads
+    /// that key (under the project lock, in recovery).
+    pub async fn abort_uploads_of(&self, key: &str) -> Result<usize> {
+        location::check_key(key)?;
+        match &self.backend {
+            Backend::S3(r) => r.abort_uploads_of(key).await,
+            Backend::Dir(r) => r.abort_uploads_of(key),
         }
     }
 

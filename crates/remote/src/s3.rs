@@ -1,19 +1,49 @@
 //! An S3-compatible bucket through object_store's S3 client (SigV4 signing, retries with backoff,
 //! multipart uploads by id), with lifeboat's metadata as `x-amz-meta-lifeboat-*`.
+//!
+//! One request object_store has no call for: ListMultipartUploads, which
+//! [`S3Remote::abort_uploads_of`] needs to find the uploads of a key whose ids the journal never
+//! received (a crash between the store opening the upload and the journal recording its id).
+//! That request is made here with object_store's own public parts, so that it goes where, and is
+//! signed, sent, timed out and retried as, object_store's requests are:
+//!
+//! - **Signing**: object_store's public SigV4 signer, [`AwsAuthorizer::try_authorize`], over its
+//!   public request type ([`HttpRequest`], an `http::Request<HttpRequestBody>`). No hand-written
+//!   SigV4 and no second signing crate (aws-sigv4 would bring the AWS SDK's smithy crates for one
+//!   request); the deprecated `authorize` only differs in panicking where `try_authorize` returns
+//!   an error. It signs with ring, the crypto provider object_store is built with here.
+//! - **Sending**: an [`HttpClient`] from object_store's public [`ReqwestConnector`] with the same
+//!   [`ClientOptions`] as the store (request and connect timeouts, plain http only where the
+//!   endpoint says so, rustls with the ring provider installed in [`S3Remote::open`]).
+//! - **Retrying**: object_store's retry loop is private, so [`S3Remote::send_signed`] retries
+//!   with the store's [`RetryConfig`] (same backoff, retry count and `retry_for`), re-signing each
+//!   attempt.
+//! - **Parsing**: quick-xml's event reader (already in the tree through object_store), strictly:
+//!   the root must be `ListMultipartUploadsResult`, every `Upload` must have one `Key` and one
+//!   `UploadId`, `IsTruncated` must be there, no DOCTYPE, no entity but XML's five and character
+//!   references.
+//! - **Errors** are classified like the store's ([`S3Remote::error`]) and pass through the same
+//!   [`scrub`] of the secret key.
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer, AwsCredential, Checksum};
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpRequestBody, ReqwestConnector,
+};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::{
     Attribute, AttributeValue, Attributes, BackoffConfig, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt,
     PutMultipartOptions, PutPayload, RetryConfig,
 };
+use quick_xml::events::Event;
+use reqwest::{Method, StatusCode};
 
 use crate::crypt::check_private;
 use crate::transfer::{self, PartSink};
@@ -101,6 +131,14 @@ pub(crate) struct S3Remote {
     prefix: String,
     /// Kept to scrub it from any message the client library makes.
     secret: Secret,
+    /// For the requests object_store has no call for (ListMultipartUploads): the same client
+    /// options, retry settings and URL as the store's, and the credential to sign with (its
+    /// `Debug` hides the secret).
+    http: HttpClient,
+    retry: RetryConfig,
+    bucket_endpoint: String,
+    region: String,
+    credential: AwsCredential,
 }
 
 impl S3Remote {
@@ -114,42 +152,59 @@ impl S3Remote {
         // (ureq's). aws-lc-rs would add post-quantum key exchange, and a C build.
         #[allow(deprecated)]
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let region = spec.region.clone().unwrap_or_else(|| "us-east-1".into());
+        let client_options = ClientOptions::new()
+            .with_timeout(spec.request_timeout)
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_allow_http(spec.endpoint.as_deref().is_some_and(|e| e.starts_with("http://")));
+        let retry = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(200),
+                max_backoff: Duration::from_secs(5),
+                base: 2.0,
+            },
+            max_retries: 8,
+            retry_timeout: spec.retry_for,
+        };
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(bucket)
-            .with_region(spec.region.clone().unwrap_or_else(|| "us-east-1".into()))
+            .with_region(&region)
             .with_access_key_id(&credentials.access_key_id)
             .with_secret_access_key(credentials.secret_access_key.expose())
             .with_virtual_hosted_style_request(!spec.path_style)
             // x-amz-checksum-sha256 on every part (declared when the upload opens): the store
             // checks each part on receipt and keeps the checksums, beside SigV4's payload hash.
             .with_checksum_algorithm(Checksum::SHA256)
-            .with_client_options(
-                ClientOptions::new()
-                    .with_timeout(spec.request_timeout)
-                    .with_connect_timeout(Duration::from_secs(5))
-                    .with_allow_http(spec.endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))),
-            )
-            .with_retry(RetryConfig {
-                backoff: BackoffConfig {
-                    init_backoff: Duration::from_millis(200),
-                    max_backoff: Duration::from_secs(5),
-                    base: 2.0,
-                },
-                max_retries: 8,
-                retry_timeout: spec.retry_for,
-            });
-        if let Some(endpoint) = &spec.endpoint {
-            if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
+            .with_client_options(client_options.clone())
+            .with_retry(retry.clone());
+        let endpoint = match &spec.endpoint {
+            Some(endpoint) if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") => {
                 return Err(config(format!("endpoint {endpoint:?} must start with http:// or https://")));
             }
-            builder = builder.with_endpoint(endpoint.trim_end_matches('/'));
+            Some(endpoint) => Some(endpoint.trim_end_matches('/')),
+            None => None,
+        };
+        if let Some(endpoint) = endpoint {
+            builder = builder.with_endpoint(endpoint);
         }
-        let store = builder.build().map_err(|e| config(scrub(&e.to_string(), &credentials.secret_access_key)))?;
+        let secret = &credentials.secret_access_key;
+        let store = builder.build().map_err(|e| config(scrub(&e.to_string(), secret)))?;
+        let http =
+            ReqwestConnector::default().connect(&client_options).map_err(|e| config(scrub(&e.to_string(), secret)))?;
         Ok(S3Remote {
             name: spec.name.clone(),
             store: Arc::new(store),
             bucket: bucket.clone(),
             prefix: prefix.clone(),
+            http,
+            retry,
+            bucket_endpoint: bucket_endpoint(endpoint, bucket, &region, !spec.path_style),
+            region,
+            credential: AwsCredential {
+                key_id: credentials.access_key_id.clone(),
+                secret_key: secret.expose().to_string(),
+                token: None,
+            },
             secret: credentials.secret_access_key,
         })
     }
@@ -237,6 +292,152 @@ impl S3Remote {
                 if error.to_string().contains("NoSuchUpload") { Ok(()) } else { Err(error) }
             }
         }
+    }
+
+    /// Aborts every open multipart upload of exactly `key` (not of the longer keys its prefix also
+    /// matches) and returns how many it aborted. An upload that is gone by the time it is aborted
+    /// (completed or aborted by someone else) is not counted.
+    pub async fn abort_uploads_of(&self, key: &str) -> Result<usize> {
+        let path = self.path(key)?;
+        let full_key = path.as_ref();
+        let ids = collect_upload_ids(&self.name, full_key, |marker| self.uploads_page(full_key, marker)).await?;
+        let mut aborted = 0;
+        for id in ids {
+            match self.store.abort_multipart(&path, &id).await {
+                Ok(()) => aborted += 1,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    let error = self.error(e);
+                    if !error.to_string().contains("NoSuchUpload") {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+        Ok(aborted)
+    }
+
+    /// One page of ListMultipartUploads for the keys that start with `full_key`, from `marker` on.
+    async fn uploads_page(&self, full_key: &str, marker: Option<Marker>) -> Result<UploadsPage> {
+        let mut url =
+            format!("{}?uploads=&max-uploads={UPLOADS_PAGE}&prefix={}", self.bucket_endpoint, strict_encode(full_key));
+        if let Some(marker) = &marker {
+            url.push_str(&format!("&key-marker={}", strict_encode(&marker.key)));
+            if let Some(id) = &marker.upload_id {
+                url.push_str(&format!("&upload-id-marker={}", strict_encode(id)));
+            }
+        }
+        let what = format!("ListMultipartUploads of {full_key}");
+        let body = self.send_signed(Method::GET, &url, &what).await?;
+        let text = std::str::from_utf8(&body).map_err(|_| self.store_error(&what, "the answer is not UTF-8"))?;
+        parse_uploads(text).map_err(|e| self.store_error(&what, &format!("the answer does not parse: {e}")))
+    }
+
+    /// Sends a request without a body, signed with object_store's SigV4 signer, retrying as the
+    /// store does (server errors, 429, connection failures and timeouts, with the store's backoff
+    /// until `retry_for` or its retry count runs out). Returns the body of a 2xx answer.
+    async fn send_signed(&self, method: Method, url: &str, what: &str) -> Result<Bytes> {
+        let started = Instant::now();
+        let mut backoff = self.retry.backoff.init_backoff;
+        let mut retries = 0;
+        loop {
+            let failure = match self.send_once(method.clone(), url, what).await? {
+                Ok((status, body)) if status.is_success() => return Ok(body),
+                Ok((status, body)) if !retryable_status(status) => return Err(self.status_error(what, status, &body)),
+                Ok((status, body)) => Failure::Status(status, body),
+                Err(e) if !retryable_transport(e.kind()) => return Err(self.transport_error(what, &e, retries)),
+                Err(e) => Failure::Transport(e),
+            };
+            if retries >= self.retry.max_retries || started.elapsed() + backoff > self.retry.retry_timeout {
+                return Err(match failure {
+                    Failure::Status(status, body) => self.status_error(what, status, &body),
+                    Failure::Transport(e) => self.transport_error(what, &e, retries),
+                });
+            }
+            tracing::debug!(what, retries, ?backoff, "retrying a request to remote {}", self.name);
+            tokio::time::sleep(backoff).await;
+            retries += 1;
+            backoff = backoff.mul_f64(self.retry.backoff.base).min(self.retry.backoff.max_backoff);
+        }
+    }
+
+    /// One attempt: the outer error is one no retry cures (a URL or signing failure), the inner
+    /// one a failure to reach the store or read its answer.
+    async fn send_once(
+        &self,
+        method: Method,
+        url: &str,
+        what: &str,
+    ) -> Result<std::result::Result<(StatusCode, Bytes), HttpError>> {
+        let mut request = HttpRequest::new(HttpRequestBody::empty());
+        *request.method_mut() = method;
+        *request.uri_mut() = url.parse().map_err(|e| self.store_error(what, &format!("bad request url: {e}")))?;
+        AwsAuthorizer::new(&self.credential, "s3", &self.region)
+            .try_authorize(&mut request, None)
+            .map_err(|e| self.error(e))?;
+        let response = match self.http.execute(request).await {
+            Ok(response) => response,
+            Err(e) => return Ok(Err(e)),
+        };
+        let status = response.status();
+        Ok(response.into_body().bytes().await.map(|body| (status, body)))
+    }
+
+    /// A non-2xx answer, classified as [`S3Remote::error`] classifies object_store's errors.
+    fn status_error(&self, what: &str, status: StatusCode, body: &[u8]) -> RemoteError {
+        let text = String::from_utf8_lossy(body);
+        let (code, message) = parse_error(&text);
+        let mut detail = format!("{what}: {status}");
+        for part in [&code, &message].into_iter().flatten() {
+            detail.push_str(": ");
+            detail.push_str(part);
+        }
+        if code.is_none() && message.is_none() && !text.trim().is_empty() {
+            let start: String = text.trim().chars().take(200).collect();
+            detail.push_str(&format!(": {start}"));
+        }
+        let remote = self.name.clone();
+        let detail = scrub(&detail, &self.secret);
+        let code = code.as_deref().unwrap_or("");
+        match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RemoteError::Denied { remote, detail },
+            _ if matches!(code, "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied") => {
+                RemoteError::Denied { remote, detail }
+            }
+            _ if code == "NoSuchBucket" => {
+                RemoteError::NoBucket { remote, detail: format!("bucket {} does not exist ({detail})", self.bucket) }
+            }
+            _ if retryable_status(status) => RemoteError::Unavailable { remote, detail },
+            _ => RemoteError::Store { remote, detail },
+        }
+    }
+
+    /// The store could not be reached, or its answer not read.
+    fn transport_error(&self, what: &str, e: &HttpError, retries: usize) -> RemoteError {
+        let mut detail = format!("{what}: {e}");
+        let mut source = std::error::Error::source(e);
+        while let Some(cause) = source {
+            // reqwest's errors repeat their cause's words; say each once.
+            let cause_text = cause.to_string();
+            if !detail.ends_with(&cause_text) {
+                detail.push_str(&format!(": {cause_text}"));
+            }
+            source = cause.source();
+        }
+        if retries > 0 {
+            detail.push_str(&format!(" (after {retries} retries)"));
+        }
+        let remote = self.name.clone();
+        let detail = scrub(&detail, &self.secret);
+        if retryable_transport(e.kind()) {
+            RemoteError::Unavailable { remote, detail }
+        } else {
+            RemoteError::Store { remote, detail }
+        }
+    }
+
+    fn store_error(&self, what: &str, detail: &str) -> RemoteError {
+        RemoteError::Store { remote: self.name.clone(), detail: scrub(&format!("{what}: {detail}"), &self.secret) }
     }
 
     pub async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>> {
@@ -348,4 +549,477 @@ impl PartSink for S3Parts<'_> {
 /// `text` without the secret (the library never prints it, but a message is checked anyway).
 fn scrub(text: &str, secret: &Secret) -> String {
     if secret.0.len() >= 8 { text.replace(&secret.0, "…") } else { text.to_string() }
+}
+
+/// What one attempt of [`S3Remote::send_signed`] ended with, when a retry may cure it.
+enum Failure {
+    Status(StatusCode, Bytes),
+    Transport(HttpError),
+}
+
+/// Answers worth retrying, as object_store retries them; 501 (a store without the request) is
+/// not.
+fn retryable_status(status: StatusCode) -> bool {
+    (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+}
+
+/// Transport failures object_store retries for an idempotent request (every request here is a
+/// GET).
+fn retryable_transport(kind: HttpErrorKind) -> bool {
+    matches!(
+        kind,
+        HttpErrorKind::Connect | HttpErrorKind::Request | HttpErrorKind::Timeout | HttpErrorKind::Interrupted
+    )
+}
+
+/// The URL of the bucket, as object_store's builder makes it (`bucket_endpoint` in
+/// `AmazonS3Builder::build`), so that the requests made here go where the store's go. Note that
+/// object_store takes an endpoint given with virtual-hosted requests to include the bucket
+/// already.
+fn bucket_endpoint(endpoint: Option<&str>, bucket: &str, region: &str, virtual_hosted: bool) -> String {
+    match (endpoint, virtual_hosted) {
+        (Some(endpoint), true) => endpoint.to_string(),
+        (Some(endpoint), false) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+        (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+        (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+    }
+}
+
+/// Percent-encodes everything but `A-Z a-z 0-9 - . _ ~`, as SigV4's canonical query does: the URL
+/// then carries exactly the bytes that are signed (a `+` or `/` in a key stays what it is).
+fn strict_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Uploads asked for per ListMultipartUploads page (S3's default and maximum).
+const UPLOADS_PAGE: usize = 1000;
+
+/// Where the next page of a listing starts: after this key, or after this upload of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Marker {
+    key: String,
+    upload_id: Option<String>,
+}
+
+/// One open upload, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OpenUpload {
+    key: String,
+    upload_id: String,
+}
+
+/// One page of a ListMultipartUploads answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct UploadsPage {
+    uploads: Vec<OpenUpload>,
+    truncated: bool,
+    next_key_marker: Option<String>,
+    next_upload_id_marker: Option<String>,
+}
+
+impl UploadsPage {
+    /// Where the next page starts: the markers the store gave, or (when it gave none) after the
+    /// last upload listed, which is where S3 documents them to point.
+    fn next_marker(&self) -> Option<Marker> {
+        let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        match given(&self.next_key_marker) {
+            Some(key) => Some(Marker { key, upload_id: given(&self.next_upload_id_marker) }),
+            None => self.uploads.last().map(|u| Marker { key: u.key.clone(), upload_id: Some(u.upload_id.clone()) }),
+        }
+    }
+}
+
+/// Pages through a listing (`page` fetches the page after a marker) and returns the ids of the
+/// uploads whose key is exactly `full_key`: the prefix the store filters by also matches longer
+/// keys. A truncated page that gives no way forward, or the same way again, is an error rather
+/// than an endless loop or a listing silently cut short.
+async fn collect_upload_ids<F, Fut>(remote: &str, full_key: &str, mut page: F) -> Result<Vec<String>>
+where
+    F: FnMut(Option<Marker>) -> Fut,
+    Fut: Future<Output = Result<UploadsPage>>,
+{
+    let mut ids = Vec::new();
+    let mut marker = None;
+    loop {
+        let answer = page(marker.clone()).await?;
+        ids.extend(answer.uploads.iter().filter(|u| u.key == full_key).map(|u| u.upload_id.clone()));
+        if !answer.truncated {
+            return Ok(ids);
+        }
+        let next = answer.next_marker();
+        if next.is_none() || next == marker {
+            return Err(RemoteError::Store {
+                remote: remote.into(),
+                detail: format!(
+                    "ListMultipartUploads of {full_key}: a truncated page gives no new place to go on from \
+                     ({next:?}); the store's pagination is broken"
+                ),
+            });
+        }
+        marker = next;
+    }
+}
+
+/// Parses a ListMultipartUploadsResult, strictly (see the module's documentation); errors say
+/// what is wrong, without quoting the document.
+fn parse_uploads(xml: &str) -> std::result::Result<UploadsPage, String> {
+    let mut page = UploadsPage::default();
+    let mut truncated = None;
+    // The Key and UploadId of the Upload being read.
+    let mut upload: Option<(Option<String>, Option<String>)> = None;
+    let once = |slot: &mut Option<String>, value: &str, name: &str| match slot {
+        Some(_) => Err(format!("{name} appears twice")),
+        None => {
+            *slot = Some(value.to_string());
+            Ok(())
+        }
+    };
+    walk_xml(xml, |path, node| {
+        let names: Vec<&str> = path.iter().map(String::as_str).collect();
+        match (names.as_slice(), node) {
+            ([root], Node::Open) if *root != "ListMultipartUploadsResult" => Err(format!("the root element is {root}")),
+            ([_, "Upload"], Node::Open) => {
+                upload = Some((None, None));
+                Ok(())
+            }
+            ([_, "Upload"], Node::Close) => match upload.take() {
+                Some((Some(key), Some(upload_id))) => {
+                    page.uploads.push(OpenUpload { key, upload_id });
+                    Ok(())
+                }
+                _ => Err("an Upload lacks its Key or its UploadId".into()),
+            },
+            ([_, "Upload", field], Node::Text(value)) => {
+                let Some((key, upload_id)) = upload.as_mut() else { return Err("text outside an Upload".into()) };
+                match *field {
+                    "Key" => once(key, value, "an Upload's Key"),
+                    "UploadId" => once(upload_id, value, "an Upload's UploadId"),
+                    _ => Ok(()),
+                }
+            }
+            ([_, "IsTruncated"], Node::Text(value)) => {
+                let value = match value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    other => return Err(format!("IsTruncated is {other:?}")),
+                };
+                match truncated.replace(value) {
+                    Some(_) => Err("IsTruncated appears twice".into()),
+                    None => Ok(()),
+                }
+            }
+            ([_, "NextKeyMarker"], Node::Text(value)) => once(&mut page.next_key_marker, value, "NextKeyMarker"),
+            ([_, "NextUploadIdMarker"], Node::Text(value)) => {
+                once(&mut page.next_upload_id_marker, value, "NextUploadIdMarker")
+            }
+            _ => Ok(()),
+        }
+    })?;
+    page.truncated = truncated.ok_or("there is no IsTruncated")?;
+    Ok(page)
+}
+
+/// The `Code` and `Message` of an S3 error document, when the body is one.
+fn parse_error(xml: &str) -> (Option<String>, Option<String>) {
+    let (mut code, mut message) = (None, None);
+    let walked = walk_xml(xml, |path, node| {
+        let names: Vec<&str> = path.iter().map(String::as_str).collect();
+        match (names.as_slice(), node) {
+            (["Error", "Code"], Node::Text(text)) => code = Some(text.trim().to_string()),
+            (["Error", "Message"], Node::Text(text)) => message = Some(text.trim().to_string()),
+            _ => {}
+        }
+        Ok(())
+    });
+    if walked.is_err() { (None, None) } else { (code, message) }
+}
+
+/// What [`walk_xml`] reports of an element.
+#[derive(Debug, Clone, Copy)]
+enum Node<'a> {
+    Open,
+    /// The whole text of an element without child elements, just before it closes.
+    Text(&'a str),
+    Close,
+}
+
+/// Walks a small XML document, calling `visit(path, node)` for every element (`path`: the local
+/// names from the root down to it): [`Node::Open`], then [`Node::Text`] when it has no child
+/// elements (entities and character references resolved, CDATA included, an empty element's
+/// text is empty), then [`Node::Close`]. Refuses what is not well-formed, a DOCTYPE, unknown
+/// entities, and text or a second element outside the root.
+fn walk_xml<F>(xml: &str, mut visit: F) -> std::result::Result<(), String>
+where
+    F: FnMut(&[String], Node<'_>) -> std::result::Result<(), String>,
+{
+    let mut reader = quick_xml::Reader::from_str(xml);
+    reader.config_mut().check_end_names = true;
+    let mut path: Vec<String> = Vec::new();
+    // The text of the innermost open element, and whether it has child elements.
+    let mut text = String::new();
+    let mut has_children = false;
+    let mut seen_root = false;
+    let name_of =
+        |name: &[u8]| String::from_utf8(name.to_vec()).map_err(|_| "an element name is not UTF-8".to_string());
+    loop {
+        let event = reader.read_event().map_err(|e| format!("at byte {}: {e}", reader.error_position()))?;
+        match event {
+            Event::Start(_) | Event::Empty(_) if path.is_empty() && seen_root => {
+                return Err("a second root element".into());
+            }
+            Event::Start(start) => {
+                path.push(name_of(start.local_name().as_ref())?);
+                seen_root = true;
+                visit(&path, Node::Open)?;
+                text.clear();
+                has_children = false;
+            }
+            Event::Empty(start) => {
+                path.push(name_of(start.local_name().as_ref())?);
+                seen_root = true;
+                visit(&path, Node::Open)?;
+                visit(&path, Node::Text(""))?;
+                visit(&path, Node::Close)?;
+                path.pop();
+                text.clear();
+                has_children = true;
+            }
+            Event::End(_) => {
+                if !has_children {
+                    visit(&path, Node::Text(&text))?;
+                }
+                visit(&path, Node::Close)?;
+                path.pop();
+                text.clear();
+                has_children = true;
+            }
+            Event::Text(t) => {
+                let t = t.xml10_content().map_err(|e| e.to_string())?;
+                if path.is_empty() && !t.trim().is_empty() {
+                    return Err("text outside the root element".into());
+                }
+                text.push_str(&t);
+            }
+            Event::CData(t) => {
+                if path.is_empty() {
+                    return Err("CDATA outside the root element".into());
+                }
+                text.push_str(&t.decode().map_err(|e| e.to_string())?);
+            }
+            Event::GeneralRef(r) => {
+                if path.is_empty() {
+                    return Err("a reference outside the root element".into());
+                }
+                match r.resolve_char_ref().map_err(|e| e.to_string())? {
+                    Some(c) => text.push(c),
+                    None => {
+                        let name = r.decode().map_err(|e| e.to_string())?;
+                        let resolved = quick_xml::escape::resolve_predefined_entity(&name)
+                            .ok_or_else(|| format!("unknown entity &{name};"))?;
+                        text.push_str(resolved);
+                    }
+                }
+            }
+            Event::DocType(_) => return Err("a DOCTYPE".into()),
+            Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
+            Event::Eof if path.is_empty() && seen_root => return Ok(()),
+            Event::Eof if !seen_root => return Err("no element".into()),
+            Event::Eof => return Err(format!("{} is not closed", path.join("/"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upload(key: &str, id: &str) -> OpenUpload {
+        OpenUpload { key: key.into(), upload_id: id.into() }
+    }
+
+    #[test]
+    fn a_listing_parses_with_entities_and_markers() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Bucket>backups</Bucket><KeyMarker></KeyMarker><UploadIdMarker/>
+  <NextKeyMarker>p/a&amp;b &lt;&gt;&quot;&apos;</NextKeyMarker>
+  <NextUploadIdMarker>id&#x32;</NextUploadIdMarker>
+  <Prefix>p/a</Prefix><MaxUploads>2</MaxUploads>
+  <IsTruncated>true</IsTruncated>
+  <Upload>
+    <Key>p/a</Key><UploadId>id1</UploadId>
+    <Initiator><ID>x</ID><DisplayName>x</DisplayName></Initiator>
+    <StorageClass>STANDARD</StorageClass><Initiated>2026-01-01T00:00:00.000Z</Initiated>
+  </Upload>
+  <Upload><Key><![CDATA[p/a&b <>"']]></Key><UploadId>id2</UploadId></Upload>
+</ListMultipartUploadsResult>"#;
+        let page = parse_uploads(xml).unwrap();
+        assert_eq!(page.uploads, [upload("p/a", "id1"), upload(r#"p/a&b <>"'"#, "id2")]);
+        assert!(page.truncated);
+        assert_eq!(page.next_key_marker.as_deref(), Some(r#"p/a&b <>"'"#));
+        assert_eq!(page.next_upload_id_marker.as_deref(), Some("id2"));
+        assert_eq!(page.next_marker(), Some(Marker { key: r#"p/a&b <>"'"#.into(), upload_id: Some("id2".into()) }));
+
+        let empty = r#"<ListMultipartUploadsResult><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>"#;
+        assert_eq!(parse_uploads(empty).unwrap(), UploadsPage::default());
+    }
+
+    #[test]
+    fn a_listing_that_is_not_one_is_refused() {
+        let ok_tail = "<IsTruncated>false</IsTruncated></ListMultipartUploadsResult>";
+        for (xml, says) in [
+            ("", "no element"),
+            ("<Error><Code>x</Code></Error>", "root element is Error"),
+            ("<ListMultipartUploadsResult><Upload><Key>a</Key></Upload>", "lacks"),
+            (&format!("<ListMultipartUploadsResult><Upload><UploadId>1</UploadId></Upload>{ok_tail}"), "lacks"),
+            (
+                &format!(
+                    "<ListMultipartUploadsResult><Upload><Key>a</Key><Key>b</Key><UploadId>1</UploadId></Upload>{ok_tail}"
+                ),
+                "twice",
+            ),
+            ("<ListMultipartUploadsResult></ListMultipartUploadsResult>", "no IsTruncated"),
+            (
+                "<ListMultipartUploadsResult><IsTruncated>yes</IsTruncated></ListMultipartUploadsResult>",
+                "IsTruncated is",
+            ),
+            ("<ListMultipartUploadsResult><IsTruncated>false</IsTruncated>", "not closed"),
+            ("<ListMultipartUploadsResult><IsTruncated>false</Wrong></ListMultipartUploadsResult>", "at byte"),
+            (
+                &format!(
+                    "<ListMultipartUploadsResult><Upload><Key>&ent;</Key><UploadId>1</UploadId></Upload>{ok_tail}"
+                ),
+                "unknown entity",
+            ),
+            (&format!("<!DOCTYPE x [<!ENTITY ent \"y\">]><ListMultipartUploadsResult>{ok_tail}"), "DOCTYPE"),
+            (&format!("<ListMultipartUploadsResult>{ok_tail}<ListMultipartUploadsResult>{ok_tail}"), "second root"),
+            (&format!("<ListMultipartUploadsResult>{ok_tail} trailing"), "outside the root"),
+        ] {
+            let err = parse_uploads(xml).unwrap_err();
+            assert!(err.contains(says), "{xml}: {err}");
+        }
+    }
+
+    #[test]
+    fn error_documents_give_their_code_and_message() {
+        let xml = "<?xml version=\"1.0\"?><Error><Code>NoSuchBucket</Code><Message>no &quot;b&quot;</Message></Error>";
+        assert_eq!(parse_error(xml), (Some("NoSuchBucket".into()), Some("no \"b\"".into())));
+        assert_eq!(parse_error("<html>bad gateway"), (None, None));
+    }
+
+    fn page(uploads: &[(&str, &str)], next: Option<(&str, &str)>) -> UploadsPage {
+        UploadsPage {
+            uploads: uploads.iter().map(|(k, id)| upload(k, id)).collect(),
+            truncated: next.is_some(),
+            next_key_marker: next.map(|(k, _)| k.to_string()),
+            next_upload_id_marker: next.map(|(_, id)| id.to_string()).filter(|id| !id.is_empty()),
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_are_followed_and_only_the_exact_key_is_kept() {
+        let pages = [
+            page(&[("p/a", "1"), ("p/a", "2")], Some(("p/a", "2"))),
+            page(&[("p/a", "3"), ("p/a-longer", "4")], Some(("p/a-longer", ""))),
+            page(&[("p/a/inner", "5")], None),
+        ];
+        let mut asked = Vec::new();
+        let ids = collect_upload_ids("r", "p/a", |marker| {
+            asked.push(marker.clone());
+            let answer = match &marker {
+                None => pages[0].clone(),
+                Some(m) if m.key == "p/a" => pages[1].clone(),
+                Some(_) => pages[2].clone(),
+            };
+            async move { Ok(answer) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(ids, ["1", "2", "3"]);
+        assert_eq!(
+            asked,
+            [
+                None,
+                Some(Marker { key: "p/a".into(), upload_id: Some("2".into()) }),
+                Some(Marker { key: "p/a-longer".into(), upload_id: None }),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_truncated_page_without_markers_goes_on_after_its_last_upload_and_one_that_stalls_fails() {
+        let mut pages = vec![
+            UploadsPage { uploads: vec![upload("a", "1")], truncated: true, ..Default::default() },
+            UploadsPage { uploads: vec![upload("a", "2")], truncated: false, ..Default::default() },
+        ]
+        .into_iter();
+        let mut asked = Vec::new();
+        let ids = collect_upload_ids("r", "a", |marker| {
+            asked.push(marker);
+            let next = pages.next().unwrap();
+            async move { Ok(next) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(ids, ["1", "2"]);
+        assert_eq!(asked[1], Some(Marker { key: "a".into(), upload_id: Some("1".into()) }));
+
+        // The same marker twice, and a truncated page with nothing to go on from.
+        let stalls = || page(&[("a", "1")], Some(("a", "1")));
+        let err = collect_upload_ids("r", "a", |_| {
+            let answer = stalls();
+            async move { Ok(answer) }
+        })
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("pagination is broken"), "{err}");
+        let err = collect_upload_ids("r", "a", |_| async { Ok(UploadsPage { truncated: true, ..Default::default() }) })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no new place"), "{err}");
+    }
+
+    #[test]
+    fn query_values_are_encoded_as_sigv4_signs_them() {
+        assert_eq!(strict_encode("host-1/a b+c~d_e.f"), "host-1%2Fa%20b%2Bc~d_e.f");
+        assert_eq!(strict_encode("é"), "%C3%A9");
+    }
+
+    /// The listing goes to the bucket URL object_store's own requests go to, path-style or
+    /// virtual-hosted, with an endpoint or on AWS: compared with the URL the store signs for a key.
+    #[tokio::test]
+    async fn the_listing_goes_where_the_stores_requests_go() {
+        use object_store::signer::Signer;
+        for (endpoint, path_style) in [
+            (Some("http://127.0.0.1:3900/"), true),
+            (Some("https://backups.s3.example.com"), false),
+            (None, true),
+            (None, false),
+        ] {
+            let mut spec = RemoteSpec::new("r", "s3://backups/p".parse().unwrap());
+            spec.endpoint = endpoint.map(str::to_string);
+            spec.region = Some("eu-west-3".into());
+            spec.path_style = path_style;
+            spec.credentials =
+                Some(Credentials { access_key_id: "id".into(), secret_access_key: Secret::new("secret-key-long") });
+            let remote = S3Remote::open(&spec).unwrap();
+            let url = remote
+                .store
+                .signed_url(Method::GET, &remote.path("k").unwrap(), Duration::from_secs(60))
+                .await
+                .unwrap();
+            let expected = format!("{}/p/k?", remote.bucket_endpoint);
+            assert!(url.as_str().starts_with(&expected), "{endpoint:?} {path_style}: {url} is not under {expected}");
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! A directory remote (`file://`), end to end on real files: copies round-trip, plain and
 //! encrypted; what was altered, truncated or replaced is caught; an upload of an archive that
-//! changed on disk is refused; aborting leaves nothing; secret files readable by others are
-//! refused.
+//! changed on disk is refused; aborting leaves nothing, by id or by key (for an upload whose id
+//! was lost); secret files readable by others are refused.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -178,6 +178,60 @@ async fn an_archive_that_changed_on_disk_is_not_shipped() {
     remote.abort_upload("k", &id).await.unwrap();
     remote.abort_upload("k", &id).await.unwrap(); // twice is fine: recovery may redo it
     assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0, "the partial file is gone");
+}
+
+/// Every file under `root`, relative to it, sorted.
+fn files(root: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn uploads_whose_ids_were_lost_are_aborted_by_key_and_only_those() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("remote");
+    std::fs::create_dir(&root).unwrap();
+    let (source, meta) = archive(tmp.path(), 1000);
+    let remote = remote(&root);
+
+    remote.begin_upload("demo/A", &meta).await.unwrap();
+    remote.begin_upload("demo/A-longer", &meta).await.unwrap();
+    ship(&remote, "demo/B", &source, &Encryption::None, &meta).await.unwrap();
+    assert_eq!(remote.abort_uploads_of("demo/A").await.unwrap(), 1);
+    assert_eq!(remote.abort_uploads_of("demo/A").await.unwrap(), 0, "nothing is left to abort");
+    assert_eq!(files(&root), ["demo/A-longer.partial", "demo/B", "demo/B.meta"], "only A's upload went");
+
+    // A completed copy is not an open upload: it and its metadata stay.
+    assert_eq!(remote.abort_uploads_of("demo/B").await.unwrap(), 0);
+    assert_eq!(remote.stat("demo/B").await.unwrap().unwrap().meta.as_ref(), Some(&meta));
+
+    // An upload stopped after its metadata was written but before the copy was renamed into place
+    // leaves KEY.meta (and maybe KEY.meta.partial) beside KEY.partial: all of it goes.
+    remote.begin_upload("demo/C", &meta).await.unwrap();
+    std::fs::write(root.join("demo/C.meta"), "backup_id=7\n").unwrap();
+    std::fs::write(root.join("demo/C.meta.partial"), "backup_id=7\n").unwrap();
+    assert_eq!(remote.abort_uploads_of("demo/C").await.unwrap(), 1);
+    assert_eq!(files(&root), ["demo/A-longer.partial", "demo/B", "demo/B.meta"]);
+
+    // A key never uploaded, under a directory that does not exist: nothing to do.
+    assert_eq!(remote.abort_uploads_of("nowhere/k").await.unwrap(), 0);
+    assert_eq!(remote.abort_uploads_of("demo/A-longer").await.unwrap(), 1);
+    assert_eq!(remote.list().await.unwrap().into_iter().map(|o| o.key).collect::<Vec<_>>(), ["demo/B"]);
+    for bad in ["../escape", "/abs", "a//b", ""] {
+        assert!(matches!(remote.abort_uploads_of(bad).await, Err(RemoteError::BadKey { .. })), "{bad:?}");
+    }
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! encrypted; one node killed during an upload, the copy still completes (quorum); the whole
 //! cluster down is a clear "unavailable" and the copy ships once it is back; wrong credentials
 //! and a missing bucket are configuration errors that never show the secret; an object altered
-//! or truncated behind lifeboat's back is caught; a cancelled upload, aborted, leaves nothing.
+//! or truncated behind lifeboat's back is caught; a cancelled upload, aborted, leaves nothing;
+//! uploads whose ids were lost are found by key and aborted, and only those of that key.
 
 #[path = "../../../tests/support/garage.rs"]
 mod garage;
@@ -233,4 +234,100 @@ async fn a_cancelled_upload_aborted_leaves_no_object_and_no_open_upload() {
     remote.abort_upload("k", &id).await.unwrap(); // recovery may abort twice
     assert_eq!(cluster.list_multipart_uploads(&cluster.access().bucket), 0);
     assert!(remote.stat("k").await.unwrap().is_none());
+}
+
+/// What recovery does for uploads the journal never learnt the ids of: `abort_uploads_of` finds
+/// them by key (ListMultipartUploads, signed by object_store's signer) and aborts exactly those of
+/// that key, under the remote's prefix; uploads of longer keys that the key is a prefix of stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_whose_ids_were_lost_are_aborted_by_key_and_only_those() {
+    let Some(cluster) = start() else { return };
+    let bucket = cluster.access().bucket.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let remote = Remote::open(&spec(&cluster, "host-1/demo")).unwrap();
+    let (source, meta) = archive(tmp.path(), (5 << 20) + 7, "none");
+
+    let first = remote.begin_upload("A", &meta).await.unwrap();
+    let second = remote.begin_upload("A", &meta).await.unwrap();
+    assert_ne!(first, second);
+    // One part into the first: its catalog entry is made to disagree with the file, which the
+    // upload finds at the end of reading, after the first 5 MiB part was sent.
+    let wrong = CopyMeta { archive_sha256: "0".repeat(64), ..meta.clone() };
+    let err = remote
+        .upload(
+            "A",
+            &first,
+            &Shipment { source: &source, meta: &wrong, encryption: &Encryption::None, options: &parts() },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemoteError::ArchiveChanged { .. }), "{err}");
+    let longer = remote.begin_upload("A-longer", &meta).await.unwrap();
+    let inner = remote.begin_upload("A/inner", &meta).await.unwrap();
+    // The same key at the bucket's top, outside the remote's prefix.
+    let top = Remote::open(&spec(&cluster, "")).unwrap();
+    let outside = top.begin_upload("A", &meta).await.unwrap();
+    assert_eq!(cluster.list_multipart_uploads(&bucket), 5);
+
+    assert_eq!(remote.abort_uploads_of("A").await.unwrap(), 2);
+    assert_eq!(cluster.list_multipart_uploads(&bucket), 3, "exactly the two uploads of A were aborted");
+    assert_eq!(remote.abort_uploads_of("A").await.unwrap(), 0, "nothing is left to abort");
+    assert!(remote.stat("A").await.unwrap().is_none());
+
+    // The others were untouched: each is still open, and aborting it by key or id finds it.
+    assert_eq!(remote.abort_uploads_of("A-longer").await.unwrap(), 1);
+    assert_eq!(remote.abort_uploads_of("A/inner").await.unwrap(), 1);
+    assert_eq!(top.abort_uploads_of("A").await.unwrap(), 1);
+    assert_eq!(cluster.list_multipart_uploads(&bucket), 0);
+    for (key, id) in [("A-longer", &longer), ("A/inner", &inner)] {
+        remote.abort_upload(key, id).await.unwrap();
+    }
+    top.abort_upload("A", &outside).await.unwrap();
+
+    // A completed copy of the key is not an open upload: it stays.
+    let id = remote.begin_upload("A", &meta).await.unwrap();
+    remote
+        .upload("A", &id, &Shipment { source: &source, meta: &meta, encryption: &Encryption::None, options: &parts() })
+        .await
+        .unwrap();
+    assert_eq!(remote.abort_uploads_of("A").await.unwrap(), 0);
+    assert_eq!(remote.stat("A").await.unwrap().unwrap().size, meta.archive_bytes);
+}
+
+/// The listing's own request fails as the store's requests do: wrong credentials are `Denied`
+/// without the secret in any message, a missing bucket is `NoBucket`, a cluster down is
+/// `Unavailable` once `retry_for` is spent; and keys that are not plain segments are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborting_by_key_fails_like_the_other_requests() {
+    let Some(mut cluster) = start() else { return };
+    let wrong_secret = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let mut wrong = spec(&cluster, "p");
+    wrong.credentials.as_mut().unwrap().secret_access_key = Secret::new(wrong_secret);
+    let err = Remote::open(&wrong).unwrap().abort_uploads_of("k").await.unwrap_err();
+    eprintln!("wrong secret: {err}");
+    assert!(matches!(err, RemoteError::Denied { .. }), "{err}");
+    assert!(!err.to_string().contains(wrong_secret) && !format!("{err:?}").contains(wrong_secret));
+
+    let mut no_bucket = spec(&cluster, "");
+    no_bucket.location = "s3://no-such-bucket".parse().unwrap();
+    let err = Remote::open(&no_bucket).unwrap().abort_uploads_of("k").await.unwrap_err();
+    eprintln!("no bucket: {err}");
+    assert!(matches!(err, RemoteError::NoBucket { .. }) && err.to_string().contains("no-such-bucket"), "{err}");
+
+    let remote = Remote::open(&spec(&cluster, "p")).unwrap();
+    for bad in ["", "/k", "a/../k", "a//k"] {
+        assert!(matches!(remote.abort_uploads_of(bad).await, Err(RemoteError::BadKey { .. })), "{bad:?}");
+    }
+
+    let mut down_spec = spec(&cluster, "p");
+    down_spec.retry_for = Duration::from_secs(2);
+    let remote = Remote::open(&down_spec).unwrap();
+    cluster.stop_all();
+    let asked = Instant::now();
+    let err = remote.abort_uploads_of("k").await.unwrap_err();
+    eprintln!("cluster down, after {:?}: {err}", asked.elapsed());
+    assert!(matches!(err, RemoteError::Unavailable { .. }) && !err.is_config(), "{err}");
+    assert!(asked.elapsed() < Duration::from_secs(30), "gave up after {:?}", asked.elapsed());
+    cluster.start_all();
+    assert_eq!(remote.abort_uploads_of("k").await.unwrap(), 0);
 }
