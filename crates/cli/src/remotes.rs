@@ -119,7 +119,7 @@ pub fn target(remote: &RemoteSection, backup: &BackupRef) -> CopyTarget {
 /// Opens `section`'s remote at `url` (the section's own, or the one a journaled run names, so
 /// recovery aborts on the store the upload went to). No request is made.
 pub fn open(project: &Project, section: &RemoteSection, url: &str) -> anyhow::Result<Remote> {
-    let location: Location = url.parse().map_err(|err| exit_for(err))?;
+    let location: Location = url.parse().map_err(exit_for)?;
     let mut spec = RemoteSpec::new(&section.name, location.clone());
     spec.endpoint = section.endpoint.clone();
     spec.region = section.region.clone();

@@ -383,8 +383,8 @@ pub enum Effect {
     SyncMirror { mirror: String, stopped: bool },
     /// Open a multipart upload for the copy's key (for a directory remote, its `.partial` file).
     /// Never carried out again: a ship run interrupted before its record rolls back. An upload
-    /// the store opened but whose id never reached the journal (a crash, a lost answer) cannot
-    /// be aborted by id: it is left to the store's lifecycle rule (docs/design.md, "Off-host
+    /// the store opened but whose id never reached the journal (a crash, a lost answer) is found
+    /// by its key and aborted by the rollback's `AbortUpload` (docs/design.md, "Off-host
     /// copies"). A ship run is for a backup with no copy catalogued on that remote yet: the key
     /// is that copy's, and this run's upload would replace its object.
     BeginUpload { target: CopyTarget },
@@ -397,8 +397,8 @@ pub enum Effect {
     /// Its success is the run's point of no return, and its last step.
     RecordCopy { backup_id: u64, target: CopyTarget, copy: CopyFacts },
     /// Abort the upload `upload_id` (`None`: its begin was interrupted or failed and the id is
-    /// unknown; only a directory remote, whose partial file is named by the key, can clean up
-    /// then). An upload already completed or aborted is fine. Settles before `DeleteCopy`: a
+    /// unknown), then every other open upload of the key, which the store lists by key. An
+    /// upload already completed or aborted is fine. Settles before `DeleteCopy`: a
     /// completion the store was asked for may land after the client gave up on it, and once
     /// aborted it either never lands or has landed already, for the delete to remove.
     AbortUpload { target: CopyTarget, upload_id: Option<String> },

@@ -132,23 +132,17 @@ pub async fn prune(journal: &Journal, project: &Project, backup_id: u64, target:
     remote.delete(&remotes::manifest_key(&target.key)).await.map_err(exit_for)
 }
 
-/// Aborts the upload. With no id (its begin was interrupted before the journal heard it), only a
-/// directory remote can find what it left, by the key; on S3 the store's lifecycle rule for
-/// incomplete uploads removes it, and the log says so.
+/// Aborts the upload: the one whose id the journal has, and any other open upload of the key (an
+/// upload whose begin was interrupted before the journal heard its id). Nothing else uploads
+/// that key meanwhile: a copy is shipped only while it is pending, under the project lock.
 pub async fn abort(project: &Project, target: &CopyTarget, upload_id: Option<&str>) -> anyhow::Result<()> {
     let (remote, _) = remotes::open_target(project, target)?;
-    let is_dir = target.url.starts_with("file://");
-    match upload_id {
-        Some(id) => remote.abort_upload(&target.key, &id.to_owned()).await.map_err(exit_for),
-        None if is_dir => remote.abort_upload(&target.key, &String::new()).await.map_err(exit_for),
-        None => {
-            tracing::warn!(
-                "remote {}: the upload of {} began but its id was never journaled; if the store opened it, its \
-                 lifecycle rule for incomplete multipart uploads removes it (README, \"Off-host copies\")",
-                target.remote,
-                target.key
-            );
-            Ok(())
-        }
+    if let Some(id) = upload_id {
+        remote.abort_upload(&target.key, &id.to_owned()).await.map_err(exit_for)?;
     }
+    let aborted = remote.abort_uploads_of(&target.key).await.map_err(exit_for)?;
+    if aborted > 0 {
+        tracing::info!("remote {}: aborted {aborted} open upload(s) of {}", target.remote, target.key);
+    }
+    Ok(())
 }

@@ -37,6 +37,9 @@ pub struct PruneReport {
     /// When the prune run could not finish its deletions: its run id and errors (the run ended
     /// failed; its journal has every step).
     pub file_errors: Vec<(u64, String)>,
+    /// Backups whose archive is only on a remote (catalogued by `import --remote`, not fetched):
+    /// kept, and not a verification failure.
+    pub remote_only: Vec<u64>,
     /// Each `[[remote]]` with a retention policy: what its prune did.
     pub remotes: Vec<super::prune_remote::RemotePrune>,
     entries: BTreeMap<u64, BackupEntry>,
@@ -50,8 +53,16 @@ pub async fn prune(session: &RunSession, dry_run: bool) -> anyhow::Result<PruneR
     let policy =
         Policy { retention_days: project.config.backup.retention_days, keep_last: project.config.backup.keep_last };
     let mut failures = BTreeMap::new();
+    // Backups catalogued from a remote (`import --remote`) and not fetched: no archive here to
+    // verify, nothing to delete, and no damage either.
+    let copied: BTreeSet<u64> = journal.copies()?.iter().map(|c| c.backup_id).collect();
+    let mut remote_only = BTreeSet::new();
     let mut verify = |entry: &BackupEntry| match verify_entry(entry, &archive_path(project, entry), session.progress) {
         Ok(_) => true,
+        Err(_) if !archive_path(project, entry).exists() && copied.contains(&entry.id) => {
+            remote_only.insert(entry.id);
+            false
+        }
         Err(err) => {
             tracing::warn!("backup {} failed verification: {err}", entry.id);
             failures.insert(entry.id, err.to_string());
@@ -65,7 +76,13 @@ pub async fn prune(session: &RunSession, dry_run: bool) -> anyhow::Result<PruneR
         dry_run,
         deleted: plan.delete.clone(),
         kept: plan.keep.clone(),
-        failed_verification: plan.failed.iter().map(|id| (*id, failures.remove(id).unwrap_or_default())).collect(),
+        failed_verification: plan
+            .failed
+            .iter()
+            .filter(|id| !remote_only.contains(id))
+            .map(|id| (*id, failures.remove(id).unwrap_or_default()))
+            .collect(),
+        remote_only: remote_only.iter().copied().collect(),
         entries: backups.iter().map(|b| (b.id, b.clone())).collect(),
         ..PruneReport::default()
     };
@@ -152,6 +169,7 @@ impl Serialize for PruneReport {
             unknown_files: Vec<String>,
             file_errors: Vec<Failed<'a>>,
             remotes: &'a [super::prune_remote::RemotePrune],
+            remote_only: &'a [u64],
         }
         fn failed(list: &[(u64, String)]) -> Vec<Failed<'_>> {
             list.iter().map(|(id, error)| Failed { id: *id, error }).collect()
@@ -164,6 +182,7 @@ impl Serialize for PruneReport {
             unknown_files: self.unknown_files.iter().map(|p| p.display().to_string()).collect(),
             file_errors: failed(&self.file_errors),
             remotes: &self.remotes,
+            remote_only: &self.remote_only,
         }
         .serialize(serializer)
     }
@@ -186,7 +205,9 @@ impl Report for PruneReport {
             } else if let Some(reason) = reasons.get(id) {
                 writeln!(out, "backup {id:>6}  {:<12}  {created}  {}", "kept", reason.describe())?;
             }
-            if let Some(error) = failed.get(id) {
+            if self.remote_only.contains(id) {
+                writeln!(out, "    its archive is only on a remote ('lifeboat restore {id}' fetches it)")?;
+            } else if let Some(error) = failed.get(id) {
                 writeln!(out, "    FAILED verification: {error}")?;
             }
         }
