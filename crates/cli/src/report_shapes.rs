@@ -83,6 +83,7 @@ fn run_report_shapes() {
             downtime_ms: 9_300,
             steps: steps(),
             hook_failures: vec![],
+            copies: vec![],
         })
     );
     insta::assert_snapshot!(

@@ -34,6 +34,9 @@ pub struct UpgradeReport {
     pub steps: Vec<StepTiming>,
     /// The `after_upgrade` hooks that failed (exit 6): the new version stays deployed.
     pub hook_failures: Vec<String>,
+    /// The copies to each `[[remote]]` tried once the new version is up (the pre-upgrade
+    /// backup's, and any left pending), as in `backup`'s report.
+    pub copies: Vec<crate::runs::ship::CopyReport>,
 }
 
 pub async fn run(ctx: &Ctx, args: &UpgradeArgs) -> anyhow::Result<UpgradeReport> {
@@ -71,6 +74,7 @@ pub async fn run(ctx: &Ctx, args: &UpgradeArgs) -> anyhow::Result<UpgradeReport>
     };
     conclude(&run)?;
     let events = session.journal.events(run.id())?;
+    let copies = crate::runs::ship::ship_after(&session, run.id()).await;
     Ok(UpgradeReport {
         run_id: run.id(),
         backup_id: if first { None } else { Some(run.id()) },
@@ -81,6 +85,7 @@ pub async fn run(ctx: &Ctx, args: &UpgradeArgs) -> anyhow::Result<UpgradeReport>
         downtime_ms: history::downtime_ms(&events).unwrap_or(0),
         steps: history::step_timings(&events),
         hook_failures: run.hook_failures().iter().map(|f| f.error.clone()).collect(),
+        copies,
     })
 }
 
@@ -132,11 +137,14 @@ impl Report for UpgradeReport {
         }
         writeln!(out, "  downtime            {}", render::duration_ms(self.downtime_ms))?;
         history::write_steps(out, &self.steps)?;
+        crate::runs::ship::write_lines(out, &self.copies)?;
         history::write_hook_failures(out, &self.hook_failures)
     }
 
-    /// Exit 6 when an `after_upgrade` hook failed: the new version stays deployed.
+    /// Exit 6 when an `after_upgrade` hook failed: the new version stays deployed; 2 when a
+    /// remote refused its settings (the upgrade stands).
     fn exit(&self) -> anyhow::Result<()> {
-        history::hook_failure_exit(&format!("upgrade run {}", self.run_id), &self.hook_failures)
+        history::hook_failure_exit(&format!("upgrade run {}", self.run_id), &self.hook_failures)?;
+        crate::runs::ship::warn_and_exit(&self.copies)
     }
 }

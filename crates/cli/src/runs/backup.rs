@@ -79,13 +79,7 @@ pub async fn backup(session: &mut RunSession, kind: BackupKind, note: Option<Str
     let mut report = report(&run, &session.journal.events(run.id())?)?;
     // The services are back and the backup recorded: shipping adds no downtime, and a copy that
     // fails leaves the backup as good as it was.
-    report.copies = match super::ship::ship_pending(session, None).await {
-        Ok(copies) => copies,
-        Err(err) => {
-            tracing::error!("backup {} is recorded, but shipping its copies stopped: {err:#}", run.id());
-            Vec::new()
-        }
-    };
+    report.copies = super::ship::ship_after(session, run.id()).await;
     Ok(report)
 }
 
@@ -159,9 +153,7 @@ impl Report for BackupReport {
                 ms(parts.start_ms)
             )?,
         }
-        for copy in &self.copies {
-            writeln!(out, "  {}", copy.line())?;
-        }
+        super::ship::write_lines(out, &self.copies)?;
         super::history::write_hook_failures(out, &self.hook_failures)
     }
 
@@ -169,9 +161,6 @@ impl Report for BackupReport {
     /// credentials: the backup stays recorded either way. A remote that is down is a warning.
     fn exit(&self) -> anyhow::Result<()> {
         super::history::hook_failure_exit(&format!("backup {}", self.backup_id), &self.hook_failures)?;
-        for warning in self.copies.iter().filter_map(super::ship::CopyReport::warning) {
-            tracing::warn!("{warning}");
-        }
-        super::ship::settings_exit(&self.copies)
+        super::ship::warn_and_exit(&self.copies)
     }
 }

@@ -178,6 +178,36 @@ pub async fn ship_pending(session: &RunSession, only: Option<&str>) -> anyhow::R
     Ok(reports)
 }
 
+/// After a run that recorded a backup (a backup, an upgrade) and brought its services back: every
+/// pending copy shipped. A failure to ship (the journal, say) is logged, never the run's: the
+/// backup is as good as it was.
+pub async fn ship_after(session: &RunSession, run_id: u64) -> Vec<CopyReport> {
+    match ship_pending(session, None).await {
+        Ok(copies) => copies,
+        Err(err) => {
+            tracing::error!("run {run_id} completed, but shipping its copies stopped: {err:#}");
+            Vec::new()
+        }
+    }
+}
+
+/// A report's lines for its copies, indented under it.
+pub fn write_lines(out: &mut dyn std::io::Write, copies: &[CopyReport]) -> std::io::Result<()> {
+    for copy in copies {
+        writeln!(out, "  {}", copy.line())?;
+    }
+    Ok(())
+}
+
+/// A report's exit for its copies: a warning on stderr for each pending one, exit 2 when a
+/// remote refused its settings or credentials.
+pub fn warn_and_exit(copies: &[CopyReport]) -> anyhow::Result<()> {
+    for warning in copies.iter().filter_map(CopyReport::warning) {
+        tracing::warn!("{warning}");
+    }
+    settings_exit(copies)
+}
+
 /// One cheap request to the remote before any run is journaled: a remote that is down or
 /// refuses costs one line, not a rolled-back run per pending copy.
 async fn check(session: &RunSession, section: &RemoteSection) -> anyhow::Result<()> {
