@@ -1,6 +1,7 @@
 //! `[notify]` and `[metrics]` end to end on the real daemon (README, "Monitoring"): a webhook
 //! receiver and a ping receiver on loopback started by the test, a notify command, and the
-//! metrics file read back with a strict Prometheus text-format parser and compared with
+//! metrics file read back with a strict Prometheus text-format parser, prometheus-parse and
+//! promtool, and compared with
 //! `status --json`.
 
 mod e2e;
@@ -245,6 +246,19 @@ fn failures_reach_the_webhook_the_command_and_the_ping_and_successes_when_asked(
         labels.sort();
         assert_eq!(samples.get(&(read.metric.clone(), labels)), Some(&value), "{} differs", read.metric);
     }
+    // And Prometheus's own checker (promtool, from Debian's prometheus package) accepts it,
+    // lint included.
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/setup-test-env installs it)");
+    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(checked.status.success(), "promtool check metrics: {}
+{text}", describe(&checked));
     let status = run_json(&project, &["status"]);
     let figures = &status["metrics"];
     let name = project.name();
