@@ -1,8 +1,7 @@
 //! `[notify]` and `[metrics]` end to end on the real daemon (README, "Monitoring"): a webhook
 //! receiver and a ping receiver on loopback started by the test, a notify command, and the
 //! metrics file read back with a strict Prometheus text-format parser, prometheus-parse and
-//! promtool, and compared with
-//! `status --json`.
+//! promtool, and compared with `status --json`.
 
 mod e2e;
 mod support;
