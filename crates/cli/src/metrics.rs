@@ -51,7 +51,7 @@ pub struct LastRun {
 
 impl Figures {
     /// The figures the journal holds now, with the pending copies of `config`'s remotes.
-    pub fn gather(journal: &Journal, config: &crate::config::Config) -> anyhow::Result<Figures> {
+    pub fn gather(journal: &Journal, project: &Project) -> anyhow::Result<Figures> {
         let mut figures = Figures::default();
         let mut last: Option<(Timestamp, LastRun)> = None;
         for id in journal.runs()? {
@@ -88,7 +88,7 @@ impl Figures {
         let backups = journal.backups()?;
         figures.backups = backups.len() as u64;
         figures.last_archive_size_bytes = backups.iter().max_by_key(|b| (b.created_at, b.id)).map(|b| b.size_bytes);
-        figures.copies_pending = crate::runs::ship::pending_counts(config, journal)?.into_iter().collect();
+        figures.copies_pending = crate::runs::ship::pending_counts(project, journal)?.into_iter().collect();
         Ok(figures)
     }
 
@@ -169,7 +169,7 @@ pub fn metrics_path(project: &Project) -> Option<PathBuf> {
 /// failed by its metrics; a problem is logged.
 pub fn write_after_run(project: &Project, journal: &Journal) {
     let Some(path) = metrics_path(project) else { return };
-    let written = Figures::gather(journal, &project.config)
+    let written = Figures::gather(journal, project)
         .and_then(|figures| write_atomically(&path, &figures.to_prometheus(&project.config.project.name)));
     if let Err(err) = written {
         tracing::warn!("could not write the metrics file {}: {err:#}", path.display());

@@ -146,7 +146,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<StatusReport> {
         None => None,
     };
     let metrics = match &journal {
-        Some(j) => Some(crate::metrics::Figures::gather(j, &project.config)?),
+        Some(j) => Some(crate::metrics::Figures::gather(j, &project)?),
         None => None,
     };
     let mode = project.config.backup.mode;

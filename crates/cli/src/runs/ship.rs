@@ -5,8 +5,9 @@
 use super::{RunSession, history};
 use crate::config::RemoteSection;
 use crate::exit::Exit;
+use crate::project::Project;
 use crate::remotes;
-use lifeboat_journal::BackupEntry;
+use lifeboat_journal::{BackupEntry, Journal};
 use lifeboat_machine::{RunSpec, State};
 
 /// A copy still to make: a catalogued backup that `remote` does not hold yet.
@@ -16,12 +17,15 @@ pub struct Pending<'a> {
 }
 
 /// Every pending copy, remote by remote in `lifeboat.toml`'s order, oldest backup first (so a
-/// remote that was down gets the history in order). `only` limits it to these remotes' names.
-pub fn pending<'a>(session: &'a RunSession, only: Option<&str>) -> anyhow::Result<Vec<Pending<'a>>> {
-    let held = Held::of(&session.journal)?;
-    let backups = session.journal.backups()?;
+/// remote that was down gets the history in order). `only` limits it to that remote. A backup
+/// whose archive is not on this host (catalogued from a remote and not fetched) has nothing to
+/// ship.
+pub fn pending<'a>(project: &'a Project, journal: &Journal, only: Option<&str>) -> anyhow::Result<Vec<Pending<'a>>> {
+    let held = Held::of(journal)?;
+    let backups: Vec<BackupEntry> =
+        journal.backups()?.into_iter().filter(|b| project.dir.join(&b.path).exists()).collect();
     let mut list = Vec::new();
-    for remote in session.project.config.remotes.iter().filter(|r| only.is_none_or(|name| r.name == name)) {
+    for remote in project.config.remotes.iter().filter(|r| only.is_none_or(|name| r.name == name)) {
         for backup in &backups {
             if !held.has(backup.id, &remote.name) {
                 list.push(Pending { remote, backup: backup.clone() });
@@ -36,7 +40,7 @@ pub fn pending<'a>(session: &'a RunSession, only: Option<&str>) -> anyhow::Resul
 struct Held(std::collections::BTreeSet<(u64, String)>);
 
 impl Held {
-    fn of(journal: &lifeboat_journal::Journal) -> anyhow::Result<Held> {
+    fn of(journal: &Journal) -> anyhow::Result<Held> {
         let mut held: std::collections::BTreeSet<(u64, String)> =
             journal.copies()?.into_iter().map(|c| (c.backup_id, c.remote)).collect();
         held.extend(journal.pruned_copies()?);
@@ -49,16 +53,13 @@ impl Held {
 }
 
 /// The number of pending copies per remote, for `status` and the metrics file.
-pub fn pending_counts(
-    config: &crate::config::Config,
-    journal: &lifeboat_journal::Journal,
-) -> anyhow::Result<Vec<(String, u64)>> {
-    let held = Held::of(journal)?;
-    let backups = journal.backups()?;
-    Ok(config
+pub fn pending_counts(project: &Project, journal: &Journal) -> anyhow::Result<Vec<(String, u64)>> {
+    let pending = pending(project, journal, None)?;
+    Ok(project
+        .config
         .remotes
         .iter()
-        .map(|remote| (remote.name.clone(), backups.iter().filter(|b| !held.has(b.id, &remote.name)).count() as u64))
+        .map(|remote| (remote.name.clone(), pending.iter().filter(|p| p.remote.name == remote.name).count() as u64))
         .collect())
 }
 
@@ -133,7 +134,7 @@ impl CopyReport {
 /// cannot be reached or refuses is checked once and its copies stay pending with the reason; a
 /// signal stops before the next copy. Never an error for a copy: each report says how it went.
 pub async fn ship_pending(session: &RunSession, only: Option<&str>) -> anyhow::Result<Vec<CopyReport>> {
-    let pending = pending(session, only)?;
+    let pending = pending(&session.project, &session.journal, only)?;
     let mut reports = Vec::new();
     let mut down: Vec<(String, String, Exit)> = Vec::new();
     for item in &pending {
@@ -172,7 +173,14 @@ pub async fn ship_pending(session: &RunSession, only: Option<&str>) -> anyhow::R
             });
         } else {
             let error = run.failures().first().map_or_else(|| history::failure_summary(&run), |f| f.error.clone());
-            reports.push(CopyReport::pending(item, Some(run.id()), error, Exit::Failed));
+            reports.push(CopyReport::pending(item, Some(run.id()), error.clone(), Exit::Failed));
+            // The next copies to that remote would most likely fail the same way: they wait for
+            // the next backup or push, not a rolled-back run each.
+            down.push((
+                item.remote.name.clone(),
+                format!("not tried: the copy of backup {} failed first", item.backup.id),
+                Exit::Failed,
+            ));
         }
     }
     Ok(reports)
