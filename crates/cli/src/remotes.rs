@@ -205,32 +205,16 @@ pub async fn fetch_catalogued(
             let remote = open(project, section, &copy.url)?;
             let identities = identities(project, section, identity)?;
             let dir = target.parent().ok_or_else(|| anyhow::anyhow!("{} has no directory", target.display()))?;
-            crate::perms::ready_backup_dir(dir, project.config.backup.group_id()?)?;
-            let partial = tempfile::Builder::new().prefix(".fetch-").tempfile_in(dir)?;
+            let group = project.config.backup.group_id()?;
+            crate::perms::ready_backup_dir(dir, group)?;
             tracing::info!(
                 "backup {} is not on this host: fetching it from remote {} ({})",
                 entry.id,
                 section.name,
                 copy.key
             );
-            let (fetched, file) = remote.fetch(&copy.key, partial, identities).await.map_err(exit_for)?;
-            if fetched.archive_sha256 != entry.sha256 || fetched.archive_bytes != entry.size_bytes {
-                return Err(Exit::Integrity.wrap(anyhow::anyhow!(
-                    "remote {}: {} holds an archive of {} bytes with sha256 {}, the catalog says {} bytes, sha256 {}",
-                    section.name,
-                    copy.key,
-                    fetched.archive_bytes,
-                    fetched.archive_sha256,
-                    entry.size_bytes,
-                    entry.sha256
-                )));
-            }
-            file.as_file().sync_all()?;
-            file.persist(&target)
-                .map_err(|err| anyhow::Error::new(err.error).context(format!("cannot keep {}", target.display())))?;
-            crate::effects::backups::write_sidecar(&target, &entry.sha256, project.config.backup.group_id()?)?;
-            crate::fsutil::fsync_dir(dir)?;
-            Ok::<_, anyhow::Error>(())
+            let expected = Expected { sha256: &entry.sha256, bytes: entry.size_bytes, what: "the catalog" };
+            fetch_archive(&remote, &copy.key, identities, &target, &expected, group).await
         };
         match attempt.await {
             Ok(()) => return Ok(target),
@@ -250,4 +234,45 @@ pub async fn fetch_catalogued(
         entry.id,
         tried.join("; ")
     ))
+}
+
+/// What a fetched archive must be, and what says so (for the error).
+pub struct Expected<'a> {
+    pub sha256: &'a str,
+    pub bytes: u64,
+    pub what: &'a str,
+}
+
+/// Downloads the copy `key` into `target` (whose directory exists) through a temporary file
+/// beside it, decrypting it with `identities`; the archive must be `expected` (else exit 5 and
+/// nothing at `target`). Then fsynced, renamed into place, its `.sha256` sidecar written, the
+/// directory fsynced.
+pub async fn fetch_archive(
+    remote: &Remote,
+    key: &str,
+    identities: Option<Identities>,
+    target: &Path,
+    expected: &Expected<'_>,
+    group: Option<u32>,
+) -> anyhow::Result<()> {
+    let dir = target.parent().ok_or_else(|| anyhow::anyhow!("{} has no directory", target.display()))?;
+    let partial = tempfile::Builder::new().prefix(".fetch-").tempfile_in(dir)?;
+    let (fetched, file) = remote.fetch(key, partial, identities).await.map_err(exit_for)?;
+    if fetched.archive_sha256 != expected.sha256 || fetched.archive_bytes != expected.bytes {
+        crate::fail!(
+            Exit::Integrity,
+            "remote {}: {key} holds an archive of {} bytes with sha256 {}; {} says {} bytes, sha256 {}",
+            remote.name(),
+            fetched.archive_bytes,
+            fetched.archive_sha256,
+            expected.what,
+            expected.bytes,
+            expected.sha256
+        );
+    }
+    file.as_file().sync_all()?;
+    file.persist(target)
+        .map_err(|err| anyhow::Error::new(err.error).context(format!("cannot keep {}", target.display())))?;
+    crate::effects::backups::write_sidecar(target, expected.sha256, group)?;
+    crate::fsutil::fsync_dir(dir)
 }

@@ -514,6 +514,24 @@ impl Journal {
     /// backup must be in the catalog ([`JournalError::UnknownBackup`]) and the shipping run in
     /// the journal ([`JournalError::UnknownRun`]); either refusal changes nothing.
     pub fn record_copy(&self, entry: &CopyEntry) -> Result<bool, JournalError> {
+        self.insert_copy(entry, Origin::Run)
+    }
+
+    /// Catalogs a copy found on a remote (`lifeboat import --remote`) of a backup imported from
+    /// the same remote's manifest: as [`Journal::record_copy`], with `entry.run_id` the imported
+    /// backup's id, since no run of this journal shipped it. A copy already catalogued for the
+    /// same object (key and size: a shipping run's row has more facts than a manifest gives) is
+    /// `Ok(false)`.
+    pub fn import_copy(&self, entry: &CopyEntry) -> Result<bool, JournalError> {
+        if entry.run_id != entry.backup_id || !self.is_imported(entry.backup_id)? {
+            return Err(JournalError::UnknownRun { path: self.path.clone(), run: entry.run_id });
+        }
+        self.insert_copy(entry, Origin::Imported)
+    }
+
+    /// The one insert of a copy row: the same copy already there is `Ok(false)`, another one a
+    /// conflict; a shipped copy needs its backup catalogued and its run in the journal.
+    fn insert_copy(&self, entry: &CopyEntry, origin: Origin) -> Result<bool, JournalError> {
         self.contain(|| {
             let bytes =
                 codec::encode(entry).map_err(|source| JournalError::Encode { path: self.path.clone(), source })?;
@@ -524,7 +542,11 @@ impl Journal {
                     copies.get((entry.backup_id, entry.remote.as_str())).map_err(|e| self.storage(e))?
                 {
                     let existing: CopyEntry = self.decode_copy(existing.value(), entry.backup_id, &entry.remote)?;
-                    return if &existing == entry {
+                    let same = match origin {
+                        Origin::Run => &existing == entry,
+                        Origin::Imported => existing.key == entry.key && existing.stored_bytes == entry.stored_bytes,
+                    };
+                    return if same {
                         Ok(false)
                     } else {
                         Err(JournalError::CopyConflict {
@@ -534,50 +556,22 @@ impl Journal {
                         })
                     };
                 }
-                let backups = txn.open_table(BACKUPS).map_err(|e| self.storage(e))?;
-                if backups.get(entry.backup_id).map_err(|e| self.storage(e))?.is_none() {
-                    return Err(JournalError::UnknownBackup { path: self.path.clone(), backup_id: entry.backup_id });
-                }
-                let runs = txn.open_table(RUNS).map_err(|e| self.storage(e))?;
-                if runs.get(entry.run_id).map_err(|e| self.storage(e))?.is_none() {
-                    return Err(JournalError::UnknownRun { path: self.path.clone(), run: entry.run_id });
+                if origin == Origin::Run {
+                    let backups = txn.open_table(BACKUPS).map_err(|e| self.storage(e))?;
+                    if backups.get(entry.backup_id).map_err(|e| self.storage(e))?.is_none() {
+                        return Err(JournalError::UnknownBackup {
+                            path: self.path.clone(),
+                            backup_id: entry.backup_id,
+                        });
+                    }
+                    let runs = txn.open_table(RUNS).map_err(|e| self.storage(e))?;
+                    if runs.get(entry.run_id).map_err(|e| self.storage(e))?.is_none() {
+                        return Err(JournalError::UnknownRun { path: self.path.clone(), run: entry.run_id });
+                    }
                 }
                 copies
                     .insert((entry.backup_id, entry.remote.as_str()), bytes.as_slice())
                     .map_err(|e| self.storage(e))?;
-            }
-            self.commit(txn)?;
-            Ok(true)
-        })
-    }
-
-    /// Catalogs a copy found on a remote (`lifeboat import --remote`) of a backup imported from
-    /// the same remote's manifest: as [`Journal::record_copy`], with `entry.run_id` the imported
-    /// backup's id, since no run of this journal shipped it.
-    pub fn import_copy(&self, entry: &CopyEntry) -> Result<bool, JournalError> {
-        if entry.run_id != entry.backup_id || !self.is_imported(entry.backup_id)? {
-            return Err(JournalError::UnknownRun { path: self.path.clone(), run: entry.run_id });
-        }
-        self.contain(|| {
-            let bytes =
-                codec::encode(entry).map_err(|source| JournalError::Encode { path: self.path.clone(), source })?;
-            let txn = self.write()?;
-            {
-                let mut copies = txn.open_table(COPIES).map_err(|e| self.storage(e))?;
-                if let Some(existing) = copies.get((entry.backup_id, entry.remote.as_str())).map_err(|e| self.storage(e))? {
-                    let existing: CopyEntry = self.decode_copy(existing.value(), entry.backup_id, &entry.remote)?;
-                    // The same object catalogued before (by a shipping run or an import) stays.
-                    return if existing.key == entry.key && existing.stored_bytes == entry.stored_bytes {
-                        Ok(false)
-                    } else {
-                        Err(JournalError::CopyConflict {
-                            path: self.path.clone(),
-                            backup_id: entry.backup_id,
-                            remote: entry.remote.clone(),
-                        })
-                    };
-                }
-                copies.insert((entry.backup_id, entry.remote.as_str()), bytes.as_slice()).map_err(|e| self.storage(e))?;
             }
             self.commit(txn)?;
             Ok(true)

@@ -361,24 +361,13 @@ pub async fn fetch_for_restore(
         tracing::info!("{} was fetched before: using it", target.display());
         return Ok(target);
     }
-    let partial = tempfile::Builder::new().prefix(".fetch-").tempfile_in(&dir)?;
     tracing::info!("downloading {text} ({})", render::bytes(info.size));
-    let (fetched, file) = remote.fetch(key, partial, identities).await.map_err(exit_for)?;
-    if fetched.archive_sha256 != meta.archive_sha256 || fetched.archive_bytes != meta.archive_bytes {
-        fail!(
-            Exit::Integrity,
-            "{text} does not match the sha256 stored with it: {} bytes, sha256 {} (stored: {} bytes, sha256 {})",
-            fetched.archive_bytes,
-            fetched.archive_sha256,
-            meta.archive_bytes,
-            meta.archive_sha256
-        );
-    }
-    file.as_file().sync_all()?;
-    file.persist(&target)
-        .map_err(|err| anyhow::Error::new(err.error).context(format!("cannot keep {}", target.display())))?;
-    crate::effects::backups::write_sidecar(&target, &meta.archive_sha256, None)?;
-    crate::fsutil::fsync_dir(&dir)?;
+    let expected = remotes::Expected {
+        sha256: &meta.archive_sha256,
+        bytes: meta.archive_bytes,
+        what: "the sha256 stored with it",
+    };
+    remotes::fetch_archive(&remote, key, identities, &target, &expected, None).await?;
     Ok(target)
 }
 
