@@ -256,8 +256,7 @@ fn failures_reach_the_webhook_the_command_and_the_ping_and_successes_when_asked(
         .expect("promtool (scripts/setup-test-env installs it)");
     promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let checked = promtool.wait_with_output().unwrap();
-    assert!(checked.status.success(), "promtool check metrics: {}
-{text}", describe(&checked));
+    assert!(checked.status.success(), "promtool check metrics: {}\n{text}", describe(&checked));
     let status = run_json(&project, &["status"]);
     let figures = &status["metrics"];
     let name = project.name();
