@@ -642,8 +642,11 @@ impl Journal {
 
     /// Removes the copy of `backup_id` on `remote` from the catalog and notes it pruned (at `at`,
     /// Unix ms), in one durable transaction, so the backup is never pending there again. A copy
-    /// already pruned is `Ok(false)`, and so is one never catalogued (it is noted pruned all the
-    /// same).
+    /// already pruned is `Ok(false)` and changes nothing (the first `at` stays), and so is one
+    /// never catalogued (it is noted pruned all the same). Only the entry goes: the object on the
+    /// remote is the caller's to delete, after this returns (`Effect::PruneCopy`). Nothing here
+    /// stops a later [`Journal::record_copy`] of the pair: never shipping it again is the
+    /// shipping side's rule (pending is "no row and not pruned").
     pub fn prune_copy(&self, backup_id: u64, remote: &str, at: i64) -> Result<bool, JournalError> {
         self.contain(|| {
             let txn = self.write()?;
@@ -661,7 +664,8 @@ impl Journal {
         })
     }
 
-    /// Every (backup id, remote name) whose copy a remote's retention deleted.
+    /// Every (backup id, remote name) whose copy a remote's retention deleted, by backup id, then
+    /// remote name; empty in a journal that never pruned one (it lacks the table).
     pub fn pruned_copies(&self) -> Result<Vec<(u64, String)>, JournalError> {
         self.contain(|| {
             let txn = self.read()?;

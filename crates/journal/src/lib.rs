@@ -17,9 +17,13 @@
 //! | `lifeboat_backups`  | backup id `u64`       | one encoded [`BackupEntry`] (id = its run id)  |
 //! | `lifeboat_settings` | `"settings"`          | one encoded [`Settings`]                       |
 //! | `lifeboat_copies`   | `(backup id, remote)` | one encoded [`CopyEntry`]: a backup's copy on a remote, by the remote's name |
+//! | `lifeboat_copies_pruned` | `(backup id, remote)` | `i64`: when (Unix ms) a remote's retention pruned that copy |
 //!
 //! `lifeboat_copies` came after the first format: it is created by the first
 //! [`Journal::record_copy`] (or [`Journal::remove_copy`]), and a journal without it has no copies.
+//! `lifeboat_copies_pruned` came later still, created by the first [`Journal::prune_copy`], which
+//! removes the copy's row and writes the pair in one transaction; a journal without it has
+//! nothing pruned. Its values are plain integers, not records.
 //!
 //! Every record is a format version byte ([`RECORD_VERSION`]) followed by bincode 2 (standard
 //! configuration, serde path), capped at [`MAX_RECORD_BYTES`]; decoding rejects other versions and
@@ -38,7 +42,7 @@
 //!
 //! **When an event is durable**: every write method ([`Journal::begin_run`], [`Journal::append`],
 //! [`Journal::record_backup`], [`Journal::remove_backup`], [`Journal::record_copy`],
-//! [`Journal::remove_copy`], [`Journal::update_settings`]) is exactly
+//! [`Journal::remove_copy`], [`Journal::prune_copy`], [`Journal::update_settings`]) is exactly
 //! one redb write transaction, committed with [`redb::Durability::Immediate`] before the method
 //! returns. redb never modifies committed pages in place: it writes the transaction's pages to
 //! free space, writes a header whose primary slot points at the new tree (with its checksum), and

@@ -47,7 +47,7 @@ impl BackupEntry {
 /// One copy of a backup on a remote (`[[remote]]` in `lifeboat.toml`), as the shipping run that
 /// stored and checked it catalogued it. Keyed by (backup id, remote name): a backup has at most
 /// one copy per remote. The entry stays when the local backup is pruned; the remote's own
-/// retention removes it.
+/// retention removes it (`Journal::prune_copy`, which notes the pair pruned: never shipped again).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CopyEntry {
     pub backup_id: u64,

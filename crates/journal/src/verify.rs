@@ -1,7 +1,7 @@
 //! [`Journal::verify`]: a full structural check of the journal, for `lifeboat journal verify`.
 
 use crate::codec::{self, DecodeError, decode_event};
-use crate::journal::{BACKUPS, COPIES, EVENTS, IMPORTED, Journal, RUNS, SETTINGS};
+use crate::journal::{BACKUPS, COPIES, COPIES_PRUNED, EVENTS, IMPORTED, Journal, RUNS, SETTINGS};
 use crate::records::{BackupEntry, CopyEntry, Settings};
 use lifeboat_machine::{MachineError, RunId, replay};
 use redb::{ReadTransaction, ReadableTable};
@@ -16,6 +16,8 @@ pub struct VerifyReport {
     pub backups_checked: u64,
     /// Entries of the copies table.
     pub copies_checked: u64,
+    /// Entries of the table of pruned copies (`lifeboat_copies_pruned`).
+    pub pruned_copies_checked: u64,
     pub problems: Vec<Problem>,
 }
 
@@ -55,6 +57,12 @@ pub enum Problem {
     CopyKeyMismatch { backup_id: u64, remote: String, entry_backup_id: u64, entry_remote: String },
     /// A catalogued copy whose shipping run is not in the journal.
     CopyWithoutRun { backup_id: u64, remote: String, run_id: RunId },
+    /// The table of pruned copies cannot be read as one (its key or value types are not
+    /// lifeboat's); its entries were not checked.
+    UnreadablePrunedCopies { error: String },
+    /// A copy noted pruned that the copies table still holds: pruning removes the row and notes
+    /// the pair in one transaction, so one without the other was written by something else.
+    PrunedCopyCatalogued { backup_id: u64, remote: String },
 }
 
 impl fmt::Display for Problem {
@@ -95,6 +103,12 @@ impl fmt::Display for Problem {
             Problem::CopyWithoutRun { backup_id, remote, run_id } => {
                 write!(f, "the copy of backup {backup_id} on remote {remote}: its run {run_id} is not in the journal")
             }
+            Problem::UnreadablePrunedCopies { error } => {
+                write!(f, "the table of pruned copies is unreadable: {error}")
+            }
+            Problem::PrunedCopyCatalogued { backup_id, remote } => {
+                write!(f, "the copy of backup {backup_id} on remote {remote} is noted pruned, yet still catalogued")
+            }
         }
     }
 }
@@ -104,7 +118,8 @@ impl Journal {
     /// recorded count, every record decodes, every run replays through the machine, every
     /// catalog entry is keyed by its own id and names an existing run (or was imported), every
     /// catalogued copy is keyed by its own backup and remote and names an existing run (its
-    /// backup may be gone: a copy outlives the local backup's pruning), and the settings decode.
+    /// backup may be gone: a copy outlives the local backup's pruning), no copy noted pruned is
+    /// still catalogued, and the settings decode.
     ///
     /// Never panics and never fails: a storage error (or a panic inside redb on a damaged file)
     /// is itself reported as a [`Problem`], after which the rest of the file is not checked.
@@ -191,6 +206,7 @@ impl Journal {
         }
 
         // Copies: a journal written before them has no table.
+        let mut catalogued = BTreeSet::new();
         match txn.open_table(COPIES) {
             Ok(table) => {
                 for item in table.iter()? {
@@ -198,6 +214,7 @@ impl Journal {
                     let (backup_id, remote) = key.value();
                     report.copies_checked += 1;
                     let remote = remote.to_owned();
+                    catalogued.insert((backup_id, remote.clone()));
                     match codec::decode::<CopyEntry>(bytes.value()) {
                         Err(error) => report.problems.push(Problem::UndecodableCopy { backup_id, remote, error }),
                         Ok(entry) => {
@@ -223,6 +240,25 @@ impl Journal {
             }
             Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(e.into()),
+        }
+
+        // Pruned copies: a journal that never pruned one has no table. Its values are plain
+        // timestamps; what can be wrong is the table's types, or a pair that still has its row.
+        match txn.open_table(COPIES_PRUNED) {
+            Ok(table) => {
+                for item in table.iter()? {
+                    let (key, _) = item?;
+                    let (backup_id, remote) = key.value();
+                    report.pruned_copies_checked += 1;
+                    let remote = remote.to_owned();
+                    if catalogued.contains(&(backup_id, remote.clone())) {
+                        report.problems.push(Problem::PrunedCopyCatalogued { backup_id, remote });
+                    }
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(redb::TableError::Storage(e)) => return Err(e.into()),
+            Err(e) => report.problems.push(Problem::UnreadablePrunedCopies { error: e.to_string() }),
         }
 
         let settings = txn.open_table(SETTINGS)?;

@@ -22,8 +22,8 @@ mod common;
 
 use common::entry;
 use lifeboat_journal::fuzzing::scripted_run;
-use lifeboat_journal::{BackupEntry, Journal, JournalError, Settings, StorageBackend};
-use lifeboat_machine::{BackupKind, Event};
+use lifeboat_journal::{BackupEntry, CopyEntry, Journal, JournalError, Settings, StorageBackend};
+use lifeboat_machine::{BackupKind, Event, Timestamp};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -329,4 +329,79 @@ fn a_crash_while_creating_the_journal_is_refused_or_empty() {
         }
     }
     println!("creation: {total} operations; {empty} images open as empty journals, {refused} refused");
+}
+
+/// `prune_copy` is one transaction: after a crash at any I/O operation of it, the journal holds
+/// the copy's row and no pruned pair, or the pair and no row; never both, never neither.
+#[test]
+fn a_crash_while_pruning_a_copy_leaves_its_row_or_its_pruned_pair_never_both_nor_neither() {
+    // Run 1's backup catalogued, with its copy on `offsite`, all durable.
+    let copy = CopyEntry {
+        backup_id: 1,
+        remote: "offsite".into(),
+        run_id: 1,
+        url: "s3://bucket/lifeboat".into(),
+        key: "lifeboat-1.tar.gz.age".into(),
+        shipped_at: Timestamp(1_700_000_100_000),
+        stored_sha256: "5e".repeat(32),
+        stored_bytes: 1434,
+        archive_sha256: entry(1).sha256,
+        encryption: "age".into(),
+    };
+    let setup = CrashDisk::new(fresh_image());
+    {
+        let journal = Journal::open_with_backend(setup.clone(), "crash.redb").unwrap();
+        let (events, _) = scripted_run(1, &[0]);
+        assert_eq!(journal.begin_run(&events[0]).unwrap(), 1);
+        for event in &events[1..] {
+            journal.append(1, event).unwrap();
+        }
+        journal.record_backup(&entry(1)).unwrap();
+        assert!(journal.record_copy(&copy).unwrap());
+    }
+    let start = setup.0.images.lock().unwrap().synced.clone();
+    let state = |journal: &Journal| {
+        let row = journal.copy(1, "offsite").unwrap();
+        let pruned = journal.pruned_copies().unwrap();
+        assert!(row.is_none() || row.as_ref() == Some(&copy), "{row:?}");
+        assert!(pruned.is_empty() || pruned == [(1, "offsite".to_owned())], "{pruned:?}");
+        (row.is_some(), !pruned.is_empty())
+    };
+
+    let probe = CrashDisk::new(start.clone());
+    let journal = Journal::open_with_backend(probe.clone(), "crash.redb").unwrap();
+    assert_eq!(state(&journal), (true, false), "the setup is durable");
+    probe.crash_at(u64::MAX);
+    assert!(journal.prune_copy(1, "offsite", 1_700_000_200_000).unwrap());
+    let total = probe.ops();
+    drop(journal);
+
+    let (mut before, mut after) = (0, 0);
+    for n in 0..=total {
+        let disk = CrashDisk::new(start.clone());
+        let journal = Journal::open_with_backend(disk.clone(), "crash.redb").unwrap();
+        disk.crash_at(n);
+        let acked = journal.prune_copy(1, "offsite", 1_700_000_200_000).is_ok();
+        drop(journal);
+        for (model_name, image) in disk.after_crash(4) {
+            let context = format!("crash at operation {n} of {total} (acknowledged: {acked}), image {model_name}");
+            let journal = Journal::open_with_backend(CrashDisk::new(image), "crash.redb")
+                .unwrap_or_else(|e| panic!("{context}: reopen failed: {e}"));
+            match state(&journal) {
+                (true, false) => {
+                    assert!(!acked, "{context}: an acknowledged prune was lost");
+                    before += 1;
+                }
+                (false, true) => after += 1,
+                other => panic!("{context}: (row, pruned) = {other:?}"),
+            }
+            let report = journal.verify();
+            assert!(report.is_clean(), "{context}: {:?}", report.problems);
+            // Carried out again (recovery redoes the step): done, whichever it found.
+            journal.prune_copy(1, "offsite", 1_700_000_300_000).unwrap();
+            assert_eq!(state(&journal), (false, true), "{context}");
+        }
+    }
+    assert!(before > 0 && after > 0, "both sides reached: {before} before, {after} after");
+    println!("prune_copy: {total} operations; {before} images before it, {after} after");
 }

@@ -29,8 +29,8 @@
 use arbitrary::{Arbitrary, Unstructured};
 use lifeboat_journal::{decode_event, encode_event};
 use lifeboat_machine::{
-    ArchiveDetails, ArchiveFacts, BackupKind, BackupRef, CopyFacts, CopyTarget, Decision, Effect, Event, Hook,
-    HookPoint, NewVolume, Outcome, PackageRef, Provision, RunKind, RunSpec, SkippedPath, State, Timestamp,
+    ArchiveDetails, ArchiveFacts, BackupKind, BackupRef, CopyDeletion, CopyFacts, CopyTarget, Decision, Effect, Event,
+    Hook, HookPoint, NewVolume, Outcome, PackageRef, Provision, RunKind, RunSpec, SkippedPath, State, Timestamp,
 };
 use std::fmt::Debug;
 use std::mem::{Discriminant, discriminant};
@@ -150,6 +150,18 @@ fn started_golden(variant: &RunSpec) -> (RunSpec, &'static str) {
             RunSpec::Ship { backup: backup_ref(), target: copy_target() },
             "0100fd00d0ca9f1703000008070662372e74677a026162fb2c01036f66660873333a2f2f622f700a62372e74677a2e616765",
         ),
+        RunSpec::PruneCopies { .. } => (
+            RunSpec::PruneCopies {
+                deletions: vec![
+                    CopyDeletion { backup_id: 7, target: copy_target() },
+                    CopyDeletion {
+                        backup_id: 8,
+                        target: CopyTarget { remote: "nas".into(), url: "file:///n".into(), key: "b8.tgz".into() },
+                    },
+                ],
+            },
+            "0100fd00d0ca9f17030000090207036f66660873333a2f2f622f700a62372e74677a2e61676508036e61730966696c653a2f2f2f6e0662382e74677a",
+        ),
     }
 }
 
@@ -242,6 +254,10 @@ fn intent_golden(variant: &Effect) -> (Effect, &'static str) {
         Effect::DeleteCopy { .. } => (
             Effect::DeleteCopy { backup_id: 7, target: copy_target() },
             "0101fd00d0ca9f170300001907036f66660873333a2f2f622f700a62372e74677a2e616765",
+        ),
+        Effect::PruneCopy { .. } => (
+            Effect::PruneCopy { backup_id: 7, target: copy_target() },
+            "0101fd00d0ca9f170300001a07036f66660873333a2f2f622f700a62372e74677a2e616765",
         ),
     }
 }
@@ -450,8 +466,8 @@ fn every_variant_has_a_golden() {
     }
     // The sweep reaches every variant (the counts are those of types.rs today; more is fine).
     assert!(variants::<Event>().len() >= 6);
-    assert!(variants::<RunSpec>().len() >= 9);
-    assert!(variants::<Effect>().len() >= 26);
+    assert!(variants::<RunSpec>().len() >= 10);
+    assert!(variants::<Effect>().len() >= 27);
     assert!(variants::<Outcome>().len() >= 11);
     assert!(variants::<Decision>().len() >= 4);
     assert!(variants::<BackupKind>().len() >= 3);

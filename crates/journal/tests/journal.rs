@@ -14,6 +14,7 @@ const EVENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("lifeboa
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("lifeboat_meta");
 const BACKUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("lifeboat_backups");
 const COPIES: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("lifeboat_copies");
+const COPIES_PRUNED: TableDefinition<(u64, &str), i64> = TableDefinition::new("lifeboat_copies_pruned");
 
 fn journal_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("journal.redb")
@@ -725,4 +726,172 @@ fn verify_reports_copies_whose_run_is_missing_or_stored_under_another_key_or_und
     assert!(matches!(journal.copies(), Err(JournalError::Undecodable { .. })));
     assert!(matches!(journal.copy(2, "offsite"), Err(JournalError::Undecodable { .. })));
     assert_eq!(journal.copy(1, "nas").unwrap(), Some(copy_entry(1, "offsite", 1)), "stored under the wrong key");
+}
+
+// ---- copies a remote's retention pruned ----
+
+/// When the pairs below are pruned (Unix ms).
+const PRUNED_AT: i64 = 1_700_000_200_000;
+
+/// The names of the file's tables.
+fn table_names(path: &Path) -> Vec<String> {
+    let db = redb::Database::open(path).unwrap();
+    let read = db.begin_read().unwrap();
+    read.list_tables().unwrap().map(|t| redb::TableHandle::name(&t).to_owned()).collect()
+}
+
+/// When `lifeboat_copies_pruned` says (backup_id, remote) was pruned, read from the file.
+fn pruned_at(path: &Path, backup_id: u64, remote: &str) -> Option<i64> {
+    let db = redb::Database::open(path).unwrap();
+    let read = db.begin_read().unwrap();
+    read.open_table(COPIES_PRUNED).unwrap().get((backup_id, remote)).unwrap().map(|at| at.value())
+}
+
+/// A journal at `path` with backup 1 catalogued and its copies on `offsite` and `nas` (shipped,
+/// for the journal's purposes, by run 1).
+fn journal_with_two_copies(path: &Path) -> (CopyEntry, CopyEntry) {
+    let journal = Journal::open(path).unwrap();
+    let ids = write_runs(&journal, &[backup_run()]);
+    journal.record_backup(&entry(ids[0])).unwrap();
+    let (offsite, nas) = (copy_entry(1, "offsite", 1), copy_entry(1, "nas", 1));
+    assert!(journal.record_copy(&offsite).unwrap() && journal.record_copy(&nas).unwrap());
+    (offsite, nas)
+}
+
+#[test]
+fn pruning_a_copy_removes_its_row_and_notes_the_pair_in_one_durable_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    let (_, nas) = journal_with_two_copies(&path);
+    {
+        let journal = Journal::open(&path).unwrap();
+        assert!(journal.prune_copy(1, "offsite", PRUNED_AT).unwrap(), "the row was there");
+        assert_eq!(journal.copy(1, "offsite").unwrap(), None);
+        assert_eq!(journal.copies().unwrap(), vec![nas.clone()], "the other remote's copy stays");
+        assert_eq!(journal.pruned_copies().unwrap(), vec![(1, "offsite".to_owned())]);
+    }
+    // Both halves reached the file, with when.
+    assert_eq!(pruned_at(&path, 1, "offsite"), Some(PRUNED_AT));
+    let journal = Journal::open(&path).unwrap();
+    assert_eq!(journal.copies().unwrap(), vec![nas]);
+    assert_eq!(journal.pruned_copies().unwrap(), vec![(1, "offsite".to_owned())]);
+    // Only the copy goes: the local backup and the runs stay.
+    assert_eq!(journal.backups().unwrap(), vec![entry(1)]);
+    assert_eq!(journal.runs().unwrap(), vec![1]);
+    let report = journal.verify();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!((report.copies_checked, report.pruned_copies_checked), (1, 1));
+}
+
+#[test]
+fn pruning_a_copy_twice_is_ok_false_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    let (_, nas) = journal_with_two_copies(&path);
+    {
+        let journal = Journal::open(&path).unwrap();
+        assert!(journal.prune_copy(1, "offsite", PRUNED_AT).unwrap());
+        // A recovery carrying the step out again, later.
+        assert!(!journal.prune_copy(1, "offsite", PRUNED_AT + 60_000).unwrap(), "pruned already");
+        assert!(!journal.prune_copy(1, "offsite", PRUNED_AT + 120_000).unwrap(), "pruned already");
+        assert_eq!(journal.copies().unwrap(), vec![nas.clone()]);
+        assert_eq!(journal.pruned_copies().unwrap(), vec![(1, "offsite".to_owned())]);
+    }
+    // The first time is kept.
+    assert_eq!(pruned_at(&path, 1, "offsite"), Some(PRUNED_AT));
+    let journal = Journal::open(&path).unwrap();
+    assert_eq!(journal.copies().unwrap(), vec![nas]);
+    assert_eq!(journal.pruned_copies().unwrap(), vec![(1, "offsite".to_owned())]);
+    assert!(journal.verify().is_clean());
+}
+
+#[test]
+fn pruning_a_copy_never_catalogued_notes_the_pair_all_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    {
+        let journal = Journal::open(&path).unwrap();
+        let ids = write_runs(&journal, &[backup_run()]);
+        journal.record_backup(&entry(ids[0])).unwrap();
+        // No copy anywhere (not even the copies table); nor a backup 99 in the catalog.
+        assert!(!journal.prune_copy(99, "nas", PRUNED_AT).unwrap());
+        assert!(!journal.prune_copy(1, "offsite", PRUNED_AT + 1).unwrap());
+        assert_eq!(journal.copies().unwrap(), vec![]);
+        // By backup id, then remote.
+        assert_eq!(journal.pruned_copies().unwrap(), vec![(1, "offsite".to_owned()), (99, "nas".to_owned())]);
+    }
+    assert_eq!((pruned_at(&path, 99, "nas"), pruned_at(&path, 1, "offsite")), (Some(PRUNED_AT), Some(PRUNED_AT + 1)));
+    let journal = Journal::open(&path).unwrap();
+    assert_eq!(journal.pruned_copies().unwrap(), vec![(1, "offsite".to_owned()), (99, "nas".to_owned())]);
+    // A pair noted pruned needs neither its backup nor its row.
+    let report = journal.verify();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!((report.copies_checked, report.pruned_copies_checked), (0, 2));
+}
+
+#[test]
+fn a_journal_without_the_pruned_copies_table_has_nothing_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    // A new journal, then one with copies that never pruned one (as journals written before
+    // the table existed): neither has the table.
+    drop(Journal::open(&path).unwrap());
+    assert!(!table_names(&path).iter().any(|n| n == "lifeboat_copies_pruned"));
+    assert_eq!(Journal::open(&path).unwrap().pruned_copies().unwrap(), vec![]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    let (offsite, nas) = journal_with_two_copies(&path);
+    let names = table_names(&path);
+    assert!(names.iter().any(|n| n == "lifeboat_copies"), "{names:?}");
+    assert!(!names.iter().any(|n| n == "lifeboat_copies_pruned"), "{names:?}");
+    let journal = Journal::open(&path).unwrap();
+    assert_eq!(journal.pruned_copies().unwrap(), vec![]);
+    assert_eq!(journal.copies().unwrap(), vec![nas, offsite]);
+    let report = journal.verify();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!((report.copies_checked, report.pruned_copies_checked), (2, 0));
+}
+
+#[test]
+fn verify_reports_a_pruned_copy_still_catalogued_and_an_unreadable_pruned_copies_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    journal_with_two_copies(&path);
+    // Written behind the journal's back: offsite noted pruned with its row still there, and a
+    // pair pruned without a row (sound).
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut pruned = txn.open_table(COPIES_PRUNED).unwrap();
+            pruned.insert((1, "offsite"), PRUNED_AT).unwrap();
+            pruned.insert((2, "offsite"), PRUNED_AT).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let report = Journal::open(&path).unwrap().verify();
+    assert_eq!(report.problems, vec![Problem::PrunedCopyCatalogued { backup_id: 1, remote: "offsite".into() }]);
+    assert_eq!((report.copies_checked, report.pruned_copies_checked), (2, 2));
+    assert!(report.problems[0].to_string().contains("noted pruned, yet still catalogued"), "{}", report.problems[0]);
+
+    // A table of that name with other types: reported, and the rest of the file still checked.
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    journal_with_two_copies(&path);
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let other: TableDefinition<u64, &[u8]> = TableDefinition::new("lifeboat_copies_pruned");
+        txn.open_table(other).unwrap().insert(1, [0u8; 3].as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    let journal = Journal::open(&path).unwrap();
+    let report = journal.verify();
+    assert!(matches!(report.problems.as_slice(), [Problem::UnreadablePrunedCopies { .. }]), "{:#?}", report.problems);
+    assert_eq!((report.runs_checked, report.copies_checked, report.pruned_copies_checked), (1, 2, 0));
+    assert!(report.problems[0].to_string().contains("pruned copies is unreadable"), "{}", report.problems[0]);
+    // Reading it, or pruning into it, is an error, and the prune changes nothing.
+    assert!(journal.pruned_copies().is_err());
+    assert!(journal.prune_copy(1, "offsite", PRUNED_AT).is_err());
+    assert_eq!(journal.copy(1, "offsite").unwrap(), Some(copy_entry(1, "offsite", 1)), "the row stays");
 }

@@ -69,9 +69,9 @@ fn steps(run: &Run) -> Option<(Vec<Step>, Step)> {
             (with_hooks(run, &[VerifyArchive, Inspect], &[Stop, RestoreData, Start, Verify, CommitData]), Verify)
         }
         RunKind::Rollback => (vec![VerifyArchive, Inspect, Stop, RestoreData, Start, Verify, CommitData], Verify),
-        // A prune's steps are its deletions, and it is past its point of no return from the start:
-        // a deleted backup cannot be undeleted, and every deletion is idempotent, so an
-        // interrupted prune always finishes.
+        // A prune's steps are its deletions (of backups, or of copies on remotes), and it is past
+        // its point of no return from the start: a deleted backup or copy cannot be undeleted,
+        // and every deletion is idempotent, so an interrupted prune always finishes.
         RunKind::Prune => return None,
         // As a restore: the data was verified running.
         RunKind::RestoreNew => (vec![VerifyArchive, Provision, RestoreData, UpStack, Verify, CommitData], Verify),
@@ -450,6 +450,8 @@ impl RecoveryPlan {
 /// - a run already rolling back carries on rolling back, redoing the interrupted step;
 /// - a run past its point of no return (backup recorded; upgrade, restore or rollback verified)
 ///   resumes, redoing the interrupted step;
+/// - a prune (of backups, or of copies on remotes) is past it from the start: it always resumes,
+///   redoing the interrupted deletion;
 /// - any other run rolls back: a backup deletes its unrecorded archive and starts the services it
 ///   stopped; an upgrade that began deploying also puts back the old files, data and stack; a ship
 ///   run whose copy is not recorded aborts its upload, then deletes whatever of the copy reached

@@ -1,4 +1,4 @@
-//! [`Run`]: one backup, upgrade, restore or rollback, as the fold of its events.
+//! [`Run`]: one run (backup, upgrade, restore, prune, ship, ...), as the fold of its events.
 
 use crate::plan::{forward_step, is_committed, settle};
 use crate::types::*;

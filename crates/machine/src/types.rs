@@ -24,8 +24,9 @@ pub type RunId = u64;
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Timestamp(pub i64);
 
-/// The kinds of run: backup, upgrade, restore, rollback, prune (retention, journaled like the
-/// others), the two first-time kinds, and ship (a backup's copy sent to a remote).
+/// The kinds of run: backup, upgrade, restore, rollback, prune (retention, of local backups or
+/// of copies on remotes, journaled like the others), the two first-time kinds, and ship (a
+/// backup's copy sent to a remote).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum RunKind {
@@ -407,9 +408,11 @@ pub enum Effect {
     /// object stays if the table holds another run's copy under (backup, remote). Either already
     /// gone is fine.
     DeleteCopy { backup_id: u64, target: CopyTarget },
-    /// Remove the copy's row from the copies table and note it pruned, in one transaction (the
-    /// backup is never pending on that remote again), then delete the object. Either already
-    /// gone is fine.
+    /// Remove the copy's row from the copies table and note it pruned, in one transaction
+    /// (`Journal::prune_copy`: the backup is never pending on that remote again), then delete
+    /// the object. In that order, so a crash never leaves a catalogued copy without its object:
+    /// between the two, the object is one nothing catalogues, which the step carried out again
+    /// deletes. Either already gone is fine (a second prune of the pair changes nothing).
     PruneCopy { backup_id: u64, target: CopyTarget },
 }
 

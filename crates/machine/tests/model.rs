@@ -2,8 +2,9 @@
 //!
 //! A case is a scenario: the services running at the start, a sequence of operations (backups,
 //! upgrades to a healthy v2 or a broken v3, restores, rollbacks, prunes, copies of a catalogued
-//! backup shipped to an S3 or a directory remote, application writes and manual service toggles
-//! between runs), seeded effect failures, an operator's cancel (a signal) before
+//! backup shipped to an S3 or a directory remote, prunes of catalogued copies (any subset of one
+//! remote's or of all, as a remote's retention would pick them), application writes and manual
+//! service toggles between runs), seeded effect failures, an operator's cancel (a signal) before
 //! some effect, and a seed for crashes during recovery. The simulated Docker knows a stop that
 //! was requested and has not finished: the container still reports running, a start leaves it to
 //! exit, a health check passes it; only a second stop waits it out (see `sim`).
@@ -44,10 +45,21 @@ enum Op {
     Rollback,
     /// Prune the oldest backups, as many as this (modulo the catalog size), keeping the newest.
     Prune(usize),
-    /// Ship the catalogued backup at this index (modulo the catalog size) to `REMOTES[remote]`.
+    /// Ship the catalogued backup at this index (modulo the catalog size) to `REMOTES[remote]`
+    /// (modulo their number).
     Ship {
         backup: usize,
         remote: usize,
+    },
+    /// Prune catalogued copies (`RunSpec::PruneCopies`): of `REMOTES[remote]` only, or of every
+    /// remote; of those n copies, the non-empty subset number `pick` modulo 2^n - 1 (the bits of
+    /// the subset's mask: `1 + pick % (2^n - 1)`).
+    /// `faults`: (effect number, micro-steps) of this run's effects that fail, as [`Fault`]
+    /// (the scenario's faults rarely reach a run this late, or an effect this early).
+    PruneCopies {
+        remote: Option<usize>,
+        pick: u32,
+        faults: Vec<(usize, usize)>,
     },
     AppWrite,
     Toggle(usize),
@@ -106,17 +118,52 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Rollback),
         1 => (1..4usize).prop_map(Op::Prune),
         3 => (0..4usize, 0..REMOTES.len()).prop_map(|(backup, remote)| Op::Ship { backup, remote }),
+        2 => (prop::option::of(0..REMOTES.len()), any::<u32>(), prune_faults())
+            .prop_map(|(remote, pick, faults)| Op::PruneCopies { remote, pick, faults }),
         1 => Just(Op::AppWrite),
         1 => (0..4usize).prop_map(Op::Toggle),
     ]
 }
 
+/// Faults of a prune of copies' own effects: none mostly, one, or two (a retried step failing
+/// again ends the run `Failed`).
+fn prune_faults() -> impl Strategy<Value = Vec<(usize, usize)>> {
+    prop_oneof![2 => Just(Vec::new()), 1 => prop::collection::vec((0..4usize, 0..3usize), 1..=2)]
+}
+
+/// A backup shipped to one remote or both, some of its copies pruned, a few more operations,
+/// then another attempt to ship it to the first remote (which must not happen if that copy was
+/// pruned). Random operations alone rarely get a copy catalogued and then prune it.
+fn retention_ops() -> impl Strategy<Value = Vec<Op>> {
+    (
+        any::<bool>(),
+        0..REMOTES.len(),
+        any::<bool>(),
+        prop::option::of(0..REMOTES.len()),
+        any::<u32>(),
+        prune_faults(),
+        prop::collection::vec(op(), 0..=2),
+    )
+        .prop_map(|(snapshot, remote, both, prune_remote, pick, faults, tail)| {
+            // The remote shipped to first, the other, or both.
+            let prune_remote = prune_remote.map(|offset| (remote + offset) % REMOTES.len());
+            let mut ops = vec![Op::Backup { snapshot }, Op::Ship { backup: 0, remote }];
+            if both {
+                ops.push(Op::Ship { backup: 0, remote: remote + 1 });
+            }
+            ops.push(Op::PruneCopies { remote: prune_remote, pick, faults });
+            ops.extend(tail);
+            ops.push(Op::Ship { backup: 0, remote });
+            ops
+        })
+}
+
 fn scenario() -> impl Strategy<Value = Scenario> {
     (
         prop::collection::vec(any::<bool>(), 4),
-        prop::collection::vec(op(), 1..=4),
-        prop::collection::vec((1..=3u64, 0..12usize, 0..4usize), 0..=2),
-        prop::collection::vec((1..=3u64, 0..8usize), 0..=1),
+        prop_oneof![3 => prop::collection::vec(op(), 1..=4), 1 => retention_ops()],
+        prop::collection::vec((1..=4u64, 0..12usize, 0..4usize), 0..=2),
+        prop::collection::vec((1..=4u64, 0..8usize), 0..=1),
         prop::collection::vec(hook(), 0..=2),
         prop::option::of(any::<bool>()),
         any::<u64>(),
@@ -195,10 +242,34 @@ impl Scenario {
                 let ids: Vec<RunId> = w.catalog.keys().copied().collect();
                 let pick = *ids.get(backup % ids.len().max(1))?;
                 // A backup has one copy per remote: a copy already catalogued there is not shipped
-                // again (its key is the copy's, and another upload would replace it).
+                // again (its key is the copy's, and another upload would replace it), and neither
+                // is one the remote's retention pruned (`runs/ship.rs`: pending is "no row and
+                // not pruned").
                 let RunSpec::Ship { backup, target } = ship_spec(w, pick, *remote)? else { unreachable!() };
-                (!w.copies.contains_key(&(backup.backup_id, target.remote.clone())))
+                let pair = (backup.backup_id, target.remote.clone());
+                (!w.copies.contains_key(&pair) && !w.copies_pruned.contains(&pair))
                     .then_some(RunSpec::Ship { backup, target })
+            }
+            Op::PruneCopies { remote, pick, .. } => {
+                let only = remote.map(|r| REMOTES[r % REMOTES.len()].0);
+                let candidates: Vec<_> =
+                    w.copies.iter().filter(|((_, name), _)| only.is_none_or(|only| only == name)).collect();
+                if candidates.is_empty() {
+                    return None;
+                }
+                // At most 4 backups on 2 remotes in a scenario: far from 64 bits.
+                let mask = 1 + u64::from(*pick) % ((1u64 << candidates.len()) - 1);
+                let deletions: Vec<CopyDeletion> = candidates
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| mask & (1 << i) != 0)
+                    .map(|(_, ((backup_id, name), copy))| {
+                        let (_, url, _) = REMOTES.iter().find(|(n, _, _)| n == name).expect("a configured remote");
+                        let target = CopyTarget { remote: name.clone(), url: (*url).into(), key: copy.key.clone() };
+                        CopyDeletion { backup_id: *backup_id, target }
+                    })
+                    .collect();
+                (!deletions.is_empty()).then_some(RunSpec::PruneCopies { deletions })
             }
             Op::AppWrite | Op::Toggle(_) => None,
         }
@@ -216,6 +287,11 @@ impl Scenario {
                 _ => {}
             }
             let Some(spec) = Self::spec(op, &sim) else { continue };
+            if let Op::PruneCopies { faults, .. } = op {
+                for &(nth, after) in faults {
+                    sim.inject(sim.next_run_id(), nth, after);
+                }
+            }
             let ended = match sim.run(spec) {
                 Ok(run) => vec![run],
                 Err(Crashed) => {
@@ -279,6 +355,16 @@ impl Scenario {
         );
         let states = |sim: &Sim| ended_runs(sim, &interrupted).iter().map(|r| r.state()).collect::<Vec<_>>();
         assert_eq!(states(&clean), states(&bumpy), "recovery interrupted at point {at} ends otherwise");
+        // A prune (of backups or of copies) is past its point of no return from the start: a
+        // recovery without failures always completes it, unless it had failed twice already and
+        // was running its `on_failure` hooks on its way to `Failed` (see `Sim::recover_all`).
+        for run in ended_runs(&clean, &interrupted) {
+            let was_failing = replay(run.id(), &crashed.journal[&run.id()])
+                .is_ok_and(|r| matches!(r.mode(), Mode::Compensating { end: State::Failed, .. }));
+            if run.kind() == RunKind::Prune && !was_failing {
+                assert_eq!(run.state(), State::Completed, "run {}: a recovered prune ended otherwise", run.id());
+            }
+        }
         for run in &live {
             bumpy.check_ended(run);
         }

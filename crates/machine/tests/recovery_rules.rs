@@ -978,6 +978,19 @@ mod arbitrary_journals {
             Just(abort(None)),
             Just(abort(Some(UPLOAD_ID))),
             Just(delete_copy()),
+            Just(prune_copy(0)),
+            Just(prune_copy(1)),
+        ]
+    }
+
+    fn specs() -> impl Strategy<Value = RunSpec> {
+        prop_oneof![
+            Just(backup()),
+            Just(upgrade()),
+            Just(restore()),
+            Just(rollback()),
+            Just(ship()),
+            Just(prune_copies())
         ]
     }
 
@@ -995,8 +1008,7 @@ mod arbitrary_journals {
             .prop_map(outcome),
             1 => prop_oneof![Just(Decision::Resume), Just(Decision::RollBack), Just(Decision::ContinueRollBack)]
                 .prop_map(|decision| Event::Recovering { at: Timestamp(7), decision }),
-            1 => prop_oneof![Just(backup()), Just(upgrade()), Just(restore()), Just(rollback()), Just(ship())]
-                .prop_map(|spec| Run::start(spec, Timestamp(1))),
+            1 => specs().prop_map(|spec| Run::start(spec, Timestamp(1))),
         ]
     }
 
@@ -1014,7 +1026,7 @@ mod arbitrary_journals {
         /// planned without a panic; whatever replays cleanly either ended or has a plan whose
         /// decision the run then accepts.
         #[test]
-        fn random_journals_never_panic(spec in prop_oneof![Just(backup()), Just(upgrade()), Just(restore()), Just(rollback()), Just(ship())],
+        fn random_journals_never_panic(spec in specs(),
                                       rest in prop::collection::vec(event(), 0..24)) {
             let mut events = vec![Run::start(spec, Timestamp(0))];
             events.extend(rest);
@@ -1571,4 +1583,256 @@ fn a_begin_interrupted_before_its_id_was_journaled_leaves_an_s3_upload_to_the_li
     let ended = sim.recover_all().unwrap();
     sim.check_ended(&ended[0]);
     assert!(sim.world.remotes["nas"].uploads.is_empty());
+}
+
+// -------------------------------------------------------------------------------------------------
+// Pruning copies on remotes (docs/design.md, "Retention on remotes"): a prune, past its point of
+// no return from the start.
+
+fn nas_target(key: &str) -> CopyTarget {
+    CopyTarget { remote: "nas".into(), url: "file:///mnt/nas".into(), key: key.into() }
+}
+
+fn copy_deletions() -> Vec<CopyDeletion> {
+    vec![
+        CopyDeletion { backup_id: 7, target: target() },
+        CopyDeletion { backup_id: 8, target: nas_target("r8.tar.gz") },
+    ]
+}
+
+fn prune_copies() -> RunSpec {
+    RunSpec::PruneCopies { deletions: copy_deletions() }
+}
+
+/// The step of the deletion at `index`.
+fn prune_copy(index: usize) -> Effect {
+    let deletion = copy_deletions().remove(index);
+    Effect::PruneCopy { backup_id: deletion.backup_id, target: deletion.target }
+}
+
+#[test]
+fn a_prune_of_copies_prunes_each_copy_in_turn_and_is_committed_from_its_start() {
+    let mut j = Journal::new(prune_copies());
+    assert_eq!(j.run.kind(), RunKind::Prune);
+    assert!(j.run.is_committed(), "past its point of no return before its first step");
+    let mut seen = Vec::new();
+    while let Some(effect) = j.run.poll_effect() {
+        seen.push((j.run.state(), effect));
+        j = j.ok(1);
+    }
+    assert_eq!(seen, [(State::Pruning, prune_copy(0)), (State::Pruning, prune_copy(1))]);
+    assert_eq!(j.run.state(), State::Completed);
+    assert_eq!(replay(ID, &j.events).unwrap(), j.run, "replay == live");
+    assert_eq!(recover(ID, &j.events), Ok(None));
+}
+
+#[test]
+fn a_prune_of_copies_with_nothing_to_delete_ends_as_it_starts() {
+    let started = Run::start(RunSpec::PruneCopies { deletions: vec![] }, Timestamp(0));
+    let run = Run::from_started(ID, &started).unwrap();
+    assert_eq!(run.state(), State::Completed);
+    assert_eq!(recover(ID, &[started]), Ok(None));
+}
+
+#[test]
+fn a_prune_of_copies_interrupted_at_any_step_carries_the_interrupted_one_out_again() {
+    // (steps done, the next in flight?) → the steps recovery carries out: the interrupted
+    // deletion again (its transaction may have committed, its object may be gone: both are
+    // no-ops the second time), then the rest.
+    let cases: Vec<(usize, bool, Vec<Effect>)> = vec![
+        (0, false, vec![prune_copy(0), prune_copy(1)]),
+        (0, true, vec![prune_copy(0), prune_copy(1)]),
+        (1, false, vec![prune_copy(1)]),
+        (1, true, vec![prune_copy(1)]),
+    ];
+    for (done, in_flight, steps) in cases {
+        let mut j = Journal::new(prune_copies()).ok(done);
+        if in_flight {
+            j = j.begin();
+        }
+        j.expect(State::Pruning, Decision::Resume, steps.clone(), State::Completed);
+        // Recovery interrupted right after its decision, or within its first step: the same.
+        let j = j.recovering();
+        j.expect(State::Pruning, Decision::Resume, steps.clone(), State::Completed);
+        let j = j.begin();
+        j.expect(State::Pruning, Decision::Resume, steps, State::Completed);
+    }
+    // Never a rollback: a journal that says so does not replay.
+    let mut events = Journal::new(prune_copies()).begin().events;
+    events.push(Event::Recovering { at: Timestamp(9), decision: Decision::RollBack });
+    assert_eq!(
+        replay_error(&events),
+        (2, MachineError::WrongDecision { expected: Decision::Resume, got: Decision::RollBack })
+    );
+}
+
+#[test]
+fn a_prune_of_copies_whose_step_fails_retries_it_once_then_fails() {
+    for (done, steps) in [(0, vec![prune_copy(0), prune_copy(1)]), (1, vec![prune_copy(1)])] {
+        // The failed deletion and the rest become the steps that finish the run.
+        let j = Journal::new(prune_copies()).ok(done).fail();
+        assert_eq!(j.run.mode(), &Mode::Compensating { steps: steps.clone(), end: State::Completed }, "{done}");
+        assert_eq!(j.run.state(), State::Pruning, "finishing, not rolling back");
+        assert_eq!(j.run.failures().len(), 1);
+        assert_eq!((&j.run.failures()[0].effect, j.run.failures()[0].state), (&steps[0], State::Pruning));
+        // Interrupted before finishing, or within its first step: the same steps.
+        j.expect(State::Pruning, Decision::ContinueFinishing, steps.clone(), State::Completed);
+        let j = j.begin();
+        j.expect(State::Pruning, Decision::ContinueFinishing, steps.clone(), State::Completed);
+        // The step carried out again fails: it is retried once more (rule 5: three attempts in
+        // all), and a success then finishes the run.
+        let j = Journal::new(prune_copies()).ok(done).fail().fail();
+        assert_eq!(j.run.poll_effect().as_ref(), steps.first(), "retried");
+        assert_eq!(j.clone_journal().ok(steps.len()).run.state(), State::Completed);
+        // A second failure of the settling step ends the run failed, with what was deleted
+        // deleted.
+        let j = j.fail();
+        assert_eq!(j.run.state(), State::Failed);
+        assert_eq!(j.run.failures().len(), 3);
+        assert_eq!(recover(ID, &j.events), Ok(None));
+    }
+    // With an `on_failure` hook (`lifeboat prune` starts the run with them): it runs once the
+    // run fails, never when it finishes.
+    let j = Journal::with_on_failure(prune_copies(), false).fail().fail().fail();
+    assert_eq!(j.run.mode(), &Mode::Compensating { steps: vec![run_on_failure(false)], end: State::Failed });
+    assert_eq!(j.ok(1).run.state(), State::Failed);
+    let j = Journal::with_on_failure(prune_copies(), false).fail().ok(2);
+    assert_eq!(j.run.state(), State::Completed);
+}
+
+#[test]
+fn a_prune_of_copies_takes_no_cancel() {
+    let at = Timestamp(9);
+    // Past its point of no return from the start, between its steps, and while finishing.
+    assert_eq!(Journal::new(prune_copies()).run.handle_cancel("SIGINT", at), None);
+    assert_eq!(Journal::new(prune_copies()).ok(1).run.handle_cancel("SIGTERM", at), None);
+    assert_eq!(Journal::new(prune_copies()).fail().run.handle_cancel("SIGINT", at), None);
+    // And a journal that says otherwise does not replay.
+    let mut events = Journal::new(prune_copies()).events;
+    events.push(Event::Cancelled { at, reason: "SIGINT".into() });
+    assert_eq!(replay_error(&events), (1, MachineError::CancelNotAccepted));
+}
+
+#[test]
+fn a_prune_of_copies_takes_only_done_or_failed() {
+    let j = Journal::new(prune_copies()).begin();
+    for outcome in [
+        Outcome::UploadBegun { upload_id: UPLOAD_ID.into() },
+        Outcome::CopyUploaded(copy_facts()),
+        Outcome::Started { services: vec![] },
+        Outcome::Inspected { running: vec![] },
+    ] {
+        assert_eq!(
+            j.run.handle_outcome(outcome, Timestamp(9)),
+            Err(MachineError::OutcomeMismatch { effect: "prune_copy" })
+        );
+    }
+    assert!(j.run.handle_outcome(Outcome::Done, Timestamp(9)).is_ok());
+    assert!(j.run.handle_outcome(Outcome::Failed { error: "403".into() }, Timestamp(9)).is_ok());
+    // The steps are the spec's deletions, in order, and nothing else replays.
+    let mut events = Journal::new(prune_copies()).events;
+    events.push(intent(prune_copy(1)));
+    assert!(matches!(replay_error(&events), (1, MachineError::UnexpectedIntent { .. })));
+    let mut events = Journal::new(prune_copies()).events;
+    events.push(intent(Effect::DeleteCopy { backup_id: 7, target: target() }));
+    assert!(matches!(replay_error(&events), (1, MachineError::UnexpectedIntent { .. })));
+}
+
+/// A world with backup 1 shipped to both remotes (runs 2 and 3), and the spec of the prune of
+/// both copies as run 4.
+fn pruning_world() -> (Sim, RunSpec) {
+    let (mut sim, spec) = shipping_world(0);
+    assert_eq!(sim.run(spec).unwrap().state(), State::Completed);
+    let spec = ship_spec(&sim.world, 1, 1).unwrap();
+    assert_eq!(sim.run(spec).unwrap().state(), State::Completed);
+    let deletions = REMOTES
+        .iter()
+        .map(|(name, url, _)| {
+            let copy = &sim.world.copies[&(1, name.to_string())];
+            CopyDeletion {
+                backup_id: 1,
+                target: CopyTarget { remote: name.to_string(), url: url.to_string(), key: copy.key.clone() },
+            }
+        })
+        .collect();
+    (sim, RunSpec::PruneCopies { deletions })
+}
+
+/// Each copy `spec` deletes: its row gone, its pair noted pruned, its object gone.
+fn assert_pruned(sim: &Sim, spec: &RunSpec) {
+    let RunSpec::PruneCopies { deletions } = spec else { unreachable!() };
+    for d in deletions {
+        let key = (d.backup_id, d.target.remote.clone());
+        assert!(!sim.world.copies.contains_key(&key), "{key:?} is still catalogued");
+        assert!(sim.world.copies_pruned.contains(&key), "{key:?} is not noted pruned");
+        assert!(!sim.world.remotes[&d.target.remote].objects.contains_key(&d.target.key), "{key:?}: the object");
+    }
+}
+
+#[test]
+fn a_prune_of_copies_in_the_world_removes_the_rows_notes_the_pairs_and_deletes_the_objects() {
+    let (mut sim, spec) = pruning_world();
+    let before = sim.world.clone();
+    let run = sim.run(spec.clone()).unwrap();
+    assert_eq!(run.state(), State::Completed);
+    sim.check_ended(&run);
+    assert_pruned(&sim, &spec);
+    assert_eq!(sim.world.services, before.services, "the services were never touched");
+    assert_eq!(sim.world.catalog, before.catalog, "the local backup stays");
+}
+
+#[test]
+fn a_prune_of_copies_crashed_between_its_transaction_and_the_delete_deletes_the_object_on_recovery() {
+    for nth in 0..2 {
+        let (mut sim, spec) = pruning_world();
+        sim.crash_at_nth_named("step prune_copy 1", nth, |s| s.run(spec.clone()));
+        assert_eq!(sim.run(spec.clone()).err(), Some(Crashed));
+        // The row is gone and the pair noted, the object is still there: an object nothing
+        // catalogues, never a catalogued copy without its object.
+        let RunSpec::PruneCopies { deletions } = &spec else { unreachable!() };
+        let d = &deletions[nth];
+        let key = (1, d.target.remote.clone());
+        assert!(!sim.world.copies.contains_key(&key) && sim.world.copies_pruned.contains(&key));
+        assert!(sim.world.remotes[&d.target.remote].objects.contains_key(&d.target.key));
+        let ended = sim.recover_all().unwrap();
+        assert_eq!(ended[0].state(), State::Completed, "{nth}");
+        sim.check_ended(&ended[0]);
+        assert_pruned(&sim, &spec);
+        let again = sim.clone();
+        assert!(sim.recover_all().unwrap().is_empty());
+        assert_eq!((&sim.world, &sim.journal), (&again.world, &again.journal), "a second recovery acted");
+    }
+}
+
+#[test]
+fn a_prune_of_copies_whose_delete_fails_carries_the_step_out_again() {
+    // The first deletion fails after its transaction (the remote refused the delete, say): the
+    // step is carried out again, its transaction a no-op, and the object goes.
+    let (mut sim, spec) = pruning_world();
+    sim.inject(4, 0, 1);
+    let run = sim.run(spec.clone()).unwrap();
+    assert_eq!((run.state(), run.failures().len()), (State::Completed, 1));
+    sim.check_ended(&run);
+    assert_pruned(&sim, &spec);
+    // Failing every time: three attempts, then `Failed`, the row gone and the object left.
+    let (mut sim, spec) = pruning_world();
+    for nth in 0..3 {
+        sim.inject(4, nth, 1);
+    }
+    let run = sim.run(spec).unwrap();
+    assert_eq!((run.state(), run.failures().len()), (State::Failed, 3));
+    sim.check_ended(&run);
+    assert!(sim.world.copies_pruned.contains(&(1, "offsite".into())));
+    assert!(!sim.world.copies.contains_key(&(1, "offsite".into())));
+    assert_eq!(sim.world.remotes["offsite"].objects.len(), 1, "the object is the operator's to delete");
+}
+
+#[test]
+#[should_panic(expected = "which its remote pruned")]
+fn the_model_never_ships_a_pruned_copy_again() {
+    let (mut sim, spec) = pruning_world();
+    assert_eq!(sim.run(spec).unwrap().state(), State::Completed);
+    // What `runs/ship.rs` never starts: the pair is pruned.
+    let again = ship_spec(&sim.world, 1, 0).unwrap();
+    let _ = sim.run(again);
 }

@@ -1,7 +1,7 @@
 //! A simulated world for the run machine: fake services, fake files, fake remotes (an S3 store
-//! and a directory, with their open uploads and objects, and the journal's copies table), an
-//! in-memory journal, an executor that carries out every [`Effect`] with the semantics documented
-//! on its variant, seeded effect failures and a crash at any chosen point.
+//! and a directory, with their open uploads and objects, the journal's copies table and its
+//! pruned pairs), an in-memory journal, an executor that carries out every [`Effect`] with the
+//! semantics documented on its variant, seeded effect failures and a crash at any chosen point.
 //!
 //! Nothing here performs I/O or reads a clock: the simulated clock is a counter, faults are keyed by
 //! (run, effect number), and a crash is a counter of "points" reaching zero. The same inputs give
@@ -182,6 +182,10 @@ pub struct World {
     pub uploads_opened: u64,
     /// The copies table, by (backup id, remote name).
     pub copies: BTreeMap<(u64, String), CopyRecord>,
+    /// The pairs a remote's retention pruned (`lifeboat_copies_pruned`): never shipped again.
+    /// The journal keeps when; the model does not, so that two recoveries that passed through
+    /// different clocks still leave equal worlds.
+    pub copies_pruned: BTreeSet<(u64, String)>,
 }
 
 impl World {
@@ -205,6 +209,7 @@ impl World {
             remotes: REMOTES.iter().map(|(name, _, _)| (name.to_string(), Store::default())).collect(),
             uploads_opened: 0,
             copies: BTreeMap::new(),
+            copies_pruned: BTreeSet::new(),
         }
     }
 
@@ -321,6 +326,9 @@ pub struct RunRecord {
     pub crashes: usize,
     /// The backups a prune run was asked to delete: the only ones a run may remove.
     pub pruned: Vec<RunId>,
+    /// The copies (backup id, remote name) a prune of copies was asked to delete: the only
+    /// catalogued copies a run may remove.
+    pub pruned_copies: Vec<(u64, String)>,
 }
 
 /// The simulated host: world, journal, clock, faults and the oracle's notes.
@@ -467,7 +475,20 @@ impl Sim {
             RunSpec::Prune { deletions } => deletions.iter().map(|b| b.backup_id).collect(),
             _ => Vec::new(),
         };
-        self.records.insert(id, RunRecord { before: self.world.clone(), failures: 0, injected: 0, crashes: 0, pruned });
+        let pruned_copies = match &spec {
+            RunSpec::PruneCopies { deletions } => {
+                deletions.iter().map(|d| (d.backup_id, d.target.remote.clone())).collect()
+            }
+            _ => Vec::new(),
+        };
+        if let RunSpec::Ship { backup, target } = &spec {
+            // As `runs/ship.rs` picks pending copies: no row, and not pruned there.
+            let pair = (backup.backup_id, target.remote.clone());
+            assert!(!self.world.copies.contains_key(&pair), "a ship run of {pair:?}, which has a copy already");
+            assert!(!self.world.copies_pruned.contains(&pair), "a ship run of {pair:?}, which its remote pruned");
+        }
+        let before = self.world.clone();
+        self.records.insert(id, RunRecord { before, failures: 0, injected: 0, crashes: 0, pruned, pruned_copies });
         self.current = Some(id);
         // A ship run is started without `on_failure` hooks, as `lifeboat push` starts it.
         let on_failure = if matches!(spec, RunSpec::Ship { .. }) { Vec::new() } else { self.world.on_failure.clone() };
@@ -524,6 +545,20 @@ impl Sim {
             assert_eq!(plan.run_id, id);
             assert_eq!(plan.kind, run.kind());
             assert_eq!(plan.interrupted_in, run.state());
+            if plan.kind == RunKind::Prune {
+                // Past its point of no return from the start: recovery finishes it, unless it
+                // failed twice already and only its `on_failure` hooks remain (the machine calls
+                // that settling towards `Failed` "continue rolling back", for every kind).
+                let finishes = matches!(plan.decision, Decision::Resume | Decision::ContinueFinishing)
+                    && plan.ends_as == State::Completed;
+                let fails = plan.decision == Decision::ContinueRollBack
+                    && plan.ends_as == State::Failed
+                    && plan
+                        .steps
+                        .iter()
+                        .all(|s| matches!(s, Effect::RunHook { hook } if hook.point == HookPoint::OnFailure));
+                assert!(finishes || fails, "run {id}: a prune's recovery plan {plan:?}");
+            }
             self.current = Some(id);
             let event = plan.event(self.now());
             self.append(id, event.clone())?;
@@ -1005,6 +1040,20 @@ impl Sim {
                 })?;
                 Ok(Outcome::Done)
             }
+            Effect::PruneCopy { backup_id, target } => {
+                // `Journal::prune_copy`: the row removed and the pair noted pruned, in one
+                // transaction; then the object deleted (gone is fine).
+                let key = (*backup_id, target.remote.clone());
+                self.micro(|w| {
+                    w.copies.remove(&key);
+                    w.copies_pruned.insert(key);
+                })?;
+                let object_key = target.key.clone();
+                self.store_request(&target.remote, |store| {
+                    store.objects.remove(&object_key);
+                })?;
+                Ok(Outcome::Done)
+            }
             Effect::AbortUpload { target, upload_id } => {
                 let id = match upload_id {
                     Some(id) => id.clone(),
@@ -1078,14 +1127,20 @@ impl Sim {
         for (key, copy) in &w.copies {
             assert!(w.copy_is_sound(key, copy), "invariant 2: copy {key:?} is catalogued but its object is not sound");
         }
+        for key in &w.copies_pruned {
+            assert!(!w.copies.contains_key(key), "the copy {key:?} is noted pruned and catalogued");
+        }
         let Some((run, committed)) = self.active else { return };
         let record = &self.records[&run];
         let before = &record.before;
         for id in before.catalog.keys().filter(|id| !record.pruned.contains(id)) {
             assert!(w.catalog.contains_key(id), "invariant 6: run {run} removed the earlier backup {id}");
         }
-        for key in before.copies.keys() {
+        for key in before.copies.keys().filter(|key| !record.pruned_copies.contains(key)) {
             assert!(w.copies.contains_key(key), "invariant 6: run {run} removed the earlier copy {key:?}");
+        }
+        for key in &before.copies_pruned {
+            assert!(w.copies_pruned.contains(key), "run {run} forgot that {key:?} was pruned");
         }
         if committed {
             assert!(w.data.is_some() && w.files.is_some(), "invariant 6: committed run {run} left no data or files");
@@ -1206,12 +1261,16 @@ impl Sim {
         );
 
         // Invariant 6: earlier backups survive, but for those a prune was asked to delete; earlier
-        // copies all do (a prune of the local backup leaves its copies).
+        // copies too, but for those a prune of copies was asked to delete (a prune of the local
+        // backup leaves its copies).
         for bid in before.catalog.keys().filter(|bid| !record.pruned.contains(bid)) {
             assert!(w.catalog.contains_key(bid), "invariant 6: run {id} removed backup {bid}");
         }
-        for key in before.copies.keys() {
+        for key in before.copies.keys().filter(|key| !record.pruned_copies.contains(key)) {
             assert!(w.copies.contains_key(key), "invariant 6: run {id} removed the copy {key:?}");
+        }
+        for key in &w.copies_pruned {
+            assert!(!w.copies.contains_key(key), "run {id} left {key:?} noted pruned and catalogued");
         }
 
         match (run.spec(), state) {
@@ -1225,6 +1284,33 @@ impl Sim {
             (RunSpec::Prune { .. }, _) => {
                 // Past its point of no return from the start: it finishes or fails, never rolls back.
                 assert_eq!(state, State::Failed, "prune {id} ended {state}");
+            }
+            (RunSpec::PruneCopies { deletions }, _) => {
+                // It never touches the host: services, data, files, local backups as they were;
+                // nor another copy than those it lists.
+                assert_eq!(w.services, before.services, "prune of copies {id} touched the services");
+                assert_eq!((&w.data, &w.files), (&before.data, &before.files), "prune of copies {id}: the data");
+                assert_eq!((&w.catalog, &w.archives), (&before.catalog, &before.archives), "prune of copies {id}");
+                for (key, copy) in &before.copies {
+                    if !record.pruned_copies.contains(key) {
+                        assert_eq!(w.copies.get(key), Some(copy), "prune of copies {id} changed {key:?}");
+                    }
+                }
+                // Past its point of no return from the start: it finishes (or, after two
+                // failures, fails: the generic check above), never rolls back.
+                assert_eq!(state, State::Completed, "prune of copies {id} ended {state}");
+                for deletion in deletions {
+                    let key = (deletion.backup_id, deletion.target.remote.clone());
+                    assert!(!w.copies.contains_key(&key), "prune of copies {id} left the row of {key:?}");
+                    assert!(w.copies_pruned.contains(&key), "prune of copies {id} did not note {key:?} pruned");
+                    let objects = &w.remotes[&deletion.target.remote].objects;
+                    assert!(
+                        !objects.contains_key(&deletion.target.key),
+                        "prune of copies {id} left the object {} on {}",
+                        deletion.target.key,
+                        deletion.target.remote
+                    );
+                }
             }
             (RunSpec::Backup { archive_path, backup_kind, .. }, State::Completed) => {
                 let entry = w.catalog.get(&id).unwrap_or_else(|| panic!("completed backup {id} is not catalogued"));
