@@ -24,10 +24,9 @@ mod support;
 mod garage;
 
 use e2e::{command, describe, partial_files, random_bytes, running, sha256sum};
-use garage::{BUCKET, GarageCluster, S3Access};
+use garage::{BUCKET, GarageCluster, S3Access, rclone};
 use serde_json::Value;
 use std::cell::RefCell;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -390,53 +389,15 @@ fn age_identity(dir: &Path) -> (PathBuf, String) {
     (path, recipient)
 }
 
-/// rclone against the cluster (node 0) with the test key, configured by environment variables
-/// alone, every `AWS_*` and `RCLONE_*` variable of the caller removed: the independent client
-/// that reads and damages what lifeboat stored.
-fn rclone(access: &S3Access, args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, String> {
-    let mut command = Command::new("rclone");
-    for (var, _) in std::env::vars_os() {
-        let name = var.to_string_lossy();
-        if name.starts_with("AWS_") || name.starts_with("RCLONE_") {
-            command.env_remove(&var);
-        }
-    }
-    command
-        .env("RCLONE_CONFIG", "/dev/null")
-        .env("RCLONE_CONFIG_GARAGE_TYPE", "s3")
-        .env("RCLONE_CONFIG_GARAGE_PROVIDER", "Other")
-        .env("RCLONE_CONFIG_GARAGE_ENDPOINT", &access.endpoint)
-        .env("RCLONE_CONFIG_GARAGE_REGION", &access.region)
-        .env("RCLONE_CONFIG_GARAGE_ACCESS_KEY_ID", &access.key_id)
-        .env("RCLONE_CONFIG_GARAGE_SECRET_ACCESS_KEY", &access.secret)
-        .env("RCLONE_CONFIG_GARAGE_FORCE_PATH_STYLE", "true")
-        .args(["--retries", "1", "--low-level-retries", "2", "--contimeout", "5s", "--timeout", "30s"])
-        .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child =
-        command.spawn().map_err(|e| format!("cannot run rclone (scripts/setup-test-env installs it): {e}"))?;
-    if let Some(data) = stdin {
-        let mut pipe = child.stdin.take().expect("rclone's stdin is piped");
-        pipe.write_all(data).map_err(|e| format!("write to rclone: {e}"))?;
-    }
-    let out = child.wait_with_output().map_err(|e| format!("wait for rclone: {e}"))?;
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        Err(format!("rclone {} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr)))
-    }
-}
-
 /// The bytes of `bucket/object` on the cluster.
 fn get_object(access: &S3Access, object: &str) -> Vec<u8> {
-    rclone(access, &["cat", &format!("garage:{object}")], None).unwrap_or_else(|e| panic!("{e}"))
+    rclone(access, &access.endpoint, &["cat", &format!("garage:{object}")], None).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Replaces `bucket/object` with `data` (a plain PUT: lifeboat's metadata is gone with it).
 fn put_object(access: &S3Access, object: &str, data: &[u8]) {
-    rclone(access, &["rcat", &format!("garage:{object}")], Some(data)).unwrap_or_else(|e| panic!("{e}"));
+    rclone(access, &access.endpoint, &["rcat", &format!("garage:{object}")], Some(data))
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// The multipart uploads open in `bucket` as S3's ListMultipartUploads lists them (signed by
@@ -856,7 +817,8 @@ fn altered_and_truncated() {
     assert!(text(&output).contains(&sealed2), "exit 5 names the key: {}", describe(&output));
 
     // A copy gone from the store: listed missing, verify exit 5 naming it.
-    rclone(&env.access, &["deletefile", &format!("garage:{BUCKET}/sealed/{sealed2}")], None).unwrap();
+    rclone(&env.access, &env.access.endpoint, &["deletefile", &format!("garage:{BUCKET}/sealed/{sealed2}")], None)
+        .unwrap();
     let objects = env.objects("sealed");
     let listed = objects.iter().find(|o| o["key"] == sealed2.as_str()).unwrap();
     assert_eq!((&listed["status"], &listed["size_bytes"]), (&Value::from("missing"), &Value::Null), "{objects:?}");

@@ -11,11 +11,10 @@
 #[path = "support/garage.rs"]
 mod garage;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use garage::{GarageCluster, S3Access};
+use garage::{GarageCluster, S3Access, rclone};
 use serde_json::Value;
 
 /// Starts the cluster that the tests of off-host copies use, printing how long it took; `None`
@@ -26,45 +25,6 @@ fn start_cluster() -> Option<GarageCluster> {
     let cluster = GarageCluster::start(3, 3);
     eprintln!("garage: 3 nodes, replication 3, healthy with key and bucket in {:.2?}", started.elapsed());
     Some(cluster)
-}
-
-/// rclone against `endpoint` with the test key, configured by environment variables alone (a
-/// remote named `garage`), with every `AWS_*` and `RCLONE_*` variable of the caller removed.
-fn rclone(access: &S3Access, endpoint: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, String> {
-    let mut command = Command::new("rclone");
-    for (var, _) in std::env::vars_os() {
-        let name = var.to_string_lossy();
-        if name.starts_with("AWS_") || name.starts_with("RCLONE_") {
-            command.env_remove(&var);
-        }
-    }
-    command
-        .env("RCLONE_CONFIG", "/dev/null")
-        .env("RCLONE_CONFIG_GARAGE_TYPE", "s3")
-        .env("RCLONE_CONFIG_GARAGE_PROVIDER", "Other")
-        .env("RCLONE_CONFIG_GARAGE_ENDPOINT", endpoint)
-        .env("RCLONE_CONFIG_GARAGE_REGION", &access.region)
-        .env("RCLONE_CONFIG_GARAGE_ACCESS_KEY_ID", &access.key_id)
-        .env("RCLONE_CONFIG_GARAGE_SECRET_ACCESS_KEY", &access.secret)
-        .env("RCLONE_CONFIG_GARAGE_FORCE_PATH_STYLE", "true")
-        // Fail fast rather than retry for minutes when something is wrong.
-        .args(["--retries", "1", "--low-level-retries", "2", "--contimeout", "5s", "--timeout", "30s"])
-        .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child =
-        command.spawn().map_err(|e| format!("cannot run rclone (scripts/setup-test-env installs it): {e}"))?;
-    if let Some(data) = stdin {
-        let mut pipe = child.stdin.take().expect("rclone's stdin is piped");
-        pipe.write_all(data).map_err(|e| format!("write to rclone: {e}"))?;
-    }
-    let out = child.wait_with_output().map_err(|e| format!("wait for rclone: {e}"))?;
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        Err(format!("rclone {} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr)))
-    }
 }
 
 /// Puts `data` at `object` in the test bucket through `endpoint`.

@@ -81,7 +81,8 @@ pub async fn list(ctx: &Ctx, name: &str) -> anyhow::Result<RemoteListReport> {
     let project = Project::load(&ctx.dir)?;
     let section = project.config.remote(name)?;
     let copies: Vec<CopyEntry> =
-        project.journal()?.copies()?.into_iter().filter(|c| c.remote == section.name).collect();
+        // Copies shipped under an earlier `url` of the remote are not in this listing to compare.
+        project.journal()?.copies()?.into_iter().filter(|c| c.remote == section.name && c.url == section.url).collect();
     let remote = remotes::open(&project, section, &section.url)?;
     let mut listed = remote.list().await.map_err(exit_for)?;
     listed.retain(|object| !remotes::is_manifest_key(&object.key));

@@ -78,7 +78,9 @@ async fn apply(
     report: &mut RemotePrune,
 ) -> anyhow::Result<()> {
     let journal = &session.journal;
-    let copies: Vec<CopyEntry> = journal.copies()?.into_iter().filter(|c| c.remote == section.name).collect();
+    // Only what this listing can see: copies shipped under an earlier `url` stay as they are.
+    let copies: Vec<CopyEntry> =
+        journal.copies()?.into_iter().filter(|c| c.remote == section.name && c.url == section.url).collect();
     if copies.is_empty() {
         return Ok(());
     }
