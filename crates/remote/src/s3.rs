@@ -217,7 +217,7 @@ impl S3Remote {
     /// Maps the client library's error to ours, by what the operator should do, scrubbed.
     fn error(&self, e: object_store::Error) -> RemoteError {
         let remote = self.name.clone();
-        let detail = scrub(&e.to_string(), &self.secret);
+        let detail = tidy(&scrub(&e.to_string(), &self.secret));
         let has = |needle: &str| detail.contains(needle);
         match e {
             object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
@@ -546,6 +546,31 @@ impl PartSink for S3Parts<'_> {
     }
 }
 
+/// A message with the store's XML error body (`<Error><Code>NoSuchBucket</Code><Message>...`)
+/// cut down to `NoSuchBucket: ...`, what an operator reads.
+fn tidy(text: &str) -> String {
+    let Some(start) = text.find("<Error>") else { return text.to_string() };
+    let end = text[start..].find("</Error>").map_or(text.len(), |at| start + at + "</Error>".len());
+    let body = &text[start..end];
+    let field = |name: &str| {
+        let open = format!("<{name}>");
+        let from = body.find(&open)? + open.len();
+        let to = body[from..].find(&format!("</{name}>"))? + from;
+        Some(body[from..to].trim().to_string())
+    };
+    let summary = match (field("Code"), field("Message")) {
+        (Some(code), Some(message)) if !message.is_empty() => format!("{code}: {message}"),
+        (Some(code), _) => code,
+        _ => return text.to_string(),
+    };
+    let mut head = &text[..start];
+    if let Some(declaration) = head.rfind("<?xml") {
+        head = &head[..declaration];
+    }
+    let head = head.trim_end().trim_end_matches(['(', ':', ' ']);
+    format!("{head}: {summary}{}", &text[end..])
+}
+
 /// `text` without the secret (the library never prints it, but a message is checked anyway).
 fn scrub(text: &str, secret: &Secret) -> String {
     if secret.0.len() >= 8 { text.replace(&secret.0, "…") } else { text.to_string() }
@@ -841,6 +866,13 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_xml_error_body_reads_as_its_code_and_message() {
+        let raw = "Client error with status 404 Not Found: <?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NoSuchBucket</Code><Message>Bucket not found: nope</Message><Resource>/nope</Resource></Error>";
+        assert_eq!(super::tidy(raw), "Client error with status 404 Not Found: NoSuchBucket: Bucket not found: nope");
+        assert_eq!(super::tidy("plain words"), "plain words");
+    }
+
     use super::*;
 
     fn upload(key: &str, id: &str) -> OpenUpload {
