@@ -1370,7 +1370,8 @@ fn a_ship_run_interrupted_at_any_step_before_its_record_aborts_the_upload_then_d
         // Nothing began: nothing to undo.
         (0, false, State::Shipping, vec![]),
         // The begin in flight: the store may have opened an upload whose id the journal never
-        // heard; the abort has no id to give (a directory remote finds it by its key).
+        // heard; the abort has no id to give, and finds it by its key (S3's
+        // ListMultipartUploads, a directory remote's KEY.partial).
         (0, true, State::Shipping, vec![abort(None)]),
         (1, false, State::Shipping, vec![opened.clone()]),
         // The upload in flight: its completion may have happened, or may be on its way.
@@ -1565,24 +1566,43 @@ fn a_ship_run_crashed_after_its_completion_deletes_the_copy() {
 }
 
 #[test]
-fn a_begin_interrupted_before_its_id_was_journaled_leaves_an_s3_upload_to_the_lifecycle_rule() {
-    // S3: the upload is open, and nothing can name it.
-    let (mut sim, spec) = shipping_world(0);
-    sim.crash_at_named("step begin_upload 1", |s| s.run(spec.clone()));
-    assert_eq!(sim.run(spec).err(), Some(Crashed));
-    let ended = sim.recover_all().unwrap();
-    assert_eq!(ended[0].state(), State::RolledBack);
-    sim.check_ended(&ended[0]);
-    assert_eq!(sim.world.remotes["offsite"].uploads.keys().collect::<Vec<_>>(), ["upload-1"]);
-    assert_eq!(upload_begun(&sim.journal[&2]), None);
-    // A directory remote's upload is its key's partial file: the abort finds it.
-    let (mut sim, spec) = shipping_world(1);
-    sim.crash_at_named("step begin_upload 1", |s| s.run(spec.clone()));
-    assert_eq!(sim.run(spec).err(), Some(Crashed));
-    assert_eq!(sim.world.remotes["nas"].uploads.len(), 1);
-    let ended = sim.recover_all().unwrap();
-    sim.check_ended(&ended[0]);
-    assert!(sim.world.remotes["nas"].uploads.is_empty());
+fn a_begin_interrupted_before_its_id_was_journaled_has_its_upload_aborted_by_the_rollback() {
+    // The store opened the upload and the journal never heard its id: the abort has no id to
+    // give, and finds the upload by its key (S3: ListMultipartUploads of the key, then an abort
+    // of each; a directory remote: the key's partial file).
+    for (remote, (name, _, _)) in REMOTES.iter().enumerate() {
+        let (mut sim, spec) = shipping_world(remote);
+        sim.crash_at_named("step begin_upload 1", |s| s.run(spec.clone()));
+        assert_eq!(sim.run(spec).err(), Some(Crashed));
+        assert_eq!(sim.world.remotes[*name].uploads.len(), 1, "{name}: the store opened it");
+        assert_eq!(upload_begun(&sim.journal[&2]), None, "{name}: the journal never heard its id");
+        let ended = sim.recover_all().unwrap();
+        assert_eq!(ended[0].state(), State::RolledBack, "{name}");
+        sim.check_ended(&ended[0]);
+        let aborted_without_id = sim
+            .effect_log
+            .iter()
+            .any(|(run, e, _)| *run == 2 && matches!(e, Effect::AbortUpload { upload_id: None, .. }));
+        assert!(aborted_without_id, "{name}: {:?}", sim.effect_log);
+        let store = &sim.world.remotes[*name];
+        assert!(store.uploads.is_empty() && store.objects.is_empty(), "{name}: {store:?}");
+    }
+}
+
+#[test]
+fn a_begin_that_failed_after_the_store_opened_its_upload_has_it_aborted_by_the_rollback() {
+    // The store opened the upload and its answer was lost (the begin's one micro-step done, then
+    // the failure): the run rolls back and the abort, without an id, finds it by its key.
+    for (remote, (name, _, _)) in REMOTES.iter().enumerate() {
+        let (mut sim, spec) = shipping_world(remote);
+        sim.inject(2, 0, 1);
+        let run = sim.run(spec).unwrap();
+        assert_eq!(run.state(), State::RolledBack, "{name}");
+        assert_eq!(upload_begun(&sim.journal[&2]), None, "{name}: the journal never heard its id");
+        sim.check_ended(&run);
+        let store = &sim.world.remotes[*name];
+        assert!(store.uploads.is_empty() && store.objects.is_empty(), "{name}: {store:?}");
+    }
 }
 
 // -------------------------------------------------------------------------------------------------
