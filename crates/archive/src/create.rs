@@ -210,6 +210,31 @@ pub(crate) fn open_source(path: &Path, meta: &Metadata) -> io::Result<Option<Fil
     Ok(Some(file))
 }
 
+/// Opens the directory `path` that was listed as `meta`, for [`open_source_at`]: `None` if it is
+/// a symlink now, or another directory than the one listed.
+pub(crate) fn open_listed_dir(path: &Path, meta: &Metadata) -> Option<OwnedFd> {
+    let dir = File::from(open_dir_nofollow(path).ok()?);
+    let now = dir.metadata().ok()?;
+    (now.dev() == meta.dev() && now.ino() == meta.ino()).then(|| OwnedFd::from(dir))
+}
+
+/// Opens the entry `name` of the open directory `dir` for reading, never through a symlink at
+/// it (`ELOOP` then), with `O_NONBLOCK` so that a fifo swapped in cannot hang the open. One
+/// lookup of one name, where a full path walks every component again: the caller takes the
+/// file's `fstat` as its listing, so nothing can be swapped in between the two. Only for names
+/// the directory lists as regular files: opening a device node can have effects of its own.
+pub(crate) fn open_source_at(dir: &OwnedFd, name: &std::ffi::OsStr) -> io::Result<File> {
+    let c = CString::new(name.as_bytes()).map_err(io::Error::other)?;
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: `dir` is an open descriptor and `c` a valid NUL-terminated name.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
 /// True if `path` is a real directory (not a symlink to one).
 pub(crate) fn is_real_dir(path: &Path) -> io::Result<bool> {
     Ok(fs::symlink_metadata(path)?.is_dir())
@@ -235,6 +260,31 @@ mod tests {
         let c = CString::new(file.as_os_str().as_bytes()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         assert!(open_source(&file, &seen).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_child_opened_through_its_directory_is_never_a_symlink_target() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, other) = (tmp.path().join("dir"), tmp.path().join("other"));
+        fs::create_dir(&dir).unwrap();
+        fs::create_dir(&other).unwrap();
+        fs::write(dir.join("file"), b"data").unwrap();
+        fs::write(tmp.path().join("secret"), b"secret").unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("secret"), dir.join("link")).unwrap();
+        let listed = fs::symlink_metadata(&dir).unwrap();
+        let fd = open_listed_dir(&dir, &listed).expect("the directory listed");
+        let mut data = String::new();
+        io::Read::read_to_string(&mut open_source_at(&fd, "file".as_ref()).unwrap(), &mut data).unwrap();
+        assert_eq!(data, "data");
+        let refused = open_source_at(&fd, "link".as_ref()).unwrap_err();
+        assert_eq!(refused.raw_os_error(), Some(libc::ELOOP));
+        // Another directory at the listed name, or a symlink to one, is not the one listed.
+        fs::rename(&dir, tmp.path().join("moved")).unwrap();
+        fs::rename(&other, &dir).unwrap();
+        assert!(open_listed_dir(&dir, &listed).is_none());
+        fs::remove_dir(&dir).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("moved"), &dir).unwrap();
+        assert!(open_listed_dir(&dir, &listed).is_none());
     }
 
     #[test]
