@@ -42,7 +42,8 @@ pub struct WriteOptions {
     /// The compression level: gzip 0 to 9, zstd 1 to 19 ([`Compression::levels`]); default 6,
     /// gzip's. [`Compression::default_level`] gives each one's usual level.
     pub level: u32,
-    /// Compression threads; 0 (the default) means one per available core, plus one.
+    /// Compression threads; 0 (the default) means [`Compression::default_threads`] for the
+    /// available cores: one per core plus one for gzip, one per core for zstd.
     pub threads: usize,
     /// When set and it turns true, the writer stops at the next entry or read (within about a
     /// megabyte), removes the partial file and returns [`ArchiveError::Cancelled`].
@@ -252,10 +253,7 @@ pub fn write_archive(
         Err(e) => return Err(ArchiveError::Write { path: dest.to_path_buf(), source: e }),
     }
     let threads = if opts.threads == 0 {
-        // One worker more than cores: this thread also works (walk, tar, sha256, write), and an
-        // extra worker keeps every core compressing while it does (measured: 2 cores, 2 workers
-        // 6.5 s, 3 workers 6.1 s on the 644 MB bench tree).
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) + 1
+        opts.compression.default_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
     } else {
         opts.threads
     };
