@@ -44,7 +44,7 @@ impl Compression {
     /// The levels [`crate::WriteOptions::level`] may take: gzip 0 to 9, zstd 1 to 19 (zstd's
     /// "ultra" levels above 19 need windows of 32 MiB and more per thread). Memory does not grow
     /// with the data but does with the zstd level: with 4 MiB jobs and two workers, peak RSS was
-    /// 42 to 59 MiB at level 3, 46 MiB at 6, 61 MiB at 9 and 230 MiB at 19 (gzip: 8 to 10 MiB).
+    /// 43 to 59 MiB at level 3, 45 MiB at 6, 60 MiB at 9 and 224 MiB at 19 (gzip: 8 to 10 MiB).
     pub fn levels(self) -> RangeInclusive<u32> {
         match self {
             Compression::Gzip => 0..=9,
