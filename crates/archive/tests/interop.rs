@@ -118,7 +118,8 @@ fn gnu_tar_and_zstd_read_lifeboat_zstd_archives() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     build_mixed_tree(&src, 6);
-    for threads in [1, 3] {
+    // 0 is what backups use: one worker per core (`Compression::default_threads`).
+    for threads in [0, 1, 3] {
         let dest = tmp.path().join(format!("b{threads}.tar.zst"));
         let summary = write_one_with(&src, "paths/data", &dest, threads, Compression::Zstd);
         assert_eq!(&fs::read(&dest).unwrap()[..4], &[0x28, 0xb5, 0x2f, 0xfd], "not a zstd frame");
